@@ -1,0 +1,71 @@
+"""fleetpool: every connection a fleet of functions holds is a lease with an owner and an expiry.
+
+Public API::
+
+    import fleetpool
+    budget = fleetpool.open_budget("sqlite:///tmp/budget.db", "orders-db")
+    db = fleetpool.Database("postgresql://app@db/orders", budget=budget)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .budget import AsyncBudget, Budget, Lease, Snapshot, open_async_budget, open_budget
+from .errors import (
+    BudgetUnavailable,
+    CapacityError,
+    ConfigError,
+    DatabaseUnavailable,
+    FleetpoolError,
+    LeaseLost,
+    LocalProtocolError,
+    NoConnectionsLeft,
+    ProtocolError,
+    RemoteProtocolError,
+    UnavailableError,
+)
+
+if TYPE_CHECKING:
+    from .client.database import Database
+    from .client.reaper import ReapReport, reap
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # The client pulls in drivers lazily, so importing fleetpool stays cheap.
+    if name == "Database":
+        from .client.database import Database
+
+        return Database
+    if name in ("reap", "ReapReport"):
+        from .client import reaper
+
+        return getattr(reaper, name)
+    raise AttributeError(f"module 'fleetpool' has no attribute {name!r}")
+
+
+__all__ = [
+    "AsyncBudget",
+    "Budget",
+    "BudgetUnavailable",
+    "CapacityError",
+    "ConfigError",
+    "Database",
+    "DatabaseUnavailable",
+    "FleetpoolError",
+    "Lease",
+    "LeaseLost",
+    "LocalProtocolError",
+    "NoConnectionsLeft",
+    "ProtocolError",
+    "ReapReport",
+    "RemoteProtocolError",
+    "Snapshot",
+    "UnavailableError",
+    "__version__",
+    "open_async_budget",
+    "open_budget",
+    "reap",
+]

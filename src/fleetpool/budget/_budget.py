@@ -1,0 +1,343 @@
+"""The public budget objects: waiting, fail-open and metrics around a backend.
+
+Strategy: backends only know how to do one atomic attempt. :class:`Budget` turns
+that into the API users call: it retries until a deadline, keeps the caller's
+place in the queue with a waiter ticket, sleeps on the backend's notification
+(or a jittered poll), translates store failures into fail-open or fail-closed
+behaviour, and records metrics. :class:`AsyncBudget` runs the same steps with
+every blocking store call moved to a worker thread: budget calls are rare (one
+per connection, not per query), so a thread hop is cheaper than a second,
+hand-written async implementation of every backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, TypeVar
+
+from ..errors import BudgetUnavailable, ConfigError, LeaseLost, NoConnectionsLeft
+from ..metrics import REGISTRY, BudgetMetrics
+from ._base import AcquireRequest, AcquireResult, BudgetBackend, Lease, Snapshot
+from ._policy import BudgetConfig, validate_config
+
+log = logging.getLogger("fleetpool.budget")
+
+OnUnavailable = Literal["fail_open", "fail_closed"]
+T = TypeVar("T")
+
+#: Poll interval bounds when the store has no notification (or one was missed).
+POLL_MIN = 0.02
+POLL_MAX = 0.25
+
+
+def default_function() -> str:
+    return os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or "default"
+
+
+def default_holder() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _check_seconds(name: str, value: object, *, positive: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name} must be a number of seconds, got {value!r}")
+    v = float(value)
+    if v != v or (positive and v <= 0) or v < 0:
+        raise ConfigError(f"{name} must be {'> 0' if positive else '>= 0'} seconds, got {value!r}")
+    return v
+
+
+class Budget:
+    """A named, fleet-wide connection budget stored in a backend.
+
+    Create one with :func:`fleetpool.open_budget`. All methods are thread-safe.
+
+    Parameters:
+        backend: the store.
+        on_unavailable: ``"fail_open"`` (default) grants an unrecorded local lease
+            when the store cannot be reached -- the database's own connection
+            limit still protects it -- and logs a warning; ``"fail_closed"``
+            raises :class:`fleetpool.BudgetUnavailable`.
+    """
+
+    def __init__(self, backend: BudgetBackend, *, on_unavailable: OnUnavailable = "fail_open"):
+        if on_unavailable not in ("fail_open", "fail_closed"):
+            raise ConfigError(
+                f"on_unavailable must be 'fail_open' or 'fail_closed', got {on_unavailable!r}"
+            )
+        self.backend = backend
+        self.name = backend.name
+        self.on_unavailable: OnUnavailable = on_unavailable
+        self.metrics: BudgetMetrics = REGISTRY.for_budget(backend.name, backend.kind)
+        self._rng = random.Random()
+
+    def __repr__(self) -> str:
+        return f"<Budget {self.name!r} on {self.backend.kind}>"
+
+    # -- configuration -------------------------------------------------------
+
+    def configure(self, limit: int, functions: Mapping[str, Any] | None = None) -> BudgetConfig:
+        """Set the fleet-wide ``limit`` and per-function ``(min, max)`` limits.
+
+        Raises :class:`ConfigError` for negative numbers, ``max < min`` or
+        reserves that add up to more than the limit.
+        """
+        config = validate_config(limit, functions)
+        self.backend.configure(config)
+        return config
+
+    def config(self) -> BudgetConfig:
+        return self.backend.get_config()
+
+    # -- leases --------------------------------------------------------------
+
+    def acquire(
+        self,
+        function: str | None = None,
+        holder: str | None = None,
+        ttl: float = 30.0,
+        wait: float = 0.0,
+        meta: Mapping[str, Any] | None = None,
+    ) -> Lease:
+        """Take one connection's worth of the budget for ``ttl`` seconds.
+
+        Waits up to ``wait`` seconds for capacity (first come, first served),
+        then raises :class:`fleetpool.NoConnectionsLeft` naming the budget, its
+        limit, the leases in use and the time waited.
+        """
+        fn, hold, ttl_s, wait_s = self._check_acquire(function, holder, ttl, wait)
+        start = time.monotonic()
+        deadline = start + wait_s
+        ticket: str | None = None
+        lease_id = uuid.uuid4().hex
+        last: AcquireResult | None = None
+        attempt = 0
+        while True:
+            remaining = deadline - time.monotonic()
+            request = AcquireRequest(
+                function=fn,
+                holder=hold,
+                ttl=ttl_s,
+                meta=dict(meta or {}),
+                lease_id=lease_id,
+                ticket=ticket,
+                queue_for=remaining + POLL_MAX * 2 if remaining > 0 else 0.0,
+            )
+            try:
+                result = self.backend.try_acquire(request)
+            except BudgetUnavailable as exc:
+                return self._fail_open(exc, request, start)
+            last = result
+            self.metrics.observe_capacity(result.limit, result.in_use + (result.lease is not None))
+            if result.lease is not None:
+                self.metrics.granted(fn, time.monotonic() - start, result.reclaimed)
+                return result.lease
+            self.metrics.reclaimed(fn, result.reclaimed)
+            ticket = result.ticket or ticket
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            attempt += 1
+            self.backend.wait_for_change(self._pause(remaining, attempt))
+        if ticket is not None:
+            try:
+                self.backend.cancel_wait(ticket)
+            except BudgetUnavailable:
+                pass
+        waited = time.monotonic() - start
+        self.metrics.refused(fn, waited)
+        raise NoConnectionsLeft(
+            budget=self.name,
+            function=fn,
+            limit=last.limit if last else None,
+            in_use=last.in_use if last else None,
+            waited=waited,
+            reason=last.reason if last else "",
+        )
+
+    def renew(self, lease: Lease, ttl: float | None = None) -> Lease:
+        """Extend a live lease by ``ttl`` seconds from now (default: its original ttl).
+
+        Raises :class:`fleetpool.LeaseLost` if it already expired or was released.
+        """
+        ttl_s = _check_seconds(
+            "ttl", ttl if ttl is not None else lease.expires_at - lease.acquired_at, positive=True
+        )
+        if not lease.recorded:
+            # A fail-open lease lives only here: extend it locally.
+            now = time.time()
+            return Lease(**{**lease.__dict__, "expires_at": now + ttl_s})
+        try:
+            return self.backend.renew(lease, ttl_s)
+        except BudgetUnavailable:
+            if self.on_unavailable == "fail_closed":
+                raise
+            log.warning(
+                "budget %r unavailable on renew; keeping lease %s locally", self.name, lease.id
+            )
+            return Lease(**{**lease.__dict__, "expires_at": time.time() + ttl_s})
+
+    def release(self, lease: Lease | None) -> bool:
+        """Give the lease back. Idempotent; never raises for a lease already gone.
+
+        Returns True if the lease was live in the store.
+        """
+        if lease is None or not lease.recorded:
+            return False
+        try:
+            return self.backend.release(lease)
+        except BudgetUnavailable:
+            # The lease will expire by itself: correctness does not need this call.
+            log.warning(
+                "budget %r unavailable on release; lease %s will expire", self.name, lease.id
+            )
+            return False
+
+    def snapshot(self) -> Snapshot:
+        """Limit, in use, remaining, per-function in use and waiting, right now."""
+        snap = self.backend.snapshot()
+        self.metrics.observe_capacity(snap.limit, snap.in_use)
+        return snap
+
+    def leases(self) -> list[Lease]:
+        """Live leases with their metadata (the reaper reads server connection ids here)."""
+        return self.backend.leases()
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> Budget:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- helpers -------------------------------------------------------------
+
+    def _check_acquire(
+        self, function: str | None, holder: str | None, ttl: float, wait: float
+    ) -> tuple[str, str, float, float]:
+        fn = function if function is not None else default_function()
+        if not isinstance(fn, str) or not fn:
+            raise ConfigError(f"function must be a non-empty string, got {function!r}")
+        hold = holder if holder is not None else default_holder()
+        if not isinstance(hold, str) or not hold:
+            raise ConfigError(f"holder must be a non-empty string, got {holder!r}")
+        return (
+            fn,
+            hold,
+            _check_seconds("ttl", ttl, positive=True),
+            _check_seconds("wait", wait, positive=False),
+        )
+
+    def _pause(self, remaining: float, attempt: int) -> float:
+        # With a notification the pause is only a safety net; without one it is
+        # a jittered poll that grows a little, so a crowd of waiters spreads out.
+        if self.backend.notifies:
+            base = POLL_MAX * 2
+        else:
+            base = min(POLL_MAX, POLL_MIN * (1.5 ** min(attempt, 8)))
+        return min(remaining, base * (0.5 + self._rng.random()))
+
+    def _fail_open(self, exc: BudgetUnavailable, request: AcquireRequest, start: float) -> Lease:
+        if self.on_unavailable == "fail_closed":
+            raise exc
+        log.warning(
+            "budget %r unavailable (%s); granting an unrecorded local lease (fail_open)",
+            self.name,
+            exc,
+        )
+        self.metrics.failed_open(request.function)
+        now = time.time()
+        return Lease(
+            id=request.lease_id,
+            budget=self.name,
+            function=request.function,
+            holder=request.holder,
+            acquired_at=now,
+            expires_at=now + request.ttl,
+            meta=dict(request.meta),
+            recorded=False,
+        )
+
+
+class AsyncBudget:
+    """The :class:`Budget` API with ``async`` methods, for asyncio programs (the proxy).
+
+    Create one with :func:`fleetpool.open_async_budget`.
+    """
+
+    def __init__(self, budget: Budget) -> None:
+        self.sync = budget
+        self.name = budget.name
+        self.backend = budget.backend
+
+    def __repr__(self) -> str:
+        return f"<AsyncBudget {self.name!r} on {self.backend.kind}>"
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def configure(
+        self, limit: int, functions: Mapping[str, Any] | None = None
+    ) -> BudgetConfig:
+        return await self._run(self.sync.configure, limit, functions)
+
+    async def acquire(
+        self,
+        function: str | None = None,
+        holder: str | None = None,
+        ttl: float = 30.0,
+        wait: float = 0.0,
+        meta: Mapping[str, Any] | None = None,
+    ) -> Lease:
+        # One thread per waiting acquire; a cancelled coroutine leaves the thread
+        # to finish its bounded wait, and any lease it got is released.
+        task = asyncio.ensure_future(
+            self._run(self.sync.acquire, function, holder, ttl, wait, meta)
+        )
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(self._release_orphan)
+            raise
+
+    def _release_orphan(self, task: asyncio.Future[Lease]) -> None:
+        if not task.cancelled() and task.exception() is None:
+            threading.Thread(target=self.sync.release, args=(task.result(),), daemon=True).start()
+
+    async def renew(self, lease: Lease, ttl: float | None = None) -> Lease:
+        return await self._run(self.sync.renew, lease, ttl)
+
+    async def release(self, lease: Lease | None) -> bool:
+        return await self._run(self.sync.release, lease)
+
+    async def snapshot(self) -> Snapshot:
+        return await self._run(self.sync.snapshot)
+
+    async def leases(self) -> list[Lease]:
+        return await self._run(self.sync.leases)
+
+    async def close(self) -> None:
+        await self._run(self.sync.close)
+
+    async def __aenter__(self) -> AsyncBudget:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def lease_lost(lease: Lease) -> LeaseLost:
+    return LeaseLost(
+        f"lease {lease.id} of function {lease.function!r} in budget {lease.budget!r} "
+        "expired or was released; acquire a new one"
+    )

@@ -1,0 +1,142 @@
+"""The admission rule: one pure function that every backend obeys.
+
+Strategy: the decision "may this function take one more connection now?" depends
+only on numbers a store can read atomically -- the limit, the live leases per
+function, the per-function (min, max) and the waiters queued ahead of the caller.
+It is written once here, with no I/O and no clock. Backends that decide in Python
+(memory, SQLite, DynamoDB) call it inside their transaction; the Redis backend
+runs a Lua transcription of it, and a hypothesis test holds the two equal.
+
+The rule, in order:
+
+1. A function at its ``max`` is refused, even when the budget has room (it
+   waits): this stops a hot function from starving the others.
+2. A function below its ``min`` is granted whenever the total is below the
+   limit: its reserve is guaranteed.
+3. Otherwise the caller may only use capacity that is neither reserved for
+   other functions below their ``min`` nor owed to eligible waiters queued
+   before it (first come, first served).
+
+A waiter counts as "ahead" only if its own function could be granted (it is not
+at its max); otherwise a queue of capped callers would block everybody else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True)
+class FunctionLimits:
+    """Per-function reserve (``min``) and cap (``max``; ``None`` means the budget limit)."""
+
+    min: int = 0
+    max: int | None = None
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    """A budget's configuration: the fleet-wide ``limit`` and per-function limits."""
+
+    limit: int
+    functions: Mapping[str, FunctionLimits] = field(default_factory=dict)
+
+    def limits_for(self, function: str) -> FunctionLimits:
+        return self.functions.get(function, FunctionLimits())
+
+    def max_for(self, function: str) -> int:
+        cap = self.limits_for(function).max
+        return self.limit if cap is None else min(cap, self.limit)
+
+
+# Reasons are stable strings: they appear in errors, metrics and the Lua script.
+GRANTED = "granted"
+GRANTED_RESERVE = "granted_reserve"
+AT_FUNCTION_MAX = "at_function_max"
+BUDGET_FULL = "budget_full"
+RESERVED = "reserved_for_others"
+QUEUED_BEHIND = "queued_behind_earlier_waiters"
+
+
+@dataclass(frozen=True)
+class Decision:
+    granted: bool
+    reason: str
+
+
+def admit(
+    config: BudgetConfig,
+    in_use: Mapping[str, int],
+    function: str,
+    waiters_ahead: Iterable[str] = (),
+) -> Decision:
+    """Decide whether ``function`` may take one more lease.
+
+    Args:
+        config: the budget's limit and per-function limits.
+        in_use: live (unexpired) leases per function.
+        function: the function asking.
+        waiters_ahead: the functions of live waiters queued before the caller.
+
+    Returns:
+        A :class:`Decision`; ``reason`` is one of the module's reason constants.
+    """
+    total = sum(in_use.values())
+    mine = in_use.get(function, 0)
+    if mine >= config.max_for(function):
+        return Decision(False, AT_FUNCTION_MAX)
+    if total >= config.limit:
+        return Decision(False, BUDGET_FULL)
+    if mine < config.limits_for(function).min:
+        return Decision(True, GRANTED_RESERVE)
+    reserved = 0
+    for name, limits in config.functions.items():
+        if name != function:
+            reserved += max(0, limits.min - in_use.get(name, 0))
+    if total + reserved >= config.limit:
+        return Decision(False, RESERVED)
+    ahead = sum(1 for f in waiters_ahead if in_use.get(f, 0) < config.max_for(f))
+    if total + reserved + ahead >= config.limit:
+        return Decision(False, QUEUED_BEHIND)
+    return Decision(True, GRANTED)
+
+
+def validate_config(limit: object, functions: Mapping[str, object] | None) -> BudgetConfig:
+    """Turn user input into a :class:`BudgetConfig`, or raise :class:`ConfigError`.
+
+    ``functions`` maps a function name to ``(min, max)`` (``max`` may be ``None``),
+    a :class:`FunctionLimits`, or a dict with ``min``/``max`` keys.
+    """
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ConfigError(f"budget limit must be an integer >= 0, got {limit!r}")
+    parsed: dict[str, FunctionLimits] = {}
+    for name, spec in (functions or {}).items():
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"function names must be non-empty strings, got {name!r}")
+        if isinstance(spec, FunctionLimits):
+            lo, hi = spec.min, spec.max
+        elif isinstance(spec, Mapping):
+            lo, hi = spec.get("min", 0), spec.get("max")
+        elif isinstance(spec, tuple | list) and len(spec) == 2:
+            lo, hi = spec
+        else:
+            raise ConfigError(
+                f"limits for function {name!r} must be (min, max), got {spec!r}; "
+                "use max=None for 'up to the budget limit'"
+            )
+        if isinstance(lo, bool) or not isinstance(lo, int) or lo < 0:
+            raise ConfigError(f"min for function {name!r} must be an integer >= 0, got {lo!r}")
+        if hi is not None and (isinstance(hi, bool) or not isinstance(hi, int) or hi < lo):
+            raise ConfigError(
+                f"max for function {name!r} must be None or an integer >= min ({lo}), got {hi!r}"
+            )
+        parsed[name] = FunctionLimits(lo, hi)
+    reserved = sum(f.min for f in parsed.values())
+    if reserved > limit:
+        raise ConfigError(
+            f"the functions' reserves add up to {reserved}, more than the budget limit {limit}"
+        )
+    return BudgetConfig(limit, parsed)

@@ -1,0 +1,135 @@
+"""One exception tree for all of fleetpool, grouped by what the caller can do.
+
+Strategy: every error a user can meet derives from :class:`FleetpoolError`, and
+the second level says what to do about it:
+
+* :class:`ConfigError` -- fix the configuration (also a ``ValueError``).
+* :class:`CapacityError` -- the fleet is full: back off, shed load, or raise the limit.
+* :class:`LeaseLost` -- your lease expired; acquire a new one.
+* :class:`UnavailableError` -- a dependency (budget store, database) is down: retry later.
+* :class:`ProtocolError` -- a peer broke the wire protocol (proxy).
+
+Third-party exceptions are translated at the boundary (``raise X(...) from exc``),
+so callers never need to import redis, botocore or sqlite3 to handle ours.
+The client additionally raises variants that also subclass the database driver's
+``OperationalError`` (see ``fleetpool.client.errors``), so existing ``except``
+clauses keep working.
+"""
+
+from __future__ import annotations
+
+
+class FleetpoolError(Exception):
+    """Root of every error raised by fleetpool."""
+
+    __module__ = "fleetpool"
+
+
+class ConfigError(FleetpoolError, ValueError):
+    """The configuration (URL, DSN, argument, file) is invalid.
+
+    The message names what was wrong and what is accepted.
+    """
+
+    __module__ = "fleetpool"
+
+
+class CapacityError(FleetpoolError):
+    """The fleet's connection capacity is used up."""
+
+    __module__ = "fleetpool"
+
+
+class NoConnectionsLeft(CapacityError):
+    """No lease could be granted within the allowed wait.
+
+    Attributes give the budget, its limit, how many leases were in use and how
+    long the caller waited, so the message is actionable from a log line alone.
+    """
+
+    __module__ = "fleetpool"
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        budget: str = "",
+        function: str = "",
+        limit: int | None = None,
+        in_use: int | None = None,
+        waited: float = 0.0,
+        reason: str = "",
+    ) -> None:
+        self.budget = budget
+        self.function = function
+        self.limit = limit
+        self.in_use = in_use
+        self.waited = waited
+        self.reason = reason
+        if not message:
+            message = (
+                f"no connections left in budget {budget!r} for function {function!r}: "
+                f"limit={limit}, in_use={in_use}, waited {waited:.3f}s"
+                + (f" ({reason})" if reason else "")
+            )
+        super().__init__(message)
+
+
+class LeaseLost(FleetpoolError):
+    """The lease expired (or was released) before it was renewed.
+
+    Its capacity may already belong to someone else: acquire a new lease.
+    """
+
+    __module__ = "fleetpool"
+
+
+class UnavailableError(FleetpoolError):
+    """A dependency fleetpool talks to is unreachable or failing."""
+
+    __module__ = "fleetpool"
+
+
+class BudgetUnavailable(UnavailableError):
+    """The budget store (Redis, DynamoDB, SQLite file) could not be reached in time."""
+
+    __module__ = "fleetpool"
+
+
+class DatabaseUnavailable(UnavailableError):
+    """The database could not be reached, or refused us, after all retries."""
+
+    __module__ = "fleetpool"
+
+
+class ProtocolError(FleetpoolError):
+    """A wire-protocol rule was broken."""
+
+    __module__ = "fleetpool"
+
+
+class LocalProtocolError(ProtocolError):
+    """We were asked to send something the protocol does not allow."""
+
+    __module__ = "fleetpool"
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent bytes that break the protocol (malformed, oversized, out of order)."""
+
+    __module__ = "fleetpool"
+
+
+__all__ = [
+    "BudgetUnavailable",
+    "CapacityError",
+    "ConfigError",
+    "DatabaseUnavailable",
+    "FleetpoolError",
+    "LeaseLost",
+    "LocalProtocolError",
+    "NoConnectionsLeft",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "UnavailableError",
+]

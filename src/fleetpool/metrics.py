@@ -1,0 +1,273 @@
+"""In-process metrics, exported to Prometheus and as CloudWatch Embedded Metric Format.
+
+Strategy: the core keeps its own tiny counters (no third-party import), because
+the code a function deploys must stay small. Two exporters read them:
+
+* :func:`register_prometheus` adds a collector to a prometheus-client registry
+  (the ``metrics`` extra) -- for the proxy, the demo and long-running services.
+* :func:`emf_records` / :func:`flush_emf` turn what happened since the last flush
+  into CloudWatch Embedded Metric Format log lines: on Lambda a JSON line on
+  stdout *is* a metric, with no API call and no extra latency.
+
+The seed's two metrics keep their names (``RemainingConnections``,
+``NoConnectionsLeftError``); the rest are new.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+NAMESPACE = "fleetpool"
+# Seconds; chosen around the interesting range for a lease wait (a connect is 5-20 ms).
+WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass
+class Histogram:
+    buckets: tuple[float, ...] = WAIT_BUCKETS
+    counts: list[int] = field(default_factory=lambda: [0] * (len(WAIT_BUCKETS) + 1))
+    total: float = 0.0
+    count: int = 0
+    recent: list[float] = field(default_factory=list)
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.buckets, value)] += 1
+        self.total += value
+        self.count += 1
+        if len(self.recent) < 100:  # EMF carries at most 100 values per metric
+            self.recent.append(value)
+
+
+@dataclass
+class FunctionStats:
+    grants: int = 0
+    no_connections_left: int = 0
+    reclaimed: int = 0
+    fail_open: int = 0
+    wait: Histogram = field(default_factory=Histogram)
+    # Deltas since the last EMF flush.
+    d_grants: int = 0
+    d_no_connections_left: int = 0
+    d_reclaimed: int = 0
+    d_fail_open: int = 0
+
+
+class BudgetMetrics:
+    """Counters for one budget, split by function. Thread-safe."""
+
+    def __init__(self, budget: str, backend: str) -> None:
+        self.budget = budget
+        self.backend = backend
+        self.remaining: int | None = None
+        self.limit: int | None = None
+        self._functions: dict[str, FunctionStats] = {}
+        self._lock = threading.Lock()
+
+    def _fn(self, function: str) -> FunctionStats:
+        stats = self._functions.get(function)
+        if stats is None:
+            stats = self._functions[function] = FunctionStats()
+        return stats
+
+    def observe_capacity(self, limit: int, in_use: int) -> None:
+        with self._lock:
+            self.limit = limit
+            self.remaining = max(0, limit - in_use)
+
+    def granted(self, function: str, waited: float, reclaimed: int = 0) -> None:
+        with self._lock:
+            s = self._fn(function)
+            s.grants += 1
+            s.d_grants += 1
+            s.reclaimed += reclaimed
+            s.d_reclaimed += reclaimed
+            s.wait.observe(waited)
+
+    def refused(self, function: str, waited: float) -> None:
+        with self._lock:
+            s = self._fn(function)
+            s.no_connections_left += 1
+            s.d_no_connections_left += 1
+            s.wait.observe(waited)
+
+    def failed_open(self, function: str) -> None:
+        with self._lock:
+            s = self._fn(function)
+            s.fail_open += 1
+            s.d_fail_open += 1
+
+    def reclaimed(self, function: str, count: int) -> None:
+        if count:
+            with self._lock:
+                s = self._fn(function)
+                s.reclaimed += count
+                s.d_reclaimed += count
+
+    def functions(self) -> dict[str, FunctionStats]:
+        with self._lock:
+            return dict(self._functions)
+
+    def emf_records(self, now: float | None = None) -> list[dict[str, Any]]:
+        """EMF records for what happened since the last call (and reset the deltas)."""
+        ts = int((time.time() if now is None else now) * 1000)
+        out: list[dict[str, Any]] = []
+        with self._lock:
+            for function, s in self._functions.items():
+                record: dict[str, Any] = {
+                    "_aws": {
+                        "Timestamp": ts,
+                        "CloudWatchMetrics": [
+                            {
+                                "Namespace": NAMESPACE,
+                                "Dimensions": [["Budget", "Function"], ["Budget"]],
+                                "Metrics": [
+                                    {"Name": "RemainingConnections", "Unit": "Count"},
+                                    {"Name": "NoConnectionsLeftError", "Unit": "Count"},
+                                    {"Name": "LeaseGrants", "Unit": "Count"},
+                                    {"Name": "ExpiredLeasesReclaimed", "Unit": "Count"},
+                                    {"Name": "FailOpenGrants", "Unit": "Count"},
+                                    {"Name": "LeaseWaitTime", "Unit": "Milliseconds"},
+                                ],
+                            }
+                        ],
+                    },
+                    "Budget": self.budget,
+                    "Function": function,
+                    "RemainingConnections": self.remaining if self.remaining is not None else 0,
+                    "NoConnectionsLeftError": s.d_no_connections_left,
+                    "LeaseGrants": s.d_grants,
+                    "ExpiredLeasesReclaimed": s.d_reclaimed,
+                    "FailOpenGrants": s.d_fail_open,
+                    "LeaseWaitTime": [round(v * 1000, 3) for v in s.wait.recent],
+                }
+                s.d_grants = s.d_no_connections_left = s.d_reclaimed = s.d_fail_open = 0
+                s.wait.recent = []
+                out.append(record)
+        return out
+
+
+class _Registry:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._budgets: dict[tuple[str, str], BudgetMetrics] = {}
+
+    def for_budget(self, budget: str, backend: str) -> BudgetMetrics:
+        with self._lock:
+            key = (budget, backend)
+            m = self._budgets.get(key)
+            if m is None:
+                m = self._budgets[key] = BudgetMetrics(budget, backend)
+            return m
+
+    def __iter__(self) -> Iterator[BudgetMetrics]:
+        with self._lock:
+            return iter(list(self._budgets.values()))
+
+
+REGISTRY = _Registry()
+_COLLECTORS: dict[int, Any] = {}
+
+
+def emf_records() -> list[dict[str, Any]]:
+    """EMF records for every budget in this process (deltas since the last call)."""
+    return [r for m in REGISTRY for r in m.emf_records()]
+
+
+def flush_emf(stream: TextIO | None = None) -> int:
+    """Write one EMF JSON line per budget and function; returns the number written."""
+    records = emf_records()
+    out = stream or sys.stdout
+    for record in records:
+        out.write(json.dumps(record, separators=(",", ":")) + "\n")
+    out.flush()
+    return len(records)
+
+
+def register_prometheus(registry: Any = None) -> Any:
+    """Expose fleetpool's budget metrics through prometheus-client.
+
+    Requires the ``metrics`` extra. Returns the collector (idempotent per registry).
+    """
+    try:
+        from prometheus_client import REGISTRY as DEFAULT_REGISTRY
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        from .errors import ConfigError
+
+        raise ConfigError(
+            "Prometheus export needs prometheus-client: pip install 'fleetpool[metrics]'"
+        ) from exc
+
+    target = registry if registry is not None else DEFAULT_REGISTRY
+
+    class _Collector:
+        def collect(self) -> Iterator[Any]:
+            remaining = GaugeMetricFamily(
+                "fleetpool_budget_remaining_connections",
+                "Connections the fleet may still open (RemainingConnections)",
+                labels=["budget"],
+            )
+            limit = GaugeMetricFamily(
+                "fleetpool_budget_limit", "The budget's connection limit", labels=["budget"]
+            )
+            grants = CounterMetricFamily(
+                "fleetpool_budget_grants", "Leases granted", labels=["budget", "function"]
+            )
+            refused = CounterMetricFamily(
+                "fleetpool_budget_no_connections_left",
+                "Acquires that ended in NoConnectionsLeft (NoConnectionsLeftError)",
+                labels=["budget", "function"],
+            )
+            reclaimed = CounterMetricFamily(
+                "fleetpool_budget_expired_leases_reclaimed",
+                "Expired leases whose capacity was given back",
+                labels=["budget", "function"],
+            )
+            fail_open = CounterMetricFamily(
+                "fleetpool_budget_fail_open_grants",
+                "Leases granted locally while the store was unavailable",
+                labels=["budget", "function"],
+            )
+            wait = HistogramMetricFamily(
+                "fleetpool_budget_wait_seconds",
+                "Time spent waiting for a lease",
+                labels=["budget", "function"],
+            )
+            for m in REGISTRY:
+                if m.remaining is not None:
+                    remaining.add_metric([m.budget], m.remaining)
+                if m.limit is not None:
+                    limit.add_metric([m.budget], m.limit)
+                for function, s in m.functions().items():
+                    labels = [m.budget, function]
+                    grants.add_metric(labels, s.grants)
+                    refused.add_metric(labels, s.no_connections_left)
+                    reclaimed.add_metric(labels, s.reclaimed)
+                    fail_open.add_metric(labels, s.fail_open)
+                    cumulative, buckets = 0, []
+                    for bound, count in zip(
+                        (*s.wait.buckets, float("inf")), s.wait.counts, strict=True
+                    ):
+                        cumulative += count
+                        buckets.append(
+                            (str(bound) if bound != float("inf") else "+Inf", cumulative)
+                        )
+                    wait.add_metric(labels, buckets, s.wait.total)
+            yield from (remaining, limit, grants, refused, reclaimed, fail_open, wait)
+
+    collector = _COLLECTORS.get(id(target))
+    if collector is None:
+        collector = _COLLECTORS[id(target)] = _Collector()
+        target.register(collector)
+    return collector
