@@ -57,6 +57,8 @@ def intervals(logs: list[Path], killed_at: dict[str, float]) -> list[tuple[float
     out: list[tuple[float, float]] = []
     for log in logs:
         opened: dict[str, tuple[float, float]] = {}
+        if not log.exists():  # killed before it wrote anything
+            continue
         for line in log.read_text().splitlines():
             parts = line.split()
             if parts[0] == "A":

@@ -1,0 +1,735 @@
+"""Redis budget backend: a fleet shares one Redis (or one Redis Cluster slot).
+
+Strategy: every operation is one Lua script, so each is atomic on the server and
+costs one round trip (EVALSHA; the script is loaded again after a NOSCRIPT).
+The admission rule is a line-by-line transcription of
+:func:`fleetpool.budget._policy.admit` plus the waiter rules of
+:func:`fleetpool.budget._state.acquire_step`; ``tests/unit/test_redis_lua_policy.py``
+holds the two equal with hypothesis. Time is the server's ``TIME``, so clock
+skew between the fleet's hosts cannot grant or expire anything early (Redis
+replicates the script's effects, not the script, so this is safe on replicas).
+
+Layout, all keys under the hash tag ``{fleetpool:<name>}`` so a budget lives in
+one Cluster slot:
+
+* ``:config``  string, JSON ``{"limit": n, "functions": {fn: [min, max|null]}}``
+* ``:leases``  hash lease id -> JSON ``{"a": acquired_at, "f": function, "h": holder, "m": meta}``
+* ``:expiry``  zset lease id -> expires_at (purged from the low end on every write)
+* ``:counts``  hash function -> live leases (kept in step with ``:leases``; an
+  O(functions) read per acquire instead of O(leases))
+* ``:wq``      zset waiter ticket -> enqueue sequence number (FCFS order)
+* ``:wexp``    zset ticket -> expires_at;  ``:wfn`` hash ticket -> function
+* ``:seq``     counter for ``:wq``
+
+A call whose reply was lost is retried once only when it failed fast (a stale
+pooled connection); ``acquire`` is idempotent on the lease id, so a retry never
+counts a lease twice. Timeouts are never retried: a store call takes at most
+about the configured timeout, then :class:`BudgetUnavailable` is raised. An
+acquire that timed out may still run when a frozen server wakes up; its lease id
+is remembered and released after the next call that reaches the server.
+
+Wake-ups: a write that frees capacity while waiters exist PUBLISHes on
+``{fleetpool:<name>}:wake``. Each waiting thread subscribes once (its own
+connection, reused for later waits) before its first queued attempt, so a
+release between the attempt and the wait is never missed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlencode
+
+from ..errors import BudgetUnavailable, ConfigError
+from ._base import AcquireRequest, AcquireResult, BudgetBackend, Lease, Snapshot
+from ._policy import BudgetConfig, FunctionLimits
+
+if TYPE_CHECKING:
+    import redis as redis_py
+    from redis.client import PubSub
+
+T = TypeVar("T")
+
+#: Query parameters of a redis:// URL passed on to redis-py.
+ALLOWED_OPTIONS = frozenset(
+    {
+        "client_name",
+        "health_check_interval",
+        "max_connections",
+        "password",
+        "username",
+        "ssl_ca_certs",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_cert_reqs",
+        "ssl_check_hostname",
+    }
+)
+
+# -- Lua ------------------------------------------------------------------------
+# KEYS: 1 config, 2 leases, 3 expiry, 4 counts, 5 wq, 6 wexp, 7 wfn, 8 seq
+
+PRELUDE = r"""
+if redis.replicate_commands then pcall(redis.replicate_commands) end
+local K_CONFIG, K_LEASES, K_EXPIRY, K_COUNTS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local K_WQ, K_WEXP, K_WFN, K_SEQ = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+
+-- Numbers go to Redis as exact decimal strings (Lua's default keeps 14 digits).
+local function fmt(x) return string.format('%.17g', x) end
+
+local function clock()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+
+local function load_config()
+  local raw = redis.call('GET', K_CONFIG)
+  if not raw then return {limit = 0, functions = {}} end
+  return cjson.decode(raw)
+end
+
+local function in_use(fn)
+  return tonumber(redis.call('HGET', K_COUNTS, fn) or '0')
+end
+
+-- BudgetConfig.max_for: the function's cap, never above the limit.
+local function max_for(cfg, fn)
+  local spec = cfg.functions[fn]
+  if spec == nil or spec[2] == nil or spec[2] == cjson.null then return cfg.limit end
+  return math.min(spec[2], cfg.limit)
+end
+
+local function min_for(cfg, fn)
+  local spec = cfg.functions[fn]
+  if spec == nil then return 0 end
+  return spec[1]
+end
+
+local function drop_lease(id)
+  local v = redis.call('HGET', K_LEASES, id)
+  redis.call('ZREM', K_EXPIRY, id)
+  if not v then return end
+  redis.call('HDEL', K_LEASES, id)
+  local fn = cjson.decode(v).f
+  if redis.call('HINCRBY', K_COUNTS, fn, -1) <= 0 then redis.call('HDEL', K_COUNTS, fn) end
+end
+
+local function purge_leases(now)
+  local ids = redis.call('ZRANGEBYSCORE', K_EXPIRY, '-inf', fmt(now))
+  for i = 1, #ids do drop_lease(ids[i]) end
+  return #ids
+end
+
+local function drop_waiter(t)
+  redis.call('ZREM', K_WQ, t)
+  redis.call('ZREM', K_WEXP, t)
+  redis.call('HDEL', K_WFN, t)
+end
+
+local function purge_waiters(now)
+  local ts = redis.call('ZRANGEBYSCORE', K_WEXP, '-inf', fmt(now))
+  for i = 1, #ts do drop_waiter(ts[i]) end
+end
+"""
+
+# _policy.admit(), transcribed. ``my_rank`` is the caller's place in the queue
+# (false: not queued, so every live waiter is ahead).
+ADMIT = r"""
+local function admit(cfg, fn, my_rank)
+  local total = redis.call('ZCARD', K_EXPIRY)
+  local mine = in_use(fn)
+  if mine >= max_for(cfg, fn) then return false, 'at_function_max' end
+  if total >= cfg.limit then return false, 'budget_full' end
+  if mine < min_for(cfg, fn) then return true, 'granted_reserve' end
+  local reserved = 0
+  for name, spec in pairs(cfg.functions) do
+    if name ~= fn then
+      local short = spec[1] - in_use(name)
+      if short > 0 then reserved = reserved + short end
+    end
+  end
+  if total + reserved >= cfg.limit then return false, 'reserved_for_others' end
+  -- total + reserved + ahead >= limit  <=>  ahead >= room
+  local room = cfg.limit - total - reserved
+  local tickets
+  if my_rank == false then
+    tickets = redis.call('ZRANGE', K_WQ, 0, -1)
+  elseif my_rank > 0 then
+    tickets = redis.call('ZRANGE', K_WQ, 0, my_rank - 1)
+  else
+    tickets = {}
+  end
+  local ahead = 0
+  local eligible = {}
+  for i = 1, #tickets do
+    local f = redis.call('HGET', K_WFN, tickets[i])
+    if f then
+      local ok = eligible[f]
+      if ok == nil then
+        ok = in_use(f) < max_for(cfg, f)
+        eligible[f] = ok
+      end
+      if ok then
+        ahead = ahead + 1
+        if ahead >= room then return false, 'queued_behind_earlier_waiters' end
+      end
+    end
+  end
+  return true, 'granted'
+end
+"""
+
+# ARGV: lease_id, function, ttl, payload JSON '{"f":..,"h":..,"m":..}', ticket or '',
+#       queue_for, ticket to use when newly queued, wake channel
+# -> {granted, reason, limit, in_use, ticket, reclaimed, acquired_at, expires_at, next_expiry}
+ACQUIRE = (
+    PRELUDE
+    + ADMIT
+    + r"""
+local id, fn, ttl, payload = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local ticket, queue_for, new_ticket, channel = ARGV[5], tonumber(ARGV[6]), ARGV[7], ARGV[8]
+local now = clock()
+local cfg = load_config()
+local reclaimed = purge_leases(now)
+purge_waiters(now)
+
+local function wake_others(own)
+  local others = redis.call('ZCARD', K_WQ) - own
+  if others > 0 then redis.call('PUBLISH', channel, '1') end
+end
+
+-- A retry of a call whose reply was lost: the lease is already ours.
+local existing = redis.call('HGET', K_LEASES, id)
+if existing then
+  local exp = redis.call('ZSCORE', K_EXPIRY, id)
+  local total = redis.call('ZCARD', K_EXPIRY)
+  return {1, 'granted', cfg.limit, total - 1, '', reclaimed,
+          fmt(cjson.decode(existing).a), exp, ''}
+end
+
+local my_rank = false
+if ticket ~= '' then my_rank = redis.call('ZRANK', K_WQ, ticket) end
+local total = redis.call('ZCARD', K_EXPIRY)
+local granted, reason = admit(cfg, fn, my_rank)
+
+if granted then
+  local exp = now + ttl
+  redis.call('HSET', K_LEASES, id, '{"a":' .. fmt(now) .. ',' .. string.sub(payload, 2))
+  redis.call('ZADD', K_EXPIRY, fmt(exp), id)
+  redis.call('HINCRBY', K_COUNTS, fn, 1)
+  if ticket ~= '' then drop_waiter(ticket) end
+  if reclaimed > 0 then wake_others(0) end
+  return {1, reason, cfg.limit, total, '', reclaimed, fmt(now), fmt(exp), ''}
+end
+
+local out = ''
+if queue_for > 0 then
+  if my_rank == false then
+    out = new_ticket
+    redis.call('ZADD', K_WQ, redis.call('INCR', K_SEQ), out)
+  else
+    out = ticket
+  end
+  redis.call('HSET', K_WFN, out, fn)
+  redis.call('ZADD', K_WEXP, fmt(now + queue_for), out)
+elseif ticket ~= '' then
+  drop_waiter(ticket)
+end
+if reclaimed > 0 then
+  if out ~= '' then wake_others(1) else wake_others(0) end
+end
+-- When the earliest live lease runs out (the waiter sleeps no longer than that).
+local soonest = ''
+local first = redis.call('ZRANGE', K_EXPIRY, 0, 0, 'WITHSCORES')
+if #first == 2 then soonest = fmt(tonumber(first[2]) - now) end
+return {0, reason, cfg.limit, total, out, reclaimed, '', '', soonest}
+"""
+)
+
+# ARGV: lease_id, ttl -> new expires_at, or false if the lease is gone
+RENEW = (
+    PRELUDE
+    + r"""
+local now = clock()
+local exp = redis.call('ZSCORE', K_EXPIRY, ARGV[1])
+if not exp then return false end
+if tonumber(exp) <= now then
+  drop_lease(ARGV[1])
+  return false
+end
+local new = fmt(now + tonumber(ARGV[2]))
+redis.call('ZADD', K_EXPIRY, 'XX', new, ARGV[1])
+return new
+"""
+)
+
+# ARGV: lease_id, wake channel -> 1 if the lease was live
+RELEASE = (
+    PRELUDE
+    + r"""
+local now = clock()
+local exp = redis.call('ZSCORE', K_EXPIRY, ARGV[1])
+if not exp then return 0 end
+drop_lease(ARGV[1])
+if tonumber(exp) <= now then return 0 end
+if redis.call('ZCARD', K_WQ) > 0 then redis.call('PUBLISH', ARGV[2], '1') end
+return 1
+"""
+)
+
+# ARGV: ticket, wake channel
+CANCEL_WAIT = (
+    PRELUDE
+    + r"""
+if redis.call('ZREM', K_WQ, ARGV[1]) == 1 then
+  redis.call('ZREM', K_WEXP, ARGV[1])
+  redis.call('HDEL', K_WFN, ARGV[1])
+  if redis.call('ZCARD', K_WQ) > 0 then redis.call('PUBLISH', ARGV[2], '1') end
+else
+  redis.call('ZREM', K_WEXP, ARGV[1])
+  redis.call('HDEL', K_WFN, ARGV[1])
+end
+return 1
+"""
+)
+
+# ARGV: config JSON, wake channel
+CONFIGURE = (
+    PRELUDE
+    + r"""
+redis.call('SET', K_CONFIG, ARGV[1])
+if redis.call('ZCARD', K_WQ) > 0 then redis.call('PUBLISH', ARGV[2], '1') end
+return 1
+"""
+)
+
+# -> {id1, value1, expires1, id2, ...} of live leases
+LEASES = (
+    PRELUDE
+    + r"""
+local now = clock()
+local live = redis.call('ZRANGEBYSCORE', K_EXPIRY, '(' .. fmt(now), '+inf', 'WITHSCORES')
+local out = {}
+for i = 1, #live, 2 do
+  local v = redis.call('HGET', K_LEASES, live[i])
+  if v then
+    out[#out + 1] = live[i]
+    out[#out + 1] = v
+    out[#out + 1] = live[i + 1]
+  end
+end
+return out
+"""
+)
+
+# -> {config JSON or '', {fn1, n1, fn2, n2, ...} live counts, live waiters}
+SNAPSHOT = (
+    PRELUDE
+    + r"""
+local now = clock()
+local counts = {}
+local raw = redis.call('HGETALL', K_COUNTS)
+for i = 1, #raw, 2 do counts[raw[i]] = tonumber(raw[i + 1]) end
+-- Expired leases not purged yet still sit in :counts; leave them out (no writes here).
+local dead = redis.call('ZRANGEBYSCORE', K_EXPIRY, '-inf', fmt(now))
+for i = 1, #dead do
+  local v = redis.call('HGET', K_LEASES, dead[i])
+  if v then
+    local fn = cjson.decode(v).f
+    counts[fn] = (counts[fn] or 0) - 1
+  end
+end
+local flat = {}
+for fn, n in pairs(counts) do
+  if n > 0 then
+    flat[#flat + 1] = fn
+    flat[#flat + 1] = n
+  end
+end
+local waiting = redis.call('ZCOUNT', K_WEXP, '(' .. fmt(now), '+inf')
+return {redis.call('GET', K_CONFIG) or '', flat, waiting}
+"""
+)
+
+SCRIPTS = {
+    "acquire": ACQUIRE,
+    "renew": RENEW,
+    "release": RELEASE,
+    "cancel_wait": CANCEL_WAIT,
+    "configure": CONFIGURE,
+    "leases": LEASES,
+    "snapshot": SNAPSHOT,
+}
+
+KEY_SUFFIXES = ("config", "leases", "expiry", "counts", "wq", "wexp", "wfn", "seq")
+
+
+def budget_keys(name: str) -> list[str]:
+    """The keys of budget ``name``; they share one hash tag (one Cluster slot)."""
+    tag = "{fleetpool:" + name + "}"
+    return [f"{tag}:{suffix}" for suffix in KEY_SUFFIXES]
+
+
+def wake_channel(name: str) -> str:
+    return "{fleetpool:" + name + "}:wake"
+
+
+def config_to_json(config: BudgetConfig) -> str:
+    return json.dumps(
+        {
+            "limit": config.limit,
+            "functions": {n: [f.min, f.max] for n, f in config.functions.items()},
+        },
+        separators=(",", ":"),
+    )
+
+
+def config_from_json(raw: bytes | str) -> BudgetConfig:
+    data = json.loads(raw)
+    return BudgetConfig(
+        limit=int(data["limit"]),
+        functions={
+            n: FunctionLimits(int(lo), None if hi is None else int(hi))
+            for n, (lo, hi) in data["functions"].items()
+        },
+    )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclass(eq=False)
+class _Waits:
+    """One thread's wake-up subscription and what its last refusal said."""
+
+    pid: int
+    pubsub: PubSub | None = None
+    #: time.monotonic() at which the earliest live lease runs out.
+    next_expiry: float | None = None
+
+
+class RedisBackend(BudgetBackend):
+    kind = "redis"
+    notifies = True
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        timeout: float = 2.0,
+        options: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(name)
+        try:
+            import redis as redis_py
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ConfigError(
+                "the redis budget backend needs redis-py: pip install 'fleetpool[redis]'"
+            ) from exc
+        opts = dict(options or {})
+        unknown = sorted(set(opts) - ALLOWED_OPTIONS)
+        if unknown:
+            raise ConfigError(
+                f"unknown option(s) {', '.join(unknown)} in redis budget URL; "
+                f"accepted: timeout, on_unavailable, {', '.join(sorted(ALLOWED_OPTIONS))}"
+            )
+        self.timeout = float(timeout)
+        self.url = url
+        self._redis_py = redis_py
+        full_url = url + ("?" + urlencode(opts) if opts else "")
+        kwargs: dict[str, Any] = {
+            "socket_timeout": self.timeout,
+            "socket_connect_timeout": self.timeout,
+            # fleetpool bounds the call itself: no retries with backoff inside redis-py.
+            "retry": Retry(NoBackoff(), 0),
+        }
+        if "health_check_interval" not in opts:
+            kwargs["health_check_interval"] = 30
+        try:
+            # No I/O here: redis-py connects on the first command.
+            self._client: redis_py.Redis = redis_py.Redis.from_url(full_url, **kwargs)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"invalid redis budget URL {url!r}: {exc}") from exc
+        self.keys = budget_keys(name)
+        self.channel = wake_channel(name)
+        self._sha: dict[str, str] = {}
+        for op, source in SCRIPTS.items():
+            self._sha[op] = _sha1(source)
+        self._local = threading.local()
+        self._waits: list[_Waits] = []
+        self._waits_lock = threading.Lock()
+        self._orphans: list[str] = []
+        self._orphans_lock = threading.Lock()
+
+    # -- calling the server ------------------------------------------------------
+
+    def _unavailable(self, exc: Exception) -> BudgetUnavailable:
+        return BudgetUnavailable(
+            f"redis budget {self.name!r} at {self.url} unavailable: {type(exc).__name__}: {exc}"
+        )
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        r = self._redis_py
+        start = time.monotonic()
+        retried = False
+        while True:
+            try:
+                return fn()
+            except r.TimeoutError as exc:
+                raise self._unavailable(exc) from exc
+            except r.ConnectionError as exc:
+                # A pooled connection the server (or a NAT) dropped while this
+                # container was frozen fails fast; one more try gets a new one.
+                if not retried and time.monotonic() - start < self.timeout / 2:
+                    retried = True
+                    continue
+                raise self._unavailable(exc) from exc
+            except r.RedisError as exc:
+                raise self._unavailable(exc) from exc
+
+    def _script(self, op: str, args: Sequence[str | int | float]) -> Any:
+        client = self._client
+        sha = self._sha[op]
+        nkeys = len(self.keys)
+
+        def run() -> Any:
+            try:
+                return client.evalsha(sha, nkeys, *self.keys, *args)
+            except self._redis_py.exceptions.NoScriptError:
+                client.script_load(SCRIPTS[op])
+                return client.evalsha(sha, nkeys, *self.keys, *args)
+
+        result = self._call(run)
+        if self._orphans and op != "release":
+            self._release_orphans()
+        return result
+
+    def _release_orphans(self) -> None:
+        """Best effort: give back leases whose acquire timed out but may have run late."""
+        with self._orphans_lock:
+            orphans, self._orphans = self._orphans, []
+        for lease_id in orphans:
+            try:
+                self._script("release", (lease_id, self.channel))
+            except BudgetUnavailable:
+                return  # they expire on their own
+
+    # -- the interface -------------------------------------------------------------
+
+    def configure(self, config: BudgetConfig) -> None:
+        self._script("configure", (config_to_json(config), self.channel))
+
+    def get_config(self) -> BudgetConfig:
+        raw = self._call(lambda: self._client.get(self.keys[0]))
+        return BudgetConfig(limit=0) if raw is None else config_from_json(raw)
+
+    def try_acquire(self, request: AcquireRequest) -> AcquireResult:
+        waits = self._thread_waits()
+        if waits is not None and waits.pubsub is not None:
+            self._drain(waits)
+        elif request.queue_for > 0:
+            # Subscribe before the attempt that queues us: no wake-up is missed.
+            self._subscribe(self._thread_waits(create=True))
+        try:
+            payload = json.dumps(
+                {"f": request.function, "h": request.holder, "m": dict(request.meta)},
+                separators=(",", ":"),
+            )
+        except TypeError as exc:
+            raise ConfigError(f"lease meta must be JSON-serialisable: {exc}") from exc
+        args = (
+            request.lease_id,
+            request.function,
+            repr(float(request.ttl)),
+            payload,
+            request.ticket or "",
+            repr(float(request.queue_for)),
+            request.ticket or uuid.uuid4().hex,
+            self.channel,
+        )
+        try:
+            res = self._script("acquire", args)
+        except BudgetUnavailable as exc:
+            if isinstance(exc.__cause__, self._redis_py.TimeoutError):
+                # A frozen or overloaded server may still run the script once it
+                # answers again: release that lease after the next call that works.
+                with self._orphans_lock:
+                    self._orphans = [*self._orphans[-99:], request.lease_id]
+            raise
+        granted, reason, limit, in_use, ticket, reclaimed, acquired, expires, soonest = res
+        lease = None
+        if granted:
+            lease = Lease(
+                id=request.lease_id,
+                budget=self.name,
+                function=request.function,
+                holder=request.holder,
+                acquired_at=float(acquired),
+                expires_at=float(expires),
+                meta=dict(request.meta),
+            )
+        else:
+            waits = self._thread_waits(create=bool(soonest))
+            if waits is not None:
+                waits.next_expiry = time.monotonic() + float(soonest) if soonest else None
+        return AcquireResult(
+            lease=lease,
+            reason=_text(reason),
+            limit=int(limit),
+            in_use=int(in_use),
+            ticket=_text(ticket) or None,
+            reclaimed=int(reclaimed),
+        )
+
+    def renew(self, lease: Lease, ttl: float) -> Lease:
+        expires = self._script("renew", (lease.id, repr(float(ttl))))
+        if expires is None:
+            from ._budget import lease_lost
+
+            raise lease_lost(lease)
+        return replace(lease, expires_at=float(expires))
+
+    def release(self, lease: Lease) -> bool:
+        return bool(self._script("release", (lease.id, self.channel)))
+
+    def cancel_wait(self, ticket: str) -> None:
+        self._script("cancel_wait", (ticket, self.channel))
+
+    def leases(self) -> list[Lease]:
+        flat = self._script("leases", ())
+        out: list[Lease] = []
+        for i in range(0, len(flat), 3):
+            data = json.loads(flat[i + 1])
+            out.append(
+                Lease(
+                    id=_text(flat[i]),
+                    budget=self.name,
+                    function=data["f"],
+                    holder=data["h"],
+                    acquired_at=float(data["a"]),
+                    expires_at=float(flat[i + 2]),
+                    meta=data["m"],
+                )
+            )
+        out.sort(key=lambda x: (x.acquired_at, x.id))
+        return out
+
+    def snapshot(self) -> Snapshot:
+        raw_config, flat, waiting = self._script("snapshot", ())
+        config = config_from_json(raw_config) if raw_config else BudgetConfig(limit=0)
+        counts = {_text(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+        in_use = sum(counts.values())
+        return Snapshot(
+            budget=self.name,
+            limit=config.limit,
+            in_use=in_use,
+            remaining=max(0, config.limit - in_use),
+            functions=counts,
+            waiting=int(waiting),
+            config=config,
+        )
+
+    # -- waiting ---------------------------------------------------------------------
+
+    def _thread_waits(self, create: bool = False) -> _Waits | None:
+        waits: _Waits | None = getattr(self._local, "waits", None)
+        if waits is not None and waits.pid != os.getpid():
+            waits = None  # inherited across fork: the parent owns that connection
+        if waits is None and create:
+            waits = _Waits(pid=os.getpid())
+            self._local.waits = waits
+            with self._waits_lock:
+                self._waits.append(waits)
+        return waits
+
+    def _subscribe(self, waits: _Waits | None) -> None:
+        if waits is None or waits.pubsub is not None:
+            return
+        pubsub: PubSub = self._client.pubsub()  # type: ignore[no-untyped-call]
+        try:
+            pubsub.subscribe(self.channel)
+            deadline = time.monotonic() + self.timeout
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise self._redis_py.TimeoutError("no SUBSCRIBE confirmation")
+                msg = pubsub.get_message(timeout=left)
+                if msg is not None and msg.get("type") == "subscribe":
+                    break
+        except self._redis_py.RedisError:
+            # No notification for this thread: the front's jittered poll still works.
+            pubsub.close()
+            return
+        waits.pubsub = pubsub
+
+    def _drain(self, waits: _Waits) -> None:
+        pubsub = waits.pubsub
+        if pubsub is None:
+            return
+        try:
+            while pubsub.get_message(timeout=0.0) is not None:
+                pass
+        except self._redis_py.RedisError:
+            self._drop_pubsub(waits)
+
+    def _drop_pubsub(self, waits: _Waits) -> None:
+        if waits.pubsub is not None:
+            try:
+                waits.pubsub.close()
+            except Exception:  # pragma: no cover - closing a broken socket
+                pass
+            waits.pubsub = None
+
+    def wait_for_change(self, timeout: float) -> None:
+        timeout = max(0.0, timeout)
+        waits = self._thread_waits(create=True)
+        assert waits is not None
+        if waits.next_expiry is not None:
+            # An expiring lease frees capacity without anyone calling release.
+            timeout = max(0.0, min(timeout, waits.next_expiry - time.monotonic() + 0.001))
+            waits.next_expiry = None
+        if waits.pubsub is None:
+            self._subscribe(waits)
+        pubsub = waits.pubsub
+        if pubsub is None:
+            time.sleep(timeout)
+            return
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                msg = pubsub.get_message(timeout=left)
+                if msg is not None and msg.get("type") == "message":
+                    return
+        except self._redis_py.RedisError:
+            self._drop_pubsub(waits)
+            time.sleep(max(0.0, deadline - time.monotonic()))
+
+    def close(self) -> None:
+        """Close the wake-up subscriptions and the connection pool (reconnects lazily)."""
+        with self._waits_lock:
+            waits, self._waits = self._waits, []
+        for w in waits:
+            if w.pid == os.getpid():
+                self._drop_pubsub(w)
+        self._local = threading.local()
+        self._client.close()
+
+
+def _sha1(source: str) -> str:
+    return hashlib.sha1(source.encode()).hexdigest()
+
+
+__all__ = ["RedisBackend", "budget_keys", "wake_channel"]
