@@ -155,5 +155,8 @@ def test_capacity_of_a_killed_process_returns_within_ttl(store: str, tmp_path: P
     lease = budget.acquire(function="api", ttl=5, wait=ttl + 3)
     assert time.monotonic() - killed <= ttl + 1.0
     budget.release(lease)
+    # The other dead holder's lease may run out a moment later; then nothing is held.
+    while budget.snapshot().in_use and time.monotonic() - killed < ttl + 2:
+        time.sleep(0.05)
     assert budget.snapshot().in_use == 0
     budget.close()
