@@ -1,0 +1,53 @@
+"""``fleetpool reap``: run the reaper once from a shell, a cron job or a scheduled function.
+
+Strategy: a thin typer front over :func:`fleetpool.client.reaper.reap`; the
+report is printed as one line (or JSON with ``--json``) so it reads well in a
+terminal and in CloudWatch alike. Exit status 0 whatever was killed; 2 for a
+configuration error; 1 when the database cannot be reached.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import typer
+
+from ..errors import ConfigError, FleetpoolError
+
+
+def reap(
+    dsn: str = typer.Argument(..., help="Database URL, as the functions use it."),
+    budget: str | None = typer.Option(None, help="Budget store URL (redis://, sqlite:///...)."),
+    budget_name: str | None = typer.Option(
+        None, help="Budget name (default: derived from the database URL)."
+    ),
+    idle_after: float | None = typer.Option(
+        None, help="Also end the fleet's sessions idle at least this many seconds."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Report only; kill nothing."),
+    rds: bool = typer.Option(False, "--rds", help="MySQL on RDS: use CALL mysql.rds_kill."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """End the fleet's sessions whose leases expired (and, optionally, idle ones)."""
+    from .reaper import reap as run
+
+    try:
+        report = run(
+            dsn,
+            budget=budget,
+            idle_after=idle_after,
+            dry_run=dry_run,
+            budget_name=budget_name,
+            rds=rds,
+        )
+    except ConfigError as exc:
+        print(f"fleetpool reap: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from exc
+    except FleetpoolError as exc:
+        print(f"fleetpool reap: {exc}", file=sys.stderr)
+        raise typer.Exit(1) from exc
+    print(json.dumps(report.as_dict()) if as_json else report.summary())
+
+
+__all__ = ["reap"]

@@ -1,0 +1,722 @@
+"""``Database``: one warm, leased, clean connection per container.
+
+Strategy: a serverless container runs one invocation at a time, so the right
+pool size is one. ``Database`` is built in the global section with no I/O and
+connects lazily at the first ``connection()``. Each invocation then does:
+
+* checkout -- the pure :func:`~fleetpool.client.decisions.plan_checkout` says
+  whether the lease needs work (acquire when none or expired, renew when less
+  than half its TTL remains, otherwise nothing); the warm connection is checked
+  with a zero-timeout poll of its socket (no round trip) and replaced if the
+  server dropped it. A warm, clean checkout therefore costs no store call and
+  no database round trip.
+* the user's statements, on the driver's own connection object.
+* check-in -- :func:`~fleetpool.client.decisions.plan_checkin` reads what the
+  driver saw (transaction status, statements that leave session state,
+  server-reported parameters) and chooses nothing, ROLLBACK, a full reset, or
+  closing. A clean invocation pays nothing.
+
+Connect errors are classified by SQLSTATE / error number: "too many
+connections" is retried within ``max_wait`` (the capacity deadline, shared with
+the lease wait), network errors within ``connect_timeout``, an authentication
+failure once after refreshing the credentials. A statement is never re-run:
+if the connection dies under a statement, the driver's error reaches the
+caller and the next checkout reconnects.
+
+The dirty-session detection is a heuristic over statement text plus what the
+server reports for free; state created where the client cannot see it (inside a
+function body, e.g. a temp table) is not detected. For such code pass
+``reset="always"`` (one reset round trip per invocation) or call
+:meth:`Database.mark_dirty`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from ..budget import Budget, Lease, open_budget
+from ..budget._budget import default_holder
+from ..engines import ErrorKind, SessionState
+from ..errors import (
+    ConfigError,
+    DatabaseUnavailable,
+    FleetpoolError,
+    LeaseLost,
+    NoConnectionsLeft,
+)
+from . import shutdown
+from .credentials import Credentials, PasswordSource
+from .decisions import plan_checkin, plan_checkout, server_idle_timeout
+from .dsn import Target, budget_key, default_budget_name, parse_dsn
+from .errors import make_error
+from .retry import Backoff, EqualJitterBackoff, plan_retry
+
+if TYPE_CHECKING:
+    from ._driver import Driver
+    from .reaper import ReapReport
+
+log = logging.getLogger("fleetpool.client")
+
+Mode = Literal["reuse", "per_invocation"]
+R = TypeVar("R")
+
+#: Function name under which containers take the fleet-wide reaper token.
+REAPER_FUNCTION = "__reaper__"
+#: Upper bound on connect attempts, whatever the deadlines say.
+MAX_ATTEMPTS = 200
+#: Forked children must never close (and so terminate) the parent's session.
+_ORPHANS: list[Any] = []
+
+
+@dataclass
+class Stats:
+    """Counters since the Database was created (tests, benchmarks, logs)."""
+
+    checkouts: int = 0
+    connects: int = 0
+    reconnects: int = 0
+    connect_retries: int = 0
+    rollbacks: int = 0
+    resets: int = 0
+    closes: int = 0
+    acquires: int = 0
+    renewals: int = 0
+    releases: int = 0
+    reaps: int = 0
+
+
+def _positive(name: str, value: object, *, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name} must be a number of seconds, got {value!r}")
+    v = float(value)
+    if not (v >= 0 if allow_zero else v > 0) or v != v or v == float("inf"):
+        raise ConfigError(
+            f"{name} must be {'>= 0' if allow_zero else '> 0'} seconds, got {value!r}"
+        )
+    return v
+
+
+class Database:
+    """A database for a serverless function: one warm connection, leased and kept clean.
+
+    Create it in the global section (no I/O happens until first use)::
+
+        db = fleetpool.Database(os.environ["DATABASE_URL"], budget=os.environ["BUDGET_URL"])
+
+        @db.handler
+        def handler(event, context):
+            with db.transaction() as conn:
+                ...
+
+    Parameters:
+        dsn: ``postgresql://user:pw@host:5432/db`` (psycopg 3) or
+            ``mysql://``/``mariadb://`` (PyMySQL); query parameters go to the driver.
+        budget: ``None`` (no fleet-wide limit), a budget URL (``redis://...``), or a
+            :class:`fleetpool.Budget`.
+        budget_name: the budget's name; default derived from engine, host, port, db.
+        function: this function's name in the budget; default
+            ``$AWS_LAMBDA_FUNCTION_NAME`` (else ``"default"``).
+        lease_ttl: seconds a lease lasts without renewal (default 120). The server
+            closes a session idle for half of it (``idle_timeout``).
+        max_wait: seconds a checkout may wait for capacity: a lease, and retries
+            of "too many connections" (default 5).
+        mode: ``"reuse"`` (default) keeps the connection between invocations;
+            ``"per_invocation"`` connects, works, closes and releases every time.
+        connect_timeout: seconds to reach the server, across retries (default 5).
+        statement_timeout: seconds a statement may run (server-enforced), or None.
+        on_connect: ``callable(conn)`` run after each connect and reset
+            (register types, set a search_path...): its settings are the baseline.
+        password: a string, or a callable evaluated at every connect.
+        secret: AWS Secrets Manager secret id or ARN (``aws`` extra).
+        iam_auth: use RDS IAM authentication tokens (``aws`` extra; TLS forced).
+        region: AWS region for ``secret``/``iam_auth``.
+        idle_timeout: server-side idle timeout in seconds; default half of ``lease_ttl``;
+            ``None`` leaves the server's setting alone.
+        reset: ``"auto"`` (reset only a session seen dirty) or ``"always"``.
+        backoff: a strategy with ``compute(attempt)``; default equal jitter 50 ms..2 s.
+        reap_threshold: server utilisation (0..1) above which a connecting
+            container may run the reaper (rate-limited fleet-wide); None disables.
+        reap_idle_after: also reap the fleet's sessions idle this many seconds.
+        reap_interval: at most one reap per this many seconds (per container,
+            and fleet-wide through the budget).
+        handle_signals: close and release on SIGTERM (chaining the previous handler).
+        autocommit: the connection's autocommit mode (default True: statements
+            outside :meth:`transaction` commit at once). ``False`` suits code
+            that manages transactions itself (SQLAlchemy); a transaction left
+            open at check-in is rolled back either way.
+
+    Raises:
+        fleetpool.ConfigError: for a malformed URL or argument (at construction).
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        budget: str | Budget | None = None,
+        budget_name: str | None = None,
+        function: str | None = None,
+        lease_ttl: float = 120.0,
+        max_wait: float = 5.0,
+        mode: Mode = "reuse",
+        connect_timeout: float = 5.0,
+        statement_timeout: float | None = None,
+        on_connect: Callable[[Any], None] | None = None,
+        password: PasswordSource | None = None,
+        secret: str | None = None,
+        iam_auth: bool = False,
+        region: str | None = None,
+        idle_timeout: float | Literal["auto"] | None = "auto",
+        reset: Literal["auto", "always"] = "auto",
+        backoff: Backoff | None = None,
+        holder: str | None = None,
+        reap_threshold: float | None = 0.8,
+        reap_idle_after: float | None = None,
+        reap_interval: float = 60.0,
+        handle_signals: bool = True,
+        autocommit: bool = True,
+    ) -> None:
+        self.target: Target = parse_dsn(dsn)
+        if mode not in ("reuse", "per_invocation"):
+            raise ConfigError(f"mode must be 'reuse' or 'per_invocation', got {mode!r}")
+        if reset not in ("auto", "always"):
+            raise ConfigError(f"reset must be 'auto' or 'always', got {reset!r}")
+        if budget is not None and not isinstance(budget, str | Budget):
+            raise ConfigError(f"budget must be None, a budget URL or a Budget, got {budget!r}")
+        if on_connect is not None and not callable(on_connect):
+            raise ConfigError("on_connect must be a callable taking the connection")
+        if reap_threshold is not None and not (0 < reap_threshold <= 1):
+            raise ConfigError(f"reap_threshold must be in (0, 1] or None, got {reap_threshold!r}")
+        self.lease_ttl = _positive("lease_ttl", lease_ttl)
+        self.max_wait = _positive("max_wait", max_wait, allow_zero=True)
+        self.connect_timeout = _positive("connect_timeout", connect_timeout)
+        self.statement_timeout = (
+            None if statement_timeout is None else _positive("statement_timeout", statement_timeout)
+        )
+        if idle_timeout == "auto":
+            self.idle_timeout: float | None = server_idle_timeout(self.lease_ttl)
+        else:
+            self.idle_timeout = (
+                None if idle_timeout is None else _positive("idle_timeout", idle_timeout)
+            )
+        self.reap_idle_after = (
+            None if reap_idle_after is None else _positive("reap_idle_after", reap_idle_after)
+        )
+        self.reap_interval = _positive("reap_interval", reap_interval)
+        self.reap_threshold = reap_threshold
+        self.mode: Mode = mode
+        self.reset_policy = reset
+        self.on_connect = on_connect
+        self.function = function or os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or "default"
+        self.holder = holder or default_holder()
+        self.budget_name = (
+            budget_name
+            if budget_name is not None
+            else (budget.name if isinstance(budget, Budget) else default_budget_name(self.target))
+        )
+        self._budget_spec = budget
+        self._budget: Budget | None = budget if isinstance(budget, Budget) else None
+        self.credentials = Credentials(
+            self.target, password=password, secret=secret, iam_auth=iam_auth, region=region
+        )
+        self.backoff: Backoff = backoff or EqualJitterBackoff()
+        self.handle_signals = handle_signals
+        self.autocommit = bool(autocommit)
+        self.stats = Stats()
+        self._driver: Driver | None = None
+        self._conn: Any = None
+        self._lease: Lease | None = None
+        self._tag: str | None = None
+        self._session_id: int | None = None
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._checked_out = False
+        self._pid = os.getpid()
+        self._next_reap_check = 0.0
+        self._registered = False
+        self.last_reap: ReapReport | None = None
+
+    # -- public surface -----------------------------------------------------
+
+    def __repr__(self) -> str:
+        state = "connected" if self._conn is not None else "idle"
+        lease = f" lease={self._lease.id[:8]}" if self._lease is not None else ""
+        return f"<Database {self.target.display()} {self.mode} {state}{lease}>"
+
+    @property
+    def engine(self) -> str:
+        return self.target.engine
+
+    @property
+    def budget(self) -> Budget | None:
+        """The budget (opened on first access when given as a URL)."""
+        if self._budget is None and isinstance(self._budget_spec, str):
+            self._budget = open_budget(self._budget_spec, self.budget_name)
+        return self._budget
+
+    @property
+    def lease(self) -> Lease | None:
+        return self._lease
+
+    @property
+    def session_id(self) -> int | None:
+        """The server's id of the current session (backend pid / thread id)."""
+        return self._session_id if self._conn is not None else None
+
+    @property
+    def tag(self) -> str | None:
+        """The tag of the current session (``application_name`` / ``program_name``)."""
+        return self._tag if self._conn is not None else None
+
+    @property
+    def tag_prefix(self) -> str:
+        """What every session of this Database's budget carries at the start of its tag."""
+        return f"fp:{budget_key(self.budget_name if self._budget_spec is not None else None)}:"
+
+    def connection(self) -> _ConnectionScope:
+        """``with db.connection() as conn:`` -- the driver's connection, checked in after.
+
+        Nested uses (and uses inside :meth:`handler`) share one checkout.
+
+        Raises:
+            fleetpool.NoConnectionsLeft: no capacity within ``max_wait`` (also the
+                driver's ``OperationalError``).
+            fleetpool.DatabaseUnavailable: the server could not be reached or
+                refused the login (also the driver's ``OperationalError``).
+        """
+        return _ConnectionScope(self)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """``with db.transaction() as conn:`` -- commit on success, roll back on error."""
+        with self.connection() as conn, self.driver.transaction(conn):
+            yield conn
+
+    def invocation(self) -> _InvocationScope:
+        """A scope for one invocation: connections used inside are checked in at its end."""
+        return _InvocationScope(self)
+
+    def handler(self, fn: Callable[[Any, Any], R]) -> Callable[[Any, Any], R]:
+        """Decorate a Lambda-style ``handler(event, context)``.
+
+        The connection is checked in (cleaned, or closed) after every
+        invocation, also when the handler raises. Inside, use
+        :meth:`connection` or :meth:`transaction` as usual.
+        """
+
+        @functools.wraps(fn)
+        def wrapper(event: Any, context: Any) -> R:
+            with _InvocationScope(self):
+                return fn(event, context)
+
+        return wrapper
+
+    def mark_dirty(self) -> None:
+        """Tell the client that this invocation left session state it could not see."""
+        with self._lock:
+            if self._conn is not None:
+                self.driver.mark(self._conn, SessionState.OTHER)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Close the connection and release the lease. Safe to call more than once.
+
+        ``timeout`` bounds the wait for a concurrent checkout to finish (shutdown).
+        """
+        got = self._lock.acquire(timeout=-1 if timeout is None else timeout)
+        try:
+            self._discard()
+            self._release()
+        finally:
+            if got:
+                self._lock.release()
+        shutdown.unregister(self)
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def driver(self) -> Driver:
+        if self._driver is None:
+            if self.target.engine == "postgresql":
+                from ._postgres import PostgresDriver
+
+                self._driver = PostgresDriver(self.target)
+            else:
+                from ._mysql import MySQLDriver
+
+                self._driver = MySQLDriver(self.target)
+        return self._driver
+
+    # -- scopes -------------------------------------------------------------
+
+    def _enter(self, checkout: bool) -> Any:
+        self._lock.acquire()
+        try:
+            if checkout and not self._checked_out:
+                self._checkout()
+            self._depth += 1
+        except BaseException:
+            self._lock.release()
+            raise
+        return self._conn
+
+    def _exit(self, failed: bool) -> None:
+        try:
+            self._depth -= 1
+            if self._depth == 0 and self._checked_out:
+                self._checkin(failed)
+        finally:
+            self._lock.release()
+
+    # -- checkout -----------------------------------------------------------
+
+    def _checkout(self) -> None:
+        if os.getpid() != self._pid:
+            self._after_fork()
+        self.stats.checkouts += 1
+        deadline = time.monotonic() + self.max_wait
+        budget = self._budget if self._budget is not None else self.budget
+        if budget is not None:
+            lease = self._lease
+            plan = plan_checkout(
+                time.time(),
+                budgeted=True,
+                lease_expires_at=lease.expires_at if lease is not None else None,
+                lease_ttl=self.lease_ttl,
+                has_connection=self._conn is not None,
+            )
+            if plan.drop_connection:
+                self._discard()
+            if plan.acquire:
+                self._acquire(budget, deadline)
+            elif plan.renew and lease is not None:
+                try:
+                    self._lease = budget.renew(lease, self.lease_ttl)
+                    self.stats.renewals += 1
+                except LeaseLost:
+                    log.info("lease %s was lost; reconnecting under a new lease", lease.id)
+                    self._lease = None
+                    self._discard()
+                    self._acquire(budget, deadline)
+        conn = self._conn
+        if conn is not None and not self.driver.alive(conn):
+            log.info("the server closed session %s; reconnecting", self._session_id)
+            self._discard()
+            self.stats.reconnects += 1
+        if self._conn is None:
+            self._connect(deadline)
+        self._checked_out = True
+
+    def _new_tag(self) -> str:
+        token = uuid.uuid4().hex[:12]
+        return f"{self.tag_prefix}{token}:{self.function}"[:63]
+
+    def _acquire(self, budget: Budget, deadline: float) -> None:
+        tag = self._new_tag()
+        try:
+            self._lease = budget.acquire(
+                function=self.function,
+                holder=self.holder,
+                ttl=self.lease_ttl,
+                wait=max(0.0, deadline - time.monotonic()),
+                meta={"tag": tag, "engine": self.target.engine},
+            )
+        except NoConnectionsLeft as exc:
+            hint = " (the budget has limit 0: configure it first)" if exc.limit == 0 else ""
+            raise make_error(
+                NoConnectionsLeft,
+                self.driver.operational_error,
+                str(exc) + hint,
+                budget=exc.budget,
+                function=exc.function,
+                limit=exc.limit,
+                in_use=exc.in_use,
+                waited=exc.waited,
+                reason=exc.reason,
+            ) from exc
+        self._tag = tag
+        self.stats.acquires += 1
+
+    def _connect(self, capacity_deadline: float) -> None:
+        driver = self.driver
+        if self._budget_spec is None or self._tag is None:
+            # Without a budget each connection gets a fresh tag; with one, the
+            # tag was chosen with the lease (it is in the lease's metadata).
+            self._tag = self._new_tag()
+        start = time.monotonic()
+        network_deadline = start + self.connect_timeout
+        refreshed = False
+        self.backoff.reset()
+        last: BaseException | None = None
+        kind = ErrorKind.TRANSIENT
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            login = self.credentials.resolve()
+            remaining = max(0.001, network_deadline - time.monotonic())
+            try:
+                conn = driver.connect(
+                    login,
+                    autocommit=self.autocommit,
+                    tag=self._tag,
+                    timeout=remaining,
+                    idle_timeout=self.idle_timeout,
+                    statement_timeout=self.statement_timeout,
+                )
+            except driver.connect_errors as exc:
+                last = exc
+                kind = driver.error_kind(exc)
+                if kind is ErrorKind.AUTH and not refreshed:
+                    # Once: with fresh credentials (rotation), and because a
+                    # PostgreSQL login refused for a moment (a slot freed while
+                    # we probed) looks the same from the client.
+                    refreshed = True
+                    if self.credentials.refreshable:
+                        log.info("authentication failed; fetching credentials again")
+                        self.credentials.invalidate()
+                    continue
+                if kind is ErrorKind.FATAL and driver.retry_without_option(exc):
+                    continue
+                if kind in (ErrorKind.AUTH, ErrorKind.FATAL):
+                    break
+                deadline = capacity_deadline if kind is ErrorKind.CAPACITY else network_deadline
+                pause = plan_retry(self.backoff.compute(attempt), time.monotonic(), deadline)
+                if pause is None:
+                    break
+                self.stats.connect_retries += 1
+                log.debug("connect attempt %d failed (%s); retrying in %.3fs", attempt, kind, pause)
+                time.sleep(pause)
+                continue
+            self._on_connected(conn)
+            return
+        raise self._connect_error(last, kind, time.monotonic() - start)
+
+    def _connect_error(
+        self, exc: BaseException | None, kind: ErrorKind, waited: float
+    ) -> Exception:
+        driver = self.driver
+        code = driver.error_code(exc) if exc is not None else None
+        where = self.target.display()
+        detail = f"{type(exc).__name__}: {exc}".strip() if exc is not None else "no attempt made"
+        err: FleetpoolError
+        if kind is ErrorKind.CAPACITY:
+            err = make_error(
+                NoConnectionsLeft,
+                driver.operational_error,
+                f"{where} refused new connections (server full, code {code}) for "
+                f"{waited:.2f}s of retries within max_wait={self.max_wait}s; last error: {detail}",
+                sqlstate=code if isinstance(code, str) else None,
+                errno=code if isinstance(code, int) else None,
+                budget=self.budget_name,
+                function=self.function,
+                waited=waited,
+                reason="server_full",
+            )
+        else:
+            what = {
+                ErrorKind.AUTH: "refused the login (authentication failed, or no such "
+                "role or database)",
+                ErrorKind.FATAL: "refused the connection",
+                ErrorKind.TRANSIENT: f"could not be reached within connect_timeout="
+                f"{self.connect_timeout}s",
+            }[kind]
+            err = make_error(
+                DatabaseUnavailable,
+                driver.operational_error,
+                f"{where} {what} (code {code}); last error: {detail}",
+                sqlstate=code if isinstance(code, str) else None,
+                errno=code if isinstance(code, int) else None,
+            )
+        err.__cause__ = exc
+        return err
+
+    def _on_connected(self, conn: Any) -> None:
+        driver = self.driver
+        self._conn = conn
+        self._session_id = driver.session_id(conn)
+        self.stats.connects += 1
+        try:
+            if self.on_connect is not None:
+                self.on_connect(conn)
+            driver.rebase(conn)
+        except BaseException:
+            self._discard()
+            raise
+        budget = self._budget
+        annotate = getattr(budget, "annotate", None)
+        if annotate is not None and self._lease is not None:
+            try:
+                self._lease = annotate(self._lease, {"session_id": self._session_id})
+            except Exception:
+                log.warning("could not record session id with lease", exc_info=True)
+        if not self._registered:
+            shutdown.register(self, signals=self.handle_signals)
+            self._registered = True
+        self._maybe_reap(conn)
+
+    # -- check-in -----------------------------------------------------------
+
+    def _checkin(self, failed: bool) -> None:
+        self._checked_out = False
+        conn = self._conn
+        keep = self.mode == "reuse"
+        if conn is None:
+            if not keep:
+                self._release()
+            return
+        driver = self.driver
+        always = self.reset_policy == "always"
+        if keep and not always and driver.clean(conn):
+            return
+        report = driver.report(conn)
+        if always and not report.state:
+            report = type(report)(**{**report.__dict__, "state": SessionState.OTHER})
+        plan = plan_checkin(report, keep=keep)
+        if plan.close:
+            self._discard()
+            if not keep:
+                self._release()
+            return
+        try:
+            if plan.reset:
+                driver.reset(conn)
+                self.stats.resets += 1
+                if self.on_connect is not None:
+                    self.on_connect(conn)
+                    driver.rebase(conn)
+            elif plan.rollback:
+                driver.rollback(conn)
+                self.stats.rollbacks += 1
+                if plan.restore_client:
+                    driver.restore_client(conn)
+            elif plan.restore_client:
+                driver.restore_client(conn)
+        except Exception:
+            log.warning("could not clean session %s; closing it", self._session_id, exc_info=True)
+            self._discard()
+
+    # -- teardown -----------------------------------------------------------
+
+    def _discard(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self.stats.closes += 1
+            self.driver.close(conn)
+
+    def _release(self) -> None:
+        lease, self._lease = self._lease, None
+        if lease is not None and self._budget is not None:
+            self.stats.releases += 1
+            try:
+                self._budget.release(lease)
+            except Exception:
+                log.warning("could not release lease %s; it will expire", lease.id, exc_info=True)
+        self._tag = None
+
+    def _after_fork(self) -> None:
+        # The socket and the lease belong to the parent: forget them, never close.
+        if self._conn is not None:
+            _ORPHANS.append(self._conn)
+        self._conn = None
+        self._lease = None
+        self._tag = None
+        self._pid = os.getpid()
+        self._checked_out = False
+
+    # -- reaper trigger -------------------------------------------------------
+
+    def _maybe_reap(self, conn: Any) -> None:
+        if self.reap_threshold is None:
+            return
+        now = time.monotonic()
+        if now < self._next_reap_check:
+            return
+        self._next_reap_check = now + self.reap_interval
+        try:
+            from . import reaper
+
+            used, limit = reaper.utilisation(self.driver, conn)
+            if limit <= 0 or used / limit < self.reap_threshold:
+                return
+            budget = self._budget
+            if budget is not None:
+                # The token is a lease of the __reaper__ function, never released:
+                # its TTL is the fleet-wide rate limit. Configured with max 1
+                # (functions={"__reaper__": (0, 1)}) the store enforces "one at a
+                # time" atomically; otherwise a look at the live leases first
+                # keeps it to one in practice.
+                if budget.config().limits_for(REAPER_FUNCTION).max != 1 and any(
+                    x.function == REAPER_FUNCTION for x in budget.leases()
+                ):
+                    return
+                try:
+                    budget.acquire(
+                        function=REAPER_FUNCTION,
+                        holder=self.holder,
+                        ttl=self.reap_interval,
+                        wait=0,
+                        meta={"reason": f"utilisation {used}/{limit}"},
+                    )
+                except NoConnectionsLeft:
+                    return
+            report = reaper.reap_with(
+                self.driver,
+                conn,
+                budget=budget,
+                tag_prefix=self.tag_prefix,
+                idle_after=self.reap_idle_after,
+            )
+            self.stats.reaps += 1
+            self.last_reap = report
+            log.info("reaper: %s", report.summary())
+        except Exception:
+            log.warning("reaper run failed; continuing", exc_info=True)
+        finally:
+            # Whatever the reaper did, the user gets a clean session.
+            try:
+                if self.driver.report(conn).in_transaction:
+                    self.driver.rollback(conn)
+                self.driver.rebase(conn)
+            except Exception:
+                log.warning("could not clean up after the reaper; reconnecting", exc_info=True)
+                self._discard()
+
+
+class _ConnectionScope:
+    __slots__ = ("db",)
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def __enter__(self) -> Any:
+        return self.db._enter(True)
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.db._exit(exc_type is not None)
+
+
+class _InvocationScope:
+    __slots__ = ("db",)
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def __enter__(self) -> Database:
+        self.db._enter(False)
+        return self.db
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self.db._exit(exc_type is not None)
+
+
+__all__ = ["REAPER_FUNCTION", "Database", "Stats"]

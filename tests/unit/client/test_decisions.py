@@ -1,0 +1,104 @@
+"""The client's pure decisions: checkout lease work, check-in clean-up, timeouts."""
+
+from __future__ import annotations
+
+import pytest
+
+from fleetpool.client.decisions import (
+    CLEAN,
+    NOTHING,
+    CheckinPlan,
+    CheckoutPlan,
+    SessionReport,
+    plan_checkin,
+    plan_checkout,
+    server_idle_timeout,
+)
+from fleetpool.engines import SessionState
+
+
+def co(
+    now: float, expires: float | None, *, conn: bool = True, budgeted: bool = True
+) -> CheckoutPlan:
+    return plan_checkout(
+        now, budgeted=budgeted, lease_expires_at=expires, lease_ttl=100.0, has_connection=conn
+    )
+
+
+def test_no_budget_never_touches_the_store() -> None:
+    assert co(1000.0, None, budgeted=False) is NOTHING
+
+
+def test_first_checkout_acquires() -> None:
+    assert co(0.0, None, conn=False) == CheckoutPlan(acquire=True)
+
+
+def test_fresh_lease_needs_nothing() -> None:
+    # More than half the TTL left: zero store round trips.
+    assert co(10.0, 100.0) is NOTHING
+    assert co(49.9, 100.0).store_calls == 0
+
+
+def test_renew_when_less_than_half_remains() -> None:
+    assert co(50.1, 100.0) == CheckoutPlan(renew=True)
+    assert co(99.9, 100.0).store_calls == 1
+
+
+def test_expired_lease_drops_the_connection_and_reacquires() -> None:
+    assert co(100.0, 100.0) == CheckoutPlan(acquire=True, drop_connection=True)
+    assert co(500.0, 100.0, conn=False) == CheckoutPlan(acquire=True, drop_connection=False)
+
+
+def test_server_idle_timeout_is_half_the_lease() -> None:
+    assert server_idle_timeout(120) == 60
+    assert server_idle_timeout(1) == 1.0  # floor: never below a second
+
+
+def test_session_idle_timeout_never_outlives_its_lease() -> None:
+    # After any checkout, the lease covers at least the server's idle timeout.
+    ttl = 100.0
+    for now in (0.0, 10.0, 49.0, 51.0, 99.0):
+        expires = 100.0
+        plan = co(now, expires)
+        after = now + ttl if plan.renew else expires
+        assert after - now >= server_idle_timeout(ttl)
+
+
+def test_clean_session_plans_nothing() -> None:
+    plan = plan_checkin(SessionReport(), keep=True)
+    assert plan == CLEAN and plan.round_trips == 0
+
+
+@pytest.mark.parametrize("state", list(SessionState)[1:])
+def test_any_session_state_resets(state: SessionState) -> None:
+    plan = plan_checkin(SessionReport(state=state), keep=True)
+    if state is SessionState.DATABASE:
+        assert plan.close
+    else:
+        assert plan.reset and not plan.close
+
+
+def test_open_transaction_rolls_back_only() -> None:
+    plan = plan_checkin(SessionReport(in_transaction=True), keep=True)
+    assert plan == CheckinPlan(rollback=True, restore_client=True)
+    assert plan.round_trips == 1
+
+
+def test_changed_reported_setting_resets() -> None:
+    assert plan_checkin(SessionReport(settings_changed=True), keep=True).reset
+
+
+def test_client_side_change_is_restored_without_round_trip() -> None:
+    plan = plan_checkin(SessionReport(client_changed=True), keep=True)
+    assert plan.restore_client and plan.round_trips == 0
+
+
+@pytest.mark.parametrize(
+    "report", [SessionReport(broken=True), SessionReport(busy=True, in_transaction=True)]
+)
+def test_broken_or_busy_sessions_are_closed(report: SessionReport) -> None:
+    assert plan_checkin(report, keep=True) == CheckinPlan(close=True)
+
+
+def test_per_invocation_mode_closes_always() -> None:
+    assert plan_checkin(SessionReport(), keep=False).close
