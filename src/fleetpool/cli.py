@@ -37,6 +37,13 @@ def build_app(argv: list[str] | None = None) -> Any:
         add_completion=False,
         pretty_exceptions_show_locals=False,
     )
+
+    @app.callback()
+    def _group() -> None:
+        # A callback keeps typer in multi-command mode even when only one
+        # command is mounted (we mount just the one asked for).
+        """Keep fleets of serverless functions from exhausting a database's connections."""
+
     wanted = next((a for a in (argv or []) if not a.startswith("-")), None)
     for name, (module, help_) in GROUPS.items():
         if wanted in (None, name):
