@@ -368,6 +368,8 @@ SCRIPTS = {
     "snapshot": SNAPSHOT,
 }
 
+_compact = json.JSONEncoder(separators=(",", ":")).encode
+
 KEY_SUFFIXES = ("config", "leases", "expiry", "counts", "wq", "wexp", "wfn", "seq")
 
 
@@ -502,12 +504,31 @@ class RedisBackend(BudgetBackend):
         sha = self._sha[op]
         nkeys = len(self.keys)
 
+        no_script = self._redis_py.exceptions.NoScriptError
+
         def run() -> Any:
+            # One connection from the pool, one command, straight back: the
+            # generic command path (retry wrapper, per-command telemetry) costs
+            # about as much as a local round trip, and fleetpool bounds the call
+            # itself (see _call).
+            pool = client.connection_pool
+            conn: Any = pool.get_connection()
             try:
-                return client.evalsha(sha, nkeys, *self.keys, *args)
-            except self._redis_py.exceptions.NoScriptError:
-                client.script_load(SCRIPTS[op])
-                return client.evalsha(sha, nkeys, *self.keys, *args)
+                conn.send_command("EVALSHA", sha, nkeys, *self.keys, *args)
+                try:
+                    return conn.read_response()
+                except no_script:
+                    conn.send_command("SCRIPT", "LOAD", SCRIPTS[op])
+                    conn.read_response()
+                    conn.send_command("EVALSHA", sha, nkeys, *self.keys, *args)
+                    return conn.read_response()
+            except self._redis_py.ResponseError:
+                raise  # the connection is fine
+            except BaseException:
+                conn.disconnect()  # a half-read reply must never reach the next caller
+                raise
+            finally:
+                pool.release(conn)
 
         result = self._call(run)
         if self._orphans and op != "release":
@@ -541,9 +562,8 @@ class RedisBackend(BudgetBackend):
             # Subscribe before the attempt that queues us: no wake-up is missed.
             self._subscribe(self._thread_waits(create=True))
         try:
-            payload = json.dumps(
-                {"f": request.function, "h": request.holder, "m": dict(request.meta)},
-                separators=(",", ":"),
+            payload = _compact(
+                {"f": request.function, "h": request.holder, "m": dict(request.meta)}
             )
         except TypeError as exc:
             raise ConfigError(f"lease meta must be JSON-serialisable: {exc}") from exc

@@ -1,0 +1,277 @@
+"""Budget backends: acquire+release throughput and acquire latency.
+
+Usage::
+
+    python benchmarks/budget.py                      # memory, sqlite, redis (throwaway server)
+    python benchmarks/budget.py --redis-url redis://host:6379/0 --dynamodb --json
+    python benchmarks/budget.py --backends redis --duration 5
+
+For each backend: acquire+release pairs per second from 1 process and from N
+processes (default 8; multiprocessing, a fixed duration each), and p50/p99 of
+``acquire`` as users call it (through :class:`fleetpool.Budget`, metrics
+included). For Redis the PING p50 of the same server, measured in the same run
+with the same client settings, is the floor: one round trip. Targets:
+
+* Redis: acquire p50 <= 1.5 x PING p50, and >= 5,000 pairs/s from one process.
+* SQLite: >= 2,000 pairs/s from one process.
+
+The memory backend is per process by design, so its N-process figure is N
+independent budgets (shown for scale only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import queue
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import fleetpool
+
+LIMIT = 1000  # far above the processes' concurrency: the benchmark measures the store
+
+
+@dataclass
+class Run:
+    pairs: int
+    seconds: float
+    latencies: list[float]
+
+
+@dataclass
+class Result:
+    backend: str
+    pairs_per_s_1: float
+    acquire_p50_ms: float
+    acquire_p99_ms: float
+    pairs_per_s_n: float
+    processes: int
+    ping_p50_ms: float | None = None
+    ratio_to_ping: float | None = None
+    targets: dict[str, bool] = field(default_factory=dict)
+
+
+def _loop(url: str, name: str, seconds: float) -> Run:
+    budget = fleetpool.open_budget(url, name, on_unavailable="fail_closed")
+    if url.startswith("memory:"):
+        budget.configure(limit=LIMIT)  # each process has its own memory budget
+    for _ in range(50):  # warm up: connect, load scripts, create tables
+        budget.release(budget.acquire(function="bench", ttl=30))
+    latencies: list[float] = []
+    pairs = 0
+    clock = time.perf_counter
+    start = clock()
+    stop = start + seconds
+    while True:
+        t0 = clock()
+        if t0 >= stop:
+            break
+        lease = budget.acquire(function="bench", ttl=30)
+        t1 = clock()
+        budget.release(lease)
+        latencies.append(t1 - t0)
+        pairs += 1
+    elapsed = clock() - start
+    budget.close()
+    return Run(pairs, elapsed, latencies)
+
+
+def _worker(url: str, name: str, seconds: float, start_at: float, out: Any) -> None:
+    time.sleep(max(0.0, start_at - time.time()))
+    run = _loop(url, name, seconds)
+    out.put((run.pairs, run.seconds))
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _many(url: str, name: str, seconds: float, processes: int) -> float:
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    start_at = time.time() + 2.0  # let every interpreter start before the clock runs
+    procs = [
+        ctx.Process(target=_worker, args=(url, name, seconds, start_at, out))
+        for _ in range(processes)
+    ]
+    for p in procs:
+        p.start()
+    results = []
+    deadline = time.monotonic() + seconds + 120
+    while len(results) < len(procs):
+        try:
+            results.append(out.get(timeout=0.5))
+        except queue.Empty:
+            failed = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            if failed or time.monotonic() > deadline:
+                for p in procs:
+                    p.kill()
+                raise RuntimeError(f"benchmark workers failed: exit codes {failed}") from None
+    for p in procs:
+        p.join(30)
+    return sum(pairs / secs for pairs, secs in results)
+
+
+def _ping_p50(url: str, seconds: float = 1.0) -> float:
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    for _ in range(100):
+        client.ping()
+    samples: list[float] = []
+    stop = time.perf_counter() + seconds
+    while time.perf_counter() < stop:
+        t0 = time.perf_counter()
+        client.ping()
+        samples.append(time.perf_counter() - t0)
+    client.close()
+    return statistics.median(samples)
+
+
+def bench(kind: str, url: str, seconds: float, processes: int) -> Result:
+    name = f"bench-{kind}-{uuid.uuid4().hex[:8]}"
+    setup = fleetpool.open_budget(url, name, on_unavailable="fail_closed")
+    setup.configure(limit=LIMIT)
+    ping = _ping_p50(url) if kind == "redis" else None
+    one = _loop(url, name, seconds)
+    if kind == "redis":  # measure the floor on both sides of the run
+        ping = min(p for p in (ping, _ping_p50(url)) if p is not None)
+    many = _many(url, name, seconds, processes) if processes > 1 else 0.0
+    assert setup.snapshot().in_use == 0
+    setup.close()
+    p50 = statistics.median(one.latencies)
+    result = Result(
+        backend=kind,
+        pairs_per_s_1=one.pairs / one.seconds,
+        acquire_p50_ms=p50 * 1000,
+        acquire_p99_ms=_percentile(one.latencies, 0.99) * 1000,
+        pairs_per_s_n=many,
+        processes=processes,
+    )
+    if ping is not None:
+        result.ping_p50_ms = ping * 1000
+        result.ratio_to_ping = p50 / ping
+        result.targets["acquire p50 <= 1.5x PING p50"] = result.ratio_to_ping <= 1.5
+        result.targets[">= 5,000 pairs/s (1 process)"] = result.pairs_per_s_1 >= 5000
+    if kind == "sqlite":
+        result.targets[">= 2,000 pairs/s (1 process)"] = result.pairs_per_s_1 >= 2000
+    return result
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start_redis() -> tuple[subprocess.Popen[bytes], str, str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not on PATH; pass --redis-url or leave out redis")
+    port = _free_port()
+    workdir = tempfile.mkdtemp(prefix="fp-bench-redis-")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", workdir],
+        stdout=subprocess.DEVNULL,
+    )
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            break
+        except OSError:
+            time.sleep(0.025)
+    return proc, f"redis://127.0.0.1:{port}/0", workdir
+
+
+def _print_table(results: list[Result]) -> None:
+    head = (
+        f"{'backend':<9} {'pairs/s 1p':>11} {'pairs/s Np':>11} {'acq p50 ms':>11} "
+        f"{'acq p99 ms':>11} {'PING p50 ms':>12} {'p50/PING':>9}"
+    )
+    print(head)
+    print("-" * len(head))
+    for r in results:
+        ping = f"{r.ping_p50_ms:.3f}" if r.ping_p50_ms is not None else "-"
+        ratio = f"{r.ratio_to_ping:.2f}x" if r.ratio_to_ping is not None else "-"
+        many = f"{r.pairs_per_s_n:,.0f}" if r.pairs_per_s_n else "-"
+        print(
+            f"{r.backend:<9} {r.pairs_per_s_1:>11,.0f} {many:>11} {r.acquire_p50_ms:>11.3f} "
+            f"{r.acquire_p99_ms:>11.3f} {ping:>12} {ratio:>9}"
+        )
+    print(f"(Np = {results[0].processes} processes; memory's Np is that many separate budgets)")
+    print()
+    print("targets:")
+    for r in results:
+        for label, ok in r.targets.items():
+            print(f"  {'PASS' if ok else 'FAIL'}  {r.backend}: {label}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backends", default="memory,sqlite,redis")
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per measurement")
+    parser.add_argument("--processes", type=int, default=8)
+    parser.add_argument("--redis-url", help="use this Redis instead of a throwaway server")
+    parser.add_argument("--dynamodb", action="store_true", help="also DynamoDB (moto server)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(argv)
+    kinds = [k.strip() for k in args.backends.split(",") if k.strip()]
+    if args.dynamodb and "dynamodb" not in kinds:
+        kinds.append("dynamodb")
+    cleanups: list[Any] = []
+    results: list[Result] = []
+    workdir = tempfile.mkdtemp(prefix="fp-bench-")
+    try:
+        for kind in kinds:
+            if kind == "memory":
+                url = "memory://"
+            elif kind == "sqlite":
+                url = f"sqlite:///{workdir}/budget.db"
+            elif kind == "redis":
+                if args.redis_url:
+                    url = args.redis_url
+                else:
+                    proc, url, rdir = _start_redis()
+                    cleanups.append(
+                        lambda p=proc, d=rdir: (p.terminate(), p.wait(), shutil.rmtree(d))
+                    )
+            elif kind == "dynamodb":
+                from moto.server import ThreadedMotoServer
+
+                os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+                os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+                server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+                server.start()
+                cleanups.append(server.stop)
+                host, port = server.get_host_and_port()
+                url = f"dynamodb://fp-bench?region=us-east-1&endpoint_url=http://{host}:{port}"
+            else:
+                parser.error(f"unknown backend {kind!r}")
+            if not args.json:
+                print(f"measuring {kind} ...", file=sys.stderr, flush=True)
+            results.append(bench(kind, url, args.duration, args.processes))
+    finally:
+        for cleanup in cleanups:
+            cleanup()
+        shutil.rmtree(workdir, ignore_errors=True)
+    if args.json:
+        print(json.dumps([asdict(r) for r in results], indent=2))
+    else:
+        _print_table(results)
+    return 0 if all(ok for r in results for ok in r.targets.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
