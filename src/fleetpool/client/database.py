@@ -71,6 +71,8 @@ R = TypeVar("R")
 
 #: Function name under which containers take the fleet-wide reaper token.
 REAPER_FUNCTION = "__reaper__"
+#: Quick retries of a refused login (see ``_connect``).
+AUTH_RETRIES = 3
 #: Upper bound on connect attempts, whatever the deadlines say.
 MAX_ATTEMPTS = 200
 #: Forked children must never close (and so terminate) the parent's session.
@@ -457,7 +459,7 @@ class Database:
             self._tag = self._new_tag()
         start = time.monotonic()
         network_deadline = start + self.connect_timeout
-        refreshed = False
+        auth_retries = 0
         self.backoff.reset()
         last: BaseException | None = None
         kind = ErrorKind.TRANSIENT
@@ -476,14 +478,23 @@ class Database:
             except driver.connect_errors as exc:
                 last = exc
                 kind = driver.error_kind(exc)
-                if kind is ErrorKind.AUTH and not refreshed:
-                    # Once: with fresh credentials (rotation), and because a
-                    # PostgreSQL login refused for a moment (a slot freed while
-                    # we probed) looks the same from the client.
-                    refreshed = True
-                    if self.credentials.refreshable:
+                if kind is ErrorKind.AUTH and auth_retries < AUTH_RETRIES:
+                    # A few times: first with fresh credentials (rotation); then
+                    # because a PostgreSQL login refused by a full server whose
+                    # slot freed before we probed looks the same from the client
+                    # (libpq gives no SQLSTATE for a failed connect). A wrong
+                    # password costs only these few quick attempts.
+                    auth_retries += 1
+                    if auth_retries == 1 and self.credentials.refreshable:
                         log.info("authentication failed; fetching credentials again")
                         self.credentials.invalidate()
+                    elif auth_retries > 1:
+                        pause = plan_retry(
+                            self.backoff.compute(attempt), time.monotonic(), capacity_deadline
+                        )
+                        if pause is None:
+                            break
+                        time.sleep(pause)
                     continue
                 if kind is ErrorKind.FATAL and driver.retry_without_option(exc):
                     continue
@@ -498,6 +509,10 @@ class Database:
                 time.sleep(pause)
                 continue
             self._on_connected(conn)
+            if self._conn is None:
+                # The session died during connect-time housekeeping (e.g. the
+                # server ended it while the reaper ran): connect again.
+                continue
             return
         raise self._connect_error(last, kind, time.monotonic() - start)
 
@@ -684,6 +699,8 @@ class Database:
         finally:
             # Whatever the reaper did, the user gets a clean session.
             try:
+                if not self.driver.alive(conn):
+                    raise ConnectionError("session ended during the reaper run")
                 if self.driver.report(conn).in_transaction:
                     self.driver.rollback(conn)
                 self.driver.rebase(conn)
