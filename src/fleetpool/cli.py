@@ -19,12 +19,19 @@ EXTRA_HINT = "the fleetpool command needs its CLI extra: pip install 'fleetpool[
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("fleetpool.fleet.cli", "demo", "Run every strategy on an embedded database"),
     "simulate": ("fleetpool.fleet.cli", "simulate", "Run a fleet scenario from a TOML file"),
-    "proxy": ("fleetpool.proxy.cli", "proxy", "Run the pooling proxy for PostgreSQL"),
-    "token": ("fleetpool.proxy.cli", "token", "Make a short-lived signed login token"),
+    "token": (
+        "fleetpool.proxy.cli",
+        "token_command",
+        "Make a short-lived signed proxy login token",
+    ),
     "reap": ("fleetpool.client.cli", "reap", "Terminate the fleet's expired or idle sessions"),
 }
 GROUPS: dict[str, tuple[str, str]] = {
     "budget": ("fleetpool.budget.cli", "Set, inspect and watch a fleet-wide budget"),
+    "proxy": (
+        "fleetpool.proxy.cli",
+        "Run the pooling proxy for PostgreSQL (a self-hosted RDS Proxy)",
+    ),
 }
 
 
@@ -46,8 +53,15 @@ def build_app(argv: list[str] | None = None) -> Any:
 
     wanted = next((a for a in (argv or []) if not a.startswith("-")), None)
     for name, (module, help_) in GROUPS.items():
-        if wanted in (None, name):
-            app.add_typer(importlib.import_module(module).app, name=name, help=help_)
+        if wanted not in (None, name):
+            continue
+        try:
+            sub = importlib.import_module(module).app
+        except ImportError as exc:
+            if exc.name in ("typer", "rich", "click"):
+                raise
+            continue  # that part's extra is not installed
+        app.add_typer(sub, name=name, help=help_)
     for name, (module, attr, help_) in COMMANDS.items():
         if wanted not in (None, name):
             continue

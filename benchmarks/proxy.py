@@ -1,0 +1,250 @@
+"""Benchmark: pgbench through PostgreSQL directly, PgBouncer and the fleetpool proxy.
+
+Usage::
+
+    .venv/bin/python benchmarks/proxy.py [--seconds 10] [--clients 20,200] [--workers 1,2]
+
+Strategy: one throwaway PostgreSQL (max_connections=300) is started for the run, with
+a scale-1 pgbench database. Each target gets the same select-only workload
+(``pgbench -S``) at each client count, with 20 server connections for the poolers
+(PgBouncer 1.18 in transaction mode, default_pool_size=20; fleetpool in transaction
+mode, pool_size=20 split across its workers). TPS comes from pgbench's summary; p99
+latency from its per-transaction log (``-l``, sampled). A second table runs
+``pgbench -M prepared`` through both poolers: PgBouncer before 1.21 cannot keep named
+prepared statements in transaction mode, fleetpool re-prepares them transparently.
+Nothing here asserts timings: it prints figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from servers import PostgresServer  # noqa: E402
+
+HOST = "127.0.0.1"
+POOL = 20
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((HOST, port), 0.5):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listening on {HOST}:{port} after {timeout}s")
+
+
+@dataclass
+class Result:
+    target: str
+    clients: int
+    mode: str
+    tps: float | None
+    p99_ms: float | None
+    failed: str = ""
+
+
+def run_pgbench(
+    port: int, clients: int, seconds: int, mode: str, logdir: Path, extra: list[str] | None = None
+) -> tuple[float | None, float | None, str]:
+    for old in logdir.glob("pgb*"):
+        old.unlink()
+    prefix = str(logdir / "pgb")
+    args = [
+        "pgbench", "-h", HOST, "-p", str(port), "-U", "postgres", "-n", "-S",
+        "-M", mode, "-c", str(clients), "-j", "2", "-T", str(seconds),
+        "-l", "--sampling-rate", "0.2", "--log-prefix", prefix,
+        *(extra or []), "postgres",
+    ]  # fmt: skip
+    try:
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 120)
+    except subprocess.TimeoutExpired:
+        return None, None, "timed out"
+    out = proc.stdout + proc.stderr
+    match = re.search(r"tps = ([\d.]+) \(without initial", out)
+    errors = [ln for ln in out.splitlines() if "error" in ln.lower()]
+    if proc.returncode != 0 or match is None:
+        return None, None, (errors[0] if errors else f"exit {proc.returncode}")[:90]
+    latencies: list[int] = []
+    for path in glob.glob(prefix + "*"):
+        with open(path) as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) >= 3 and parts[2].isdigit():
+                    latencies.append(int(parts[2]))
+    p99 = None
+    if latencies:
+        latencies.sort()
+        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] / 1000.0
+    return float(match.group(1)), p99, ""
+
+
+@contextlib.contextmanager
+def pgbouncer(pg_port: int, workdir: Path) -> Iterator[int]:
+    binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+    if not os.path.exists(binary):
+        raise RuntimeError("pgbouncer not installed (apt-get install pgbouncer)")
+    port = free_port()
+    d = workdir / "pgbouncer"
+    d.mkdir()
+    (d / "users.txt").write_text('"postgres" ""\n')
+    (d / "pgbouncer.ini").write_text(
+        "[databases]\n"
+        f"postgres = host={HOST} port={pg_port} dbname=postgres user=postgres\n"
+        "[pgbouncer]\n"
+        f"listen_addr = {HOST}\nlisten_port = {port}\nunix_socket_dir =\n"
+        f"auth_type = trust\nauth_file = {d / 'users.txt'}\n"
+        "pool_mode = transaction\ndefault_pool_size = 20\nmax_client_conn = 2000\n"
+        "ignore_startup_parameters = extra_float_digits\n"
+        f"logfile = {d / 'pgbouncer.log'}\npidfile = {d / 'pgbouncer.pid'}\n"
+    )
+    cmd = [binary, str(d / "pgbouncer.ini")]
+    if os.geteuid() == 0:  # pgbouncer refuses to run as root
+        user = pwd.getpwnam("postgres")
+        for path in [d, *d.iterdir()]:
+            os.chown(path, user.pw_uid, user.pw_gid)
+        cmd = [binary, "-u", "postgres", str(d / "pgbouncer.ini")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        yield port
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+@contextlib.contextmanager
+def fleetpool_proxy(pg_port: int, workers: int) -> Iterator[int]:
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "fleetpool.proxy",
+        "--listen", f"{HOST}:{port}",
+        "--upstream", f"postgresql://postgres@{HOST}:{pg_port}/postgres",
+        "--pool-size", str(POOL), "--mode", "transaction", "--auth-method", "trust",
+        "--workers", str(workers), "--log-level", "WARNING",
+    ]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        time.sleep(0.3 * workers)  # let every worker bind
+        yield port
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_table(title: str, results: list[Result], clients: list[int]) -> None:
+    print(f"\n{title}")
+    print(f"{'target':<26}{'clients':>8}{'mode':>10}{'TPS':>11}{'p99 ms':>9}  note")
+    for r in results:
+        note = r.failed
+        print(
+            f"{r.target:<26}{r.clients:>8}{r.mode:>10}{fmt(r.tps, ',.0f'):>11}"
+            f"{fmt(r.p99_ms, '.2f'):>9}  {note}"
+        )
+    bouncer = {(r.clients, r.mode): r.tps for r in results if r.target == "pgbouncer 1.18"}
+    print("\nratio fleetpool / PgBouncer (TPS):")
+    for r in results:
+        if r.target.startswith("fleetpool"):
+            base = bouncer.get((r.clients, r.mode))
+            if base and r.tps:
+                print(f"  {r.target:<24} {r.clients:>4} clients {r.mode:>9}: {r.tps / base:.2f}x")
+            elif r.tps:
+                print(f"  {r.target:<24} {r.clients:>4} clients {r.mode:>9}: PgBouncer failed")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--clients", default="20,200")
+    ap.add_argument("--workers", default="1,2", help="fleetpool worker counts to try")
+    args = ap.parse_args()
+    clients = [int(c) for c in args.clients.split(",")]
+    worker_counts = [int(w) for w in args.workers.split(",")]
+    seconds = args.seconds
+
+    server = PostgresServer(
+        max_connections=300,
+        settings={"shared_buffers": "128MB", "fsync": "off", "synchronous_commit": "off"},
+    ).start()
+    workdir = Path(tempfile.mkdtemp(prefix="fleetpool-bench-"))
+    os.chmod(workdir, 0o755)
+    logdir = workdir / "logs"
+    logdir.mkdir()
+    try:
+        pg_port = server.port
+        subprocess.run(
+            ["pgbench", "-i", "-s", "1", "-q", "-h", HOST, "-p", str(pg_port), "-U", "postgres",
+             "postgres"],
+            check=True, capture_output=True, timeout=300,
+        )  # fmt: skip
+        print(
+            f"PostgreSQL on {HOST}:{pg_port} (max_connections=300), pgbench -S scale 1, "
+            f"{seconds}s per run, -j 2, {os.cpu_count()} CPUs, pool {POOL} server connections"
+        )
+        results: list[Result] = []
+        prepared: list[Result] = []
+
+        def measure(target: str, port: int, modes: tuple[str, ...]) -> None:
+            for n in clients:
+                for mode in modes:
+                    tps, p99, failed = run_pgbench(port, n, seconds, mode, logdir)
+                    bucket = results if mode == "simple" else prepared
+                    bucket.append(Result(target, n, mode, tps, p99, failed))
+                    print(f"  {target:<24} {n:>4} clients {mode:>9}: {fmt(tps, ',.0f')} tps "
+                          f"p99 {fmt(p99, '.2f')} ms {failed}", flush=True)  # fmt: skip
+
+        measure("postgresql direct", pg_port, ("simple",))
+        with pgbouncer(pg_port, workdir) as port:
+            measure("pgbouncer 1.18", port, ("simple", "prepared"))
+        for workers in worker_counts:
+            with fleetpool_proxy(pg_port, workers) as port:
+                label = f"fleetpool ({workers} worker{'s' if workers > 1 else ''})"
+                measure(label, port, ("simple", "prepared"))
+        print_table("pgbench -S, simple protocol", results, clients)
+        print_table("pgbench -S -M prepared (named prepared statements)", prepared, clients)
+    finally:
+        server.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

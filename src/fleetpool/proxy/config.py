@@ -1,0 +1,310 @@
+# Strategy: one frozen-ish dataclass holds every proxy setting with RDS-Proxy-like
+# defaults; the CLI, the TOML file and tests all build it. Validation happens here,
+# once, and raises ConfigError naming the setting (and, for files, file:line), so
+# the event-loop code can trust every value it reads.
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from ..errors import ConfigError
+
+Mode = Literal["transaction", "session"]
+AuthMethod = Literal["scram-sha-256", "md5", "password", "trust"]
+TlsMode = Literal["disable", "allow", "prefer", "require"]
+
+
+@dataclass(slots=True)
+class Upstream:
+    """Where the proxy's server connections go and who they log in as."""
+
+    hosts: list[tuple[str, int]]
+    user: str
+    password: str
+    database: str
+    params: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:  # never show the password
+        hosts = ",".join(f"{h}:{p}" for h, p in self.hosts)
+        return f"postgresql://{self.user}@{hosts}/{self.database}"
+
+
+def parse_host_port(
+    text: str, default_port: int | None = None, what: str = "address"
+) -> tuple[str, int]:
+    text = text.strip()
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = text, ""
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not port:
+        if default_port is None:
+            raise ConfigError(f"{what} {text!r} needs a port (HOST:PORT)")
+        return host or "127.0.0.1", default_port
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{what} {text!r} has an invalid port")
+    return host or "127.0.0.1", int(port)
+
+
+def parse_upstream(url: str) -> Upstream:
+    """Parse ``postgresql://user:password@host[:port][,host2[:port2]]/database``."""
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigError("upstream must be a postgresql:// URL")
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ConfigError(
+            f"upstream {url!r}: scheme must be postgresql:// "
+            "(postgresql://user:password@host:port/database)"
+        )
+    userinfo, _, hostlist = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    hosts = [parse_host_port(h, 5432, "upstream host") for h in hostlist.split(",") if h]
+    if not hosts:
+        raise ConfigError(f"upstream {url!r} names no host")
+    user = unquote(user) or "postgres"
+    database = unquote(parts.path.lstrip("/")) or user
+    params = dict(parse_qsl(parts.query))
+    password = unquote(password) or params.pop("password", "")
+    return Upstream(hosts, user, password, database, params)
+
+
+@dataclass(slots=True)
+class ProxyConfig:
+    """Every proxy setting. Times are in seconds; 0 turns a timeout off."""
+
+    upstream: Upstream
+    listen: tuple[str, int] = ("127.0.0.1", 6432)
+    mode: Mode = "transaction"
+    # server pool
+    pool_size: int = 20
+    max_connections_percent: float | None = None
+    min_idle: int = 0
+    idle_timeout: float = 300.0
+    max_lifetime: float = 3600.0
+    lifetime_jitter: float = 0.05
+    server_connect_timeout: float = 5.0
+    health_check_interval: float = 30.0
+    init_query: str = ""
+    server_reset_query: str = "DISCARD ALL"
+    server_tls: TlsMode = "disable"
+    max_prepared_statements: int = 1000  # per server connection, then DEALLOCATE ALL
+    # clients
+    connection_borrow_timeout: float = 120.0
+    max_client_connections: int = 10_000
+    client_idle_timeout: float = 1800.0
+    client_login_timeout: float = 60.0
+    max_message_size: int = 64 * 1024 * 1024
+    exclude_variable_sets: bool = False
+    auth_method: AuthMethod = "scram-sha-256"
+    users: dict[str, str] = field(default_factory=dict)
+    token_secret: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    client_tls: TlsMode = "allow"
+    # operations
+    admin_listen: tuple[str, int] | None = None
+    admin_database: str = "fleetpool"
+    admin_users: list[str] = field(default_factory=list)
+    workers: int = 1
+    budget_url: str = ""
+    budget_name: str = "default"
+    budget_ttl: float = 60.0
+    budget_wait: float = 0.0
+    shutdown_timeout: float = 30.0
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def user_secrets(self) -> dict[str, str]:
+        """Users clients may log in as (password or stored verifier per user)."""
+        if self.users:
+            return dict(self.users)
+        return {self.upstream.user: self.upstream.password}
+
+    def replace(self, **changes: Any) -> ProxyConfig:
+        return dataclasses.replace(self, **changes)
+
+
+_POSITIVE = (
+    "pool_size",
+    "max_client_connections",
+    "max_message_size",
+    "workers",
+    "max_prepared_statements",
+)
+_NON_NEGATIVE = (
+    "min_idle",
+    "idle_timeout",
+    "max_lifetime",
+    "server_connect_timeout",
+    "health_check_interval",
+    "connection_borrow_timeout",
+    "client_idle_timeout",
+    "client_login_timeout",
+    "budget_ttl",
+    "budget_wait",
+    "shutdown_timeout",
+)
+
+
+def validate(cfg: ProxyConfig) -> None:
+    for name in _POSITIVE:
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{name} must be at least 1, got {getattr(cfg, name)}")
+    for name in _NON_NEGATIVE:
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"{name} must not be negative, got {getattr(cfg, name)}")
+    if cfg.mode not in ("transaction", "session"):
+        raise ConfigError(f"mode must be 'transaction' or 'session', got {cfg.mode!r}")
+    if cfg.auth_method not in ("scram-sha-256", "md5", "password", "trust"):
+        raise ConfigError(
+            f"auth_method must be scram-sha-256, md5, password or trust, got {cfg.auth_method!r}"
+        )
+    for name in ("client_tls", "server_tls"):
+        if getattr(cfg, name) not in ("disable", "allow", "prefer", "require"):
+            raise ConfigError(f"{name} must be disable, allow, prefer or require")
+    if cfg.client_tls == "require" and not (cfg.tls_cert and cfg.tls_key):
+        raise ConfigError("client_tls = 'require' needs tls_cert and tls_key")
+    if cfg.max_connections_percent is not None and not 0 < cfg.max_connections_percent <= 100:
+        raise ConfigError("max_connections_percent must be in (0, 100]")
+    if cfg.min_idle > cfg.pool_size:
+        raise ConfigError(f"min_idle ({cfg.min_idle}) exceeds pool_size ({cfg.pool_size})")
+    if not 0 <= cfg.lifetime_jitter < 1:
+        raise ConfigError("lifetime_jitter must be in [0, 1)")
+
+
+# -- TOML file ------------------------------------------------------------------------
+
+_FILE_KEYS: dict[str, type | tuple[type, ...]] = {
+    "listen": str,
+    "upstream": str,
+    "mode": str,
+    "pool_size": int,
+    "max_connections_percent": (int, float),
+    "min_idle": int,
+    "idle_timeout": (int, float),
+    "max_lifetime": (int, float),
+    "lifetime_jitter": (int, float),
+    "server_connect_timeout": (int, float),
+    "health_check_interval": (int, float),
+    "init_query": str,
+    "server_reset_query": str,
+    "server_tls": str,
+    "max_prepared_statements": int,
+    "connection_borrow_timeout": (int, float),
+    "max_client_connections": int,
+    "client_idle_timeout": (int, float),
+    "client_login_timeout": (int, float),
+    "max_message_size": int,
+    "exclude_variable_sets": bool,
+    "auth_method": str,
+    "users": dict,
+    "token_secret": str,
+    "tls_cert": str,
+    "tls_key": str,
+    "client_tls": str,
+    "admin_listen": str,
+    "admin_database": str,
+    "admin_users": list,
+    "workers": int,
+    "budget_url": str,
+    "budget_name": str,
+    "budget_ttl": (int, float),
+    "budget_wait": (int, float),
+    "shutdown_timeout": (int, float),
+    "log_format": str,
+    "log_level": str,
+}
+
+
+def _line_of(text: str, key: str) -> int | None:
+    pattern = re.compile(rf"^[ \t]*(?:\"{re.escape(key)}\"|{re.escape(key)})\s*=", re.M)
+    match = pattern.search(text)
+    if match is None:
+        return None
+    return text.count("\n", 0, match.start()) + 1
+
+
+def load_config(path: str | Path, **overrides: Any) -> ProxyConfig:
+    """Read a TOML file (top level or a ``[proxy]`` table); ``overrides`` win.
+
+    Errors name the file, the line and the key.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    if isinstance(data.get("proxy"), dict):
+        data = data["proxy"]
+
+    def where(key: str) -> str:
+        line = _line_of(text, key)
+        return f"{path}:{line}" if line else str(path)
+
+    for key, value in data.items():
+        if key not in _FILE_KEYS:
+            known = ", ".join(sorted(_FILE_KEYS))
+            raise ConfigError(f"{where(key)}: unknown key {key!r}; known keys: {known}")
+        expected = _FILE_KEYS[key]
+        if isinstance(value, bool) and expected is not bool:
+            ok = False
+        else:
+            ok = isinstance(value, expected)
+        if not ok:
+            names = (
+                " or ".join(t.__name__ for t in expected)
+                if isinstance(expected, tuple)
+                else expected.__name__
+            )
+            raise ConfigError(
+                f"{where(key)}: key {key!r} must be {names}, got {type(value).__name__}"
+            )
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return config_from_mapping(data)
+    except ConfigError as exc:
+        # Point at the offending key when the message names one.
+        for key in data:
+            if str(exc).startswith(key) or f" {key} " in str(exc) or f"{key!r}" in str(exc):
+                raise ConfigError(f"{where(key)}: {exc}") from exc
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def config_from_mapping(data: dict[str, Any]) -> ProxyConfig:
+    data = dict(data)
+    upstream = data.pop("upstream", None)
+    if upstream is None:
+        raise ConfigError("upstream is required (postgresql://user:password@host:port/db)")
+    kwargs: dict[str, Any] = {"upstream": parse_upstream(upstream)}
+    if "listen" in data:
+        kwargs["listen"] = parse_host_port(data.pop("listen"), 6432, "listen")
+    admin = data.pop("admin_listen", None)
+    if admin:
+        kwargs["admin_listen"] = parse_host_port(admin, 9187, "admin_listen")
+    if "users" in data:
+        users = data.pop("users")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in users.items()):
+            raise ConfigError("users must map user names to password strings")
+        kwargs["users"] = dict(users)
+    fields = {f.name for f in dataclasses.fields(ProxyConfig)}
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(f"unknown setting {key!r}")
+        kwargs[key] = float(value) if isinstance(value, int) and key in _FLOATS else value
+    return ProxyConfig(**kwargs)
+
+
+_FLOATS = {f.name for f in dataclasses.fields(ProxyConfig) if f.type in ("float", "float | None")}

@@ -1,0 +1,93 @@
+# Strategy: plain counters and fixed-bucket histograms updated inline on the event
+# loop (no locks, no allocation on the hot path). Exporters (Prometheus, JSON
+# /status, the admin console's SHOW STATS) read them; nothing here does I/O.
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    120.0,
+)
+
+
+@dataclass(slots=True)
+class Histogram:
+    buckets: tuple[float, ...] = LATENCY_BUCKETS
+    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    total: float = 0.0
+    n: int = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.buckets, value)] += 1
+        self.total += value
+        self.n += 1
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        out = []
+        running = 0
+        for bound, count in zip(self.buckets, self.counts, strict=False):
+            running += count
+            out.append((repr(bound), running))
+        out.append(("+Inf", running + self.counts[-1]))
+        return out
+
+    def quantile(self, q: float) -> float:
+        """Upper bucket bound holding the q-quantile (coarse, for status pages)."""
+        if not self.n:
+            return 0.0
+        target = q * self.n
+        running = 0
+        for bound, count in zip(self.buckets, self.counts, strict=False):
+            running += count
+            if running >= target:
+                return bound
+        return float("inf")
+
+
+@dataclass(slots=True)
+class Stats:
+    client_connections_total: int = 0
+    clients_refused: int = 0
+    auth_failures: int = 0
+    protocol_errors: int = 0
+    borrow_timeouts: int = 0
+    server_connects: int = 0
+    server_connect_errors: int = 0
+    server_errors: int = 0
+    server_lost: int = 0
+    pinned_total: int = 0
+    borrows: int = 0
+    transactions: int = 0
+    cancels: int = 0
+    borrow_latency: Histogram = field(default_factory=Histogram)
+    transaction_latency: Histogram = field(default_factory=Histogram)
+
+    def borrowed_at_once(self) -> None:
+        self.borrows += 1
+        hist = self.borrow_latency
+        hist.counts[0] += 1
+        hist.n += 1
+
+    def borrowed(self, waited: float) -> None:
+        self.borrows += 1
+        self.borrow_latency.observe(waited)
+
+    def transaction_done(self, seconds: float) -> None:
+        self.transactions += 1
+        self.transaction_latency.observe(seconds)

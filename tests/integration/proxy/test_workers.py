@@ -1,0 +1,98 @@
+"""The proxy as a command: several SO_REUSEPORT workers, cancel routing, SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import errors
+
+from .conftest import upstream_from_dsn
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SRC = Path(__file__).resolve().parents[3] / "src"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def proxy_process(pg_dsn: str, tmp_path: Path) -> Any:
+    up = upstream_from_dsn(pg_dsn)
+    host, port = up.hosts[0]
+    listen = free_port()
+    config = tmp_path / "proxy.toml"
+    config.write_text(
+        f'upstream = "postgresql://{up.user}:{up.password}@{host}:{port}/{up.database}"\n'
+        f'listen = "127.0.0.1:{listen}"\n'
+        "pool_size = 4\nworkers = 2\nshutdown_timeout = 5\n"
+        'log_format = "json"\n'
+        '[users]\napp = "pw"\n'
+    )
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fleetpool.proxy", "--config", str(config)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            with psycopg.connect(
+                f"postgresql://app:pw@127.0.0.1:{listen}/db", connect_timeout=2
+            ) as c:
+                c.execute("select 1")
+            break
+        except psycopg.OperationalError:
+            time.sleep(0.2)
+    time.sleep(0.5)  # let the second worker bind too
+    yield proc, f"postgresql://app:pw@127.0.0.1:{listen}/db"
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_cancel_is_routed_to_the_owning_worker(proxy_process: Any) -> None:
+    _proc, dsn = proxy_process
+    conns = [psycopg.connect(dsn, autocommit=True) for _ in range(6)]
+    try:
+        for conn in conns:  # the kernel spreads these over both workers
+            timer = threading.Timer(0.3, conn.cancel_safe)
+            timer.start()
+            started = time.monotonic()
+            with pytest.raises(errors.QueryCanceled):
+                conn.execute("select pg_sleep(15)")
+            assert time.monotonic() - started < 10
+            timer.join()
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def test_sigterm_drains_and_exits(proxy_process: Any) -> None:
+    proc, dsn = proxy_process
+    conn = psycopg.connect(dsn)
+    conn.execute("select 1")  # mid-transaction when SIGTERM arrives
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert conn.execute("select 2").fetchone() == (2,)
+    conn.commit()
+    assert proc.wait(15) == 0
+    conn.close()
+    _out, err = proc.communicate(timeout=5)
+    assert '"level": "info"' in err and "draining" in err  # structured JSON logs
