@@ -2,16 +2,19 @@
 
 Usage::
 
-    .venv/bin/python benchmarks/proxy.py [--seconds 10] [--clients 20,200] [--workers 1,2]
+    .venv/bin/python benchmarks/proxy.py [--seconds 5] [--rounds 3] [--clients 20,200]
+                                         [--workers 1,2]
 
 Strategy: one throwaway PostgreSQL (max_connections=300) is started for the run, with
 a scale-1 pgbench database. Each target gets the same select-only workload
 (``pgbench -S``) at each client count, with 20 server connections for the poolers
 (PgBouncer 1.18 in transaction mode, default_pool_size=20; fleetpool in transaction
 mode, pool_size=20 split across its workers). TPS comes from pgbench's summary; p99
-latency from its per-transaction log (``-l``, sampled). A second table runs
-``pgbench -M prepared`` through both poolers: PgBouncer before 1.21 cannot keep named
-prepared statements in transaction mode, fleetpool re-prepares them transparently.
+latency from its per-transaction log (``-l``, sampled). Targets run side by side
+and each figure is the median of several interleaved runs, because background load on
+a shared machine drifts. A second table runs ``pgbench -M prepared`` through both
+poolers: PgBouncer before 1.21 cannot keep named prepared statements in transaction
+mode, fleetpool re-prepares them transparently.
 Nothing here asserts timings: it prints figures.
 """
 
@@ -26,6 +29,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -166,11 +170,25 @@ def fleetpool_proxy(pg_port: int, workers: int) -> Iterator[int]:
             proc.wait(10)
 
 
+def summarize(
+    target: str, clients: int, mode: str, runs: list[tuple[float | None, float | None, str]]
+) -> Result:
+    """Median TPS and p99 over the rounds; a failure in any round is reported."""
+    failures = [err for tps, _p99, err in runs if tps is None]
+    if failures:
+        return Result(target, clients, mode, None, None, failures[0])
+    tps = statistics.median(t for t, _p, _e in runs if t is not None)
+    p99s = [p for _t, p, _e in runs if p is not None]
+    return Result(target, clients, mode, tps, statistics.median(p99s) if p99s else None)
+
+
 def fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def print_table(title: str, results: list[Result], clients: list[int]) -> None:
+def print_table(
+    title: str, results: list[Result], clients: list[int], fallback: list[Result] | None = None
+) -> None:
     print(f"\n{title}")
     print(f"{'target':<26}{'clients':>8}{'mode':>10}{'TPS':>11}{'p99 ms':>9}  note")
     for r in results:
@@ -180,25 +198,35 @@ def print_table(title: str, results: list[Result], clients: list[int]) -> None:
             f"{fmt(r.p99_ms, '.2f'):>9}  {note}"
         )
     bouncer = {(r.clients, r.mode): r.tps for r in results if r.target == "pgbouncer 1.18"}
+    simple = {r.clients: r.tps for r in fallback or [] if r.target == "pgbouncer 1.18"}
     print("\nratio fleetpool / PgBouncer (TPS):")
     for r in results:
         if r.target.startswith("fleetpool"):
             base = bouncer.get((r.clients, r.mode))
             if base and r.tps:
                 print(f"  {r.target:<24} {r.clients:>4} clients {r.mode:>9}: {r.tps / base:.2f}x")
+            elif r.tps and simple.get(r.clients):
+                ratio = r.tps / simple[r.clients]  # type: ignore[operator]
+                print(
+                    f"  {r.target:<24} {r.clients:>4} clients {r.mode:>9}: PgBouncer failed; "
+                    f"{ratio:.2f}x PgBouncer's simple-protocol TPS"
+                )
             elif r.tps:
                 print(f"  {r.target:<24} {r.clients:>4} clients {r.mode:>9}: PgBouncer failed")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--seconds", type=int, default=5, help="per pgbench run")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved runs; medians shown")
     ap.add_argument("--clients", default="20,200")
     ap.add_argument("--workers", default="1,2", help="fleetpool worker counts to try")
     args = ap.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
     worker_counts = [int(w) for w in args.workers.split(",")]
     seconds = args.seconds
+    rounds = args.rounds
+    both = ("simple", "prepared")
 
     server = PostgresServer(
         max_connections=300,
@@ -217,29 +245,41 @@ def main() -> int:
         )  # fmt: skip
         print(
             f"PostgreSQL on {HOST}:{pg_port} (max_connections=300), pgbench -S scale 1, "
-            f"{seconds}s per run, -j 2, {os.cpu_count()} CPUs, pool {POOL} server connections"
+            f"{rounds} interleaved runs of {seconds}s per figure (median), -j 2, "
+            f"{os.cpu_count()} CPUs, pool {POOL} server connections"
         )
         results: list[Result] = []
         prepared: list[Result] = []
-
-        def measure(target: str, port: int, modes: tuple[str, ...]) -> None:
-            for n in clients:
-                for mode in modes:
-                    tps, p99, failed = run_pgbench(port, n, seconds, mode, logdir)
-                    bucket = results if mode == "simple" else prepared
-                    bucket.append(Result(target, n, mode, tps, p99, failed))
-                    print(f"  {target:<24} {n:>4} clients {mode:>9}: {fmt(tps, ',.0f')} tps "
-                          f"p99 {fmt(p99, '.2f')} ms {failed}", flush=True)  # fmt: skip
-
-        measure("postgresql direct", pg_port, ("simple",))
-        with pgbouncer(pg_port, workdir) as port:
-            measure("pgbouncer 1.18", port, ("simple", "prepared"))
-        for workers in worker_counts:
-            with fleetpool_proxy(pg_port, workers) as port:
+        with contextlib.ExitStack() as stack:
+            # Every target runs for the whole benchmark (idle ones cost nothing), and
+            # the rounds interleave them: background load on a shared machine drifts,
+            # and interleaving spreads that drift over all targets alike.
+            targets: list[tuple[str, int, tuple[str, ...]]] = [
+                ("postgresql direct", pg_port, ("simple",)),
+                ("pgbouncer 1.18", stack.enter_context(pgbouncer(pg_port, workdir)), both),
+            ]
+            for workers in worker_counts:
                 label = f"fleetpool ({workers} worker{'s' if workers > 1 else ''})"
-                measure(label, port, ("simple", "prepared"))
+                targets.append(
+                    (label, stack.enter_context(fleetpool_proxy(pg_port, workers)), both)
+                )
+            for n in clients:
+                for mode in both:
+                    runs: dict[str, list[tuple[float | None, float | None, str]]] = {}
+                    for _round in range(rounds):
+                        for target, port, modes in targets:
+                            if mode in modes:
+                                got = run_pgbench(port, n, seconds, mode, logdir)
+                                runs.setdefault(target, []).append(got)
+                    for target, got in runs.items():
+                        r = summarize(target, n, mode, got)
+                        (results if mode == "simple" else prepared).append(r)
+                        print(f"  {target:<24} {n:>4} clients {mode:>9}: {fmt(r.tps, ',.0f')} tps "
+                              f"p99 {fmt(r.p99_ms, '.2f')} ms {r.failed}", flush=True)  # fmt: skip
         print_table("pgbench -S, simple protocol", results, clients)
-        print_table("pgbench -S -M prepared (named prepared statements)", prepared, clients)
+        print_table(
+            "pgbench -S -M prepared (named prepared statements)", prepared, clients, results
+        )
     finally:
         server.close()
         shutil.rmtree(workdir, ignore_errors=True)

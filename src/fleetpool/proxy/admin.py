@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -17,11 +19,74 @@ from typing import TYPE_CHECKING, Any
 from ..errors import FleetpoolError
 from .pg import messages as m
 from .pg.codec import encode_message
+from .stats import Histogram
 
 if TYPE_CHECKING:
     from .proxy import Proxy
 
 log = logging.getLogger("fleetpool.proxy.admin")
+
+
+def _hist(h: Histogram) -> dict[str, Any]:
+    return {"counts": list(h.counts), "sum": h.total, "n": h.n}
+
+
+def worker_file(proxy: Proxy, index: int) -> str:
+    return os.path.join(tempfile.gettempdir(), f"fleetpool-{proxy.port}-w{index}.json")
+
+
+def publish(proxy: Proxy) -> None:
+    """Write this worker's snapshot where worker 0 can merge it (workers > 1)."""
+    path = worker_file(proxy, proxy.worker_index)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as fh:
+        json.dump(snapshot(proxy), fh)
+    os.replace(tmp, path)
+
+
+def merged_snapshot(proxy: Proxy) -> dict[str, Any]:
+    """This worker's snapshot, or with several workers the sum over all of them.
+
+    Counters and gauges add up; latency quantiles are recomputed from the merged
+    histograms. Another worker's numbers are at most a janitor tick (1 s) old.
+    """
+    mine = snapshot(proxy)
+    if proxy.workers <= 1:
+        return mine
+    merged = dict(mine)
+    merged["worker"] = "all"
+    merged["workers_reporting"] = 1
+    hists = {k: Histogram() for k in ("borrow_latency", "transaction_latency")}
+    for key, h in hists.items():
+        _add_hist(h, mine["_hist"][key])
+    for index in range(proxy.workers):
+        if index == proxy.worker_index:
+            continue
+        try:
+            with open(worker_file(proxy, index)) as fh:
+                other = json.load(fh)
+        except (OSError, ValueError):
+            continue
+        merged["workers_reporting"] += 1
+        for key, value in other.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                if key.endswith("_seconds") or key == "worker":
+                    continue
+                merged[key] = merged.get(key, 0) + value
+        for key, h in hists.items():
+            _add_hist(h, other.get("_hist", {}).get(key))
+    merged["_hist"] = {k: _hist(h) for k, h in hists.items()}
+    merged["borrow_latency_p99_seconds"] = hists["borrow_latency"].quantile(0.99)
+    merged["transaction_latency_p99_seconds"] = hists["transaction_latency"].quantile(0.99)
+    return merged
+
+
+def _add_hist(h: Histogram, data: dict[str, Any] | None) -> None:
+    if not data or len(data.get("counts", [])) != len(h.counts):
+        return
+    h.counts = [a + b for a, b in zip(h.counts, data["counts"], strict=True)]
+    h.total += data["sum"]
+    h.n += data["n"]
 
 
 def snapshot(proxy: Proxy) -> dict[str, Any]:
@@ -62,6 +127,10 @@ def snapshot(proxy: Proxy) -> dict[str, Any]:
         "borrow_latency_p99_seconds": st.borrow_latency.quantile(0.99),
         "transaction_latency_p99_seconds": st.transaction_latency.quantile(0.99),
         "last_error": pool.last_error,
+        "_hist": {
+            "borrow_latency": _hist(st.borrow_latency),
+            "transaction_latency": _hist(st.transaction_latency),
+        },
     }
 
 
@@ -160,7 +229,7 @@ def _console_statement(proxy: Proxy, stmt: str) -> bytes:
                 )
             return _result(cols, rows, "SHOW")
         if what == "STATS":
-            snap = snapshot(proxy)
+            snap = merged_snapshot(proxy)
             rows = [[k, v] for k, v in snap.items() if isinstance(v, int | float)]
             return _result(["stat", "value"], rows, "SHOW")
         if what in ("CONFIG", "VERSION"):
@@ -208,7 +277,7 @@ class _Collector:
             HistogramMetricFamily,
         )
 
-        snap = snapshot(self.proxy)
+        snap = merged_snapshot(self.proxy)
         for key, value in snap.items():
             if isinstance(value, bool) or not isinstance(value, int | float):
                 continue
@@ -217,11 +286,12 @@ class _Collector:
                 yield CounterMetricFamily(name[: -len("_total")], key.replace("_", " "), value)
             else:
                 yield GaugeMetricFamily(name, key.replace("_", " "), value=value)
-        st = self.proxy.stats
-        for name, hist in (
-            ("fleetpool_proxy_borrow_latency_seconds", st.borrow_latency),
-            ("fleetpool_proxy_transaction_latency_seconds", st.transaction_latency),
+        for name, key in (
+            ("fleetpool_proxy_borrow_latency_seconds", "borrow_latency"),
+            ("fleetpool_proxy_transaction_latency_seconds", "transaction_latency"),
         ):
+            hist = Histogram()
+            _add_hist(hist, snap["_hist"][key])
             yield HistogramMetricFamily(
                 name, name.replace("_", " "), buckets=hist.cumulative(), sum_value=hist.total
             )
@@ -259,7 +329,9 @@ class AdminHTTP:
 
                 body, ctype, status = generate_latest(self.registry), CONTENT_TYPE_LATEST, "200 OK"
             elif path == "/status":
-                body = json.dumps(snapshot(self.proxy), indent=2).encode()
+                snap = merged_snapshot(self.proxy)
+                snap.pop("_hist", None)
+                body = json.dumps(snap, indent=2).encode()
                 ctype, status = "application/json", "200 OK"
             else:
                 body, ctype, status = (
@@ -275,5 +347,8 @@ class AdminHTTP:
             await writer.drain()
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
             pass
+        except Exception:  # answer 500 rather than drop the connection silently
+            log.exception("admin HTTP request failed")
+            writer.write(b"HTTP/1.0 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n")
         finally:
             writer.close()

@@ -26,6 +26,7 @@ import time
 from typing import TYPE_CHECKING, cast
 
 from ..errors import ProtocolError, RemoteProtocolError
+from .admin import console_query
 from .pg import messages as m
 from .pg.auth import ScramServer, md5_password, md5_response_from_hash
 from .pg.codec import (
@@ -36,7 +37,6 @@ from .pg.codec import (
     Message,
     SSLRequest,
     StartupMessage,
-    encode_message,
     scan_frames,
 )
 from .pg.sql import deallocate_target, might_affect_session, session_effect
@@ -167,8 +167,13 @@ class ClientConnection(asyncio.Protocol):
                     # Also hot: one complete message arriving between transactions.
                     length = _I32.unpack_from(data, 1)[0]
                     if length + 1 == len(data) and 4 <= length <= self._max:
-                        self._buf += data
-                        self.proxy.pool.acquire(self)
+                        pool = self.proxy.pool
+                        now = time.monotonic()
+                        if pool.try_attach(self, now):
+                            self._relay(data)
+                        else:
+                            self._buf += data
+                            pool.enqueue(self, now)
                         return
             self.last_activity = time.monotonic()
             self._buf += data
@@ -266,7 +271,17 @@ class ClientConnection(asyncio.Protocol):
                 f"{self.cfg.max_client_connections})",
             )
             return
-        wanted = {k.lower(): v for k, v in params.items() if k.lower() not in _NOT_PARAMS}
+        unknown = [k for k in params if k.startswith("_pq_.")]
+        if msg.protocol & 0xFFFF or unknown:
+            # We speak 3.0: say so, as PostgreSQL does for newer minor versions.
+            body = struct.pack("!ii", 0, len(unknown))
+            body += b"".join(k.encode() + b"\x00" for k in unknown)
+            self._write(m.NEGOTIATE_PROTOCOL_VERSION + struct.pack("!i", len(body) + 4) + body)
+        wanted = {
+            k.lower(): v
+            for k, v in params.items()
+            if k.lower() not in _NOT_PARAMS and not k.startswith("_pq_.")
+        }
         wanted.update(_options_params(params.get("options", "")))
         if "application_name" not in wanted and "fallback_application_name" in wanted:
             wanted["application_name"] = wanted["fallback_application_name"]
@@ -420,8 +435,6 @@ class ClientConnection(asyncio.Protocol):
                 + m.ready_for_query()
             )
             return
-        from .admin import console_query
-
         self._write(console_query(self.proxy, m.query_text(msg.body).decode(errors="replace")))
 
     # -- ready state: buffering and relaying ------------------------------------------
@@ -576,9 +589,6 @@ class ClientConnection(asyncio.Protocol):
             server.reading_paused = False
             server.transport.resume_reading()
         self.last_activity = now
-
-    def releasable(self) -> bool:
-        return self._transaction_mode and not self.pinned and self.state is _READY
 
     def pin(self, reason: str) -> None:
         if not self.pinned:
@@ -854,17 +864,14 @@ class ClientConnection(asyncio.Protocol):
             return
         if self.pinned or not self._transaction_mode:
             if self.cfg.server_reset_query:
-                query = self.cfg.server_reset_query
-                if server.tx_status != m.IDLE:
-                    query = "ROLLBACK; " + query
-                server.reset(query)
+                server.reset(self.cfg.server_reset_query, rollback=server.tx_status != m.IDLE)
             else:
                 server.close("session state left behind and no server_reset_query")
             return
         if server.tx_status != m.IDLE:
             server.reset("ROLLBACK")
             return
-        self.proxy.pool.release(server)
+        self.proxy.pool.release(server, time.monotonic())
 
 
 def scan_frames_safe(buf: bytearray, max_size: int) -> tuple[list[int], int]:
@@ -872,6 +879,3 @@ def scan_frames_safe(buf: bytearray, max_size: int) -> tuple[list[int], int]:
         return scan_frames(buf, 0, max_size)
     except ProtocolError:
         return [], -1
-
-
-_ = encode_message  # re-exported helper for admin responses

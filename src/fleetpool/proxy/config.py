@@ -5,14 +5,18 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ..errors import ConfigError
+
+ENV_USER_PREFIX = "FLEETPOOL_PROXY_USER_"
 
 Mode = Literal["transaction", "session"]
 AuthMethod = Literal["scram-sha-256", "md5", "password", "trust"]
@@ -123,11 +127,25 @@ class ProxyConfig:
     def __post_init__(self) -> None:
         validate(self)
 
-    def user_secrets(self) -> dict[str, str]:
-        """Users clients may log in as (password or stored verifier per user)."""
-        if self.users:
-            return dict(self.users)
+    def user_secrets(self, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Users clients may log in as (password, md5 hash or SCRAM verifier per user).
+
+        ``users`` from the config, plus ``FLEETPOOL_PROXY_USER_<name>=<secret>``
+        environment variables (name lower-cased; they win). With neither, the
+        upstream user and password.
+        """
+        env = os.environ if environ is None else environ
+        users = dict(self.users)
+        for key, value in env.items():
+            if key.startswith(ENV_USER_PREFIX) and len(key) > len(ENV_USER_PREFIX):
+                users[key[len(ENV_USER_PREFIX) :].lower()] = value
+        if users:
+            return users
         return {self.upstream.user: self.upstream.password}
+
+    def effective_token_secret(self, environ: Mapping[str, str] | None = None) -> str:
+        env = os.environ if environ is None else environ
+        return self.token_secret or env.get("FLEETPOOL_TOKEN_SECRET", "")
 
     def replace(self, **changes: Any) -> ProxyConfig:
         return dataclasses.replace(self, **changes)

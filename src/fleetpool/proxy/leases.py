@@ -31,6 +31,7 @@ class LeaseManager:
         self.budget = budget
         self.ttl = proxy.cfg.budget_ttl or 60.0
         self._renewing: set[int] = set()
+        self._pending: set[asyncio.Task[Any]] = set()
         self._holder = f"proxy@{socket.gethostname()}:{os.getpid()}"
 
     async def acquire(self, server_id: int) -> Any:
@@ -44,7 +45,9 @@ class LeaseManager:
         )
 
     def release(self, lease: Any) -> None:
-        self.proxy.spawn(self._release(lease))
+        task = self.proxy.spawn(self._release(lease))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     async def _release(self, lease: Any) -> None:
         try:
@@ -86,10 +89,17 @@ class LeaseManager:
             self._renewing.discard(server.id)
 
     async def close(self) -> None:
+        # Connections closed just before report their end on the next loop turns.
+        deadline = time.monotonic() + 2.0
+        while self.proxy.pool.servers and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         for server in list(self.proxy.pool.servers):
             if server.lease is not None:
                 lease, server.lease = server.lease, None
                 await self._release(lease)
+        # Never close the store while a release still runs in its thread.
+        if self._pending:
+            await asyncio.wait(list(self._pending), timeout=10)
         try:
             await asyncio.wait_for(self.budget.close(), 5)
         except (TimeoutError, FleetpoolError) as exc:

@@ -66,14 +66,23 @@ class Pool:
     def acquire(self, client: ClientConnection) -> None:
         """Attach a server connection to ``client`` now, or queue it."""
         now = time.monotonic()
+        if not self.try_attach(client, now):
+            self.enqueue(client, now)
+
+    def try_attach(self, client: ClientConnection, now: float) -> bool:
+        """Attach an idle server connection at once, if there is one and nobody waits."""
         if not self.paused and not self.waiters:
             while self.idle:
                 server = self.idle.pop()
                 if server.alive and now < server.expires:
                     self.proxy.stats.borrowed_at_once()
                     client.attach(server, now)
-                    return
+                    return True
                 server.close("max_lifetime reached" if server.alive else "broken")
+        return False
+
+    def enqueue(self, client: ClientConnection, now: float) -> None:
+        """Queue ``client`` (first come, first served) and open a connection if allowed."""
         self.waiters.append(client)
         client.start_waiting(now)
         if self._expiry_handle is None and self.cfg.connection_borrow_timeout:

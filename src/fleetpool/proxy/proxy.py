@@ -66,6 +66,8 @@ class Proxy:
         self.draining = False
         self.started = time.time()
         self.user_secrets = cfg.user_secrets()
+        if not cfg.token_secret:
+            cfg.token_secret = cfg.effective_token_secret()
         self._verifiers: dict[tuple[str, str], ScramVerifier] = {}
         self._pid_counter = 0
         self._param_keys: dict[tuple[tuple[str, str], ...], object] = {}
@@ -193,6 +195,17 @@ class Proxy:
             task.cancel()
         if self._server is not None:
             await self._server.wait_closed()
+        if self.workers > 1:
+            from .admin import worker_file
+
+            for path in (
+                worker_file(self, self.worker_index),
+                cancel_socket_path(self.port, self.worker_index),
+            ):
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
         await asyncio.sleep(0)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
@@ -230,6 +243,13 @@ class Proxy:
                     )
         if self.budget is not None:
             self.budget.tick(now)
+        if self.workers > 1:
+            from .admin import publish
+
+            try:
+                publish(self)
+            except OSError as exc:  # pragma: no cover - /tmp full or gone
+                log.debug("cannot publish worker stats: %s", exc)
 
     def reload(self) -> str:
         """Re-read the config file (if any) and apply what can change live.

@@ -81,6 +81,18 @@ async def serve(
     await proxy.stop()
 
 
+def _die_with_parent() -> None:
+    """Linux: a worker gets SIGTERM (and drains) if the parent process dies."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+
+
 def run(
     cfg: ProxyConfig, config_path: str | None = None, overrides: dict[str, Any] | None = None
 ) -> int:
@@ -98,6 +110,7 @@ def run(
     for index in range(workers):
         pid = os.fork()
         if pid == 0:  # child
+            _die_with_parent()
             code = 0
             try:
                 loop = new_event_loop()

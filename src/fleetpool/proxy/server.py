@@ -48,7 +48,17 @@ class ServerLoginError(Exception):
 class Batch:
     """Responses expected up to one ReadyForQuery; see the module comment."""
 
-    __slots__ = ("c_drop", "c_seen", "c_sent", "names", "p_drop", "p_seen", "p_sent", "swallow")
+    __slots__ = (
+        "c_drop",
+        "c_seen",
+        "c_sent",
+        "critical",
+        "names",
+        "p_drop",
+        "p_seen",
+        "p_sent",
+        "swallow",
+    )
 
     def __init__(self, swallow: bool = False) -> None:
         self.p_sent = 0
@@ -58,6 +68,7 @@ class Batch:
         self.c_seen = 0
         self.c_drop: set[int] | None = None
         self.swallow = swallow
+        self.critical = False
         self.names: list[bytes] | None = None
 
     def inject_parse(self, name: bytes) -> None:
@@ -161,6 +172,7 @@ class ServerConnection(asyncio.Protocol):
             self.ready.set_exception(
                 ServerLoginError(f"server closed the connection during login: {exc or 'EOF'}")
             )
+            self.ready.exception()  # mark retrieved: the connect may have been abandoned
         if not self.tls_answer.done():
             self.tls_answer.set_result(b"")
         self.proxy.pool.forget(self)
@@ -201,6 +213,7 @@ class ServerConnection(asyncio.Protocol):
         except (ProtocolError, ServerLoginError) as exc:
             if not self.ready.done():
                 self.ready.set_exception(exc)
+                self.ready.exception()  # mark retrieved (see connection_lost)
             self.close("login failed")
             return
         rest = self._dec.take_buffer()
@@ -259,34 +272,34 @@ class ServerConnection(asyncio.Protocol):
         seg = 0
         unpack = _I32.unpack_from
         interesting = _INTERESTING
+        maxlen = self._max
         try:
             while pos + 5 <= n:
                 t = data[pos]
                 length = unpack(data, pos + 1)[0]
-                end = pos + 1 + length
-                if length < 4 or length > self._max:
+                if not 4 <= length <= maxlen:
                     raise RemoteProtocolError(f"server sent a message of invalid length {length}")
+                end = pos + 1 + length
                 if end > n:
                     break
-                if t == _Z and not self._swallowing:
-                    # ReadyForQuery answering a client batch: the common case, inline.
-                    self.tx_status = data[end - 1 : end]
-                    batches = self.batches
-                    if batches:
-                        batches.popleft()
+                if t in interesting or self._swallowing:
+                    if t == _Z and not self._swallowing:
+                        # ReadyForQuery answering a client batch: the common case, inline.
+                        self.tx_status = data[end - 1 : end]
+                        batches = self.batches
                         if batches:
-                            self._swallowing = batches[0].swallow
-                        elif self.open is not None:
-                            self._swallowing = self.open.swallow
-                    else:
-                        self.open = None
-                    pos = end
-                    continue
-                if (self._swallowing or t in interesting) and self._on_message(t, data, pos, end):
-                    if out is None:
-                        out = []
-                    out.append(data[seg:pos])
-                    seg = end
+                            batches.popleft()
+                            if batches:
+                                self._swallowing = batches[0].swallow
+                            elif self.open is not None:
+                                self._swallowing = self.open.swallow
+                        else:
+                            self.open = None
+                    elif self._on_message(t, data, pos, end):
+                        if out is None:
+                            out = []
+                        out.append(data[seg:pos])
+                        seg = end
                 pos = end
         except ProtocolError as exc:
             log.warning("%r: %s", self, exc)
@@ -351,6 +364,8 @@ class ServerConnection(asyncio.Protocol):
             if head.swallow:
                 fields = m.parse_error_fields(data[pos + 5 : end])
                 log.warning("%r: internal query failed: %s", self, fields.get("M", "?"))
+                if head.critical:
+                    self.broken = True  # closed instead of reused (see Pool.release)
             return head.swallow
         return head.swallow
 
@@ -373,10 +388,15 @@ class ServerConnection(asyncio.Protocol):
 
     # -- actions ---------------------------------------------------------------------
 
-    def inject_query(self, sql: str) -> None:
-        """Send a simple query whose whole answer is swallowed (never seen by clients)."""
+    def inject_query(self, sql: str, critical: bool = False) -> None:
+        """Send a simple query whose whole answer is swallowed (never seen by clients).
+
+        If a ``critical`` one fails (reset, init query), the connection is not trusted
+        any more: it is closed instead of going back to the pool.
+        """
         assert self.transport is not None
         b = Batch(swallow=True)
+        b.critical = critical
         if self.open is not None:  # never happens between client batches; be safe
             self.batches.append(self.open)
             self.open = None
@@ -384,9 +404,15 @@ class ServerConnection(asyncio.Protocol):
         self._swallowing = self.batches[0].swallow
         self.transport.write(m.query(sql))
 
-    def reset(self, sql: str) -> None:
-        """Run ``sql`` (reset query, ROLLBACK, health check) then return to the pool."""
+    def reset(self, sql: str, rollback: bool = False) -> None:
+        """Run ``sql`` (reset query, init query) then return to the pool.
+
+        ``rollback`` first ends an open transaction, as its own query: statements such
+        as DISCARD ALL refuse to run inside a (even implicit) transaction block.
+        """
         self.resetting = True
+        if rollback:
+            self.inject_query("ROLLBACK", critical=True)
         upper = sql.upper()
         if "DISCARD" in upper or "DEALLOCATE" in upper:
             self.prepared.clear()
@@ -394,7 +420,7 @@ class ServerConnection(asyncio.Protocol):
         if "DISCARD" in upper or "RESET ALL" in upper:
             self.applied.clear()
             self.synced_for = None
-        self.inject_query(sql)
+        self.inject_query(sql, critical=True)
 
     def health_check(self) -> None:
         self.checking = True

@@ -163,3 +163,19 @@ def test_asyncpg_without_statement_cache(proxy: ProxyHandle) -> None:
             await conn.close()
 
     asyncio.run(main())
+
+
+def test_asyncpg_statement_cache_eviction_sends_close(proxy: ProxyHandle) -> None:
+    """A tiny cache makes asyncpg Close('S') statements; others keep theirs."""
+
+    async def main() -> None:
+        a = await asyncpg.connect(proxy.dsn(), statement_cache_size=2)
+        b = await asyncpg.connect(proxy.dsn())
+        for round_ in range(3):
+            for i in range(6):
+                assert await a.fetchval(f"select {i} + $1::int", round_) == i + round_
+                assert await b.fetchval(f"select {i} + $1::int", round_) == i + round_
+        await a.close()
+        await b.close()
+
+    asyncio.run(main())

@@ -253,3 +253,30 @@ def test_graceful_shutdown_lets_the_transaction_finish(proxy_factory: Any) -> No
     with pytest.raises(psycopg.OperationalError):
         conn.execute("select 3")
     conn.close()
+
+
+def test_idle_connections_are_health_checked(proxy_factory: Any) -> None:
+    handle: ProxyHandle = proxy_factory(health_check_interval=0.3)
+    with psycopg.connect(handle.dsn(), autocommit=True) as conn:
+        conn.execute("select 1")
+        first = handle.call(lambda: [s.last_checked for s in handle.proxy.pool.servers])
+        time.sleep(2.5)  # janitor ticks once a second
+        later = handle.call(lambda: [s.last_checked for s in handle.proxy.pool.servers])
+        assert later and later[0] > first[0]
+        assert conn.execute("select 2").fetchone() == (2,)
+
+
+def test_newer_protocol_minor_is_negotiated_down(proxy_factory: Any) -> None:
+    handle: ProxyHandle = proxy_factory(auth_method="trust")
+    sock = socket.create_connection(("127.0.0.1", handle.port), timeout=10)
+    startup = StartupMessage({"user": handle.user, "_pq_.fancy": "1"}, protocol=(3 << 16) | 2)
+    sock.sendall(startup.encode())
+    buf = b""
+    while b"Z\x00\x00\x00\x05I" not in buf:
+        chunk = sock.recv(65536)
+        assert chunk
+        buf += chunk
+    assert buf[:1] == b"v"
+    newest, count = struct.unpack("!ii", buf[5:13])
+    assert (newest, count) == (0, 1) and b"_pq_.fancy" in buf
+    sock.close()

@@ -124,3 +124,16 @@ def test_client_startup_parameters_follow_the_client(proxy_factory: Any) -> None
             assert b.execute("SHOW application_name").fetchone() == ("beta",)
             assert b.execute("SHOW TimeZone").fetchone() == ("Asia/Tokyo",)
             assert a.execute("SHOW TimeZone").fetchone() != ("Asia/Tokyo",)
+
+
+def test_pinned_client_leaving_mid_transaction_is_cleaned(proxy_factory: Any) -> None:
+    handle: ProxyHandle = proxy_factory(pool_size=1)
+    a = psycopg.connect(handle.dsn())
+    a.execute("SET statement_timeout = '2222ms'")  # pins, and opens a transaction
+    a.execute("CREATE TEMP TABLE fp_left (a int)")
+    pid = backend_pid(a)
+    a.close()  # leaves with the transaction open
+    with psycopg.connect(handle.dsn(), autocommit=True) as b:
+        assert backend_pid(b) == pid  # the connection was rolled back, reset and reused
+        assert b.execute("SHOW statement_timeout").fetchone() == ("0",)
+        assert b.execute("select to_regclass('fp_left')").fetchone() == (None,)

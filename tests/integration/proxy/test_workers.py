@@ -34,11 +34,13 @@ def proxy_process(pg_dsn: str, tmp_path: Path) -> Any:
     up = upstream_from_dsn(pg_dsn)
     host, port = up.hosts[0]
     listen = free_port()
+    admin_port = free_port()
     config = tmp_path / "proxy.toml"
     config.write_text(
         f'upstream = "postgresql://{up.user}:{up.password}@{host}:{port}/{up.database}"\n'
         f'listen = "127.0.0.1:{listen}"\n'
         "pool_size = 4\nworkers = 2\nshutdown_timeout = 5\n"
+        f'admin_listen = "127.0.0.1:{admin_port}"\n'
         'log_format = "json"\n'
         '[users]\napp = "pw"\n'
     )
@@ -49,6 +51,7 @@ def proxy_process(pg_dsn: str, tmp_path: Path) -> Any:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # its own process group: teardown reaches the workers
     )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -61,9 +64,20 @@ def proxy_process(pg_dsn: str, tmp_path: Path) -> Any:
         except psycopg.OperationalError:
             time.sleep(0.2)
     time.sleep(0.5)  # let the second worker bind too
-    yield proc, f"postgresql://app:pw@127.0.0.1:{listen}/db"
-    if proc.poll() is None:
-        proc.kill()
+    proc.admin_port = admin_port  # type: ignore[attr-defined]
+    try:
+        yield proc, f"postgresql://app:pw@127.0.0.1:{listen}/db"
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)  # the parent forwards it to its workers
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the group
+        except ProcessLookupError:
+            pass
         proc.wait(10)
 
 
@@ -96,3 +110,29 @@ def test_sigterm_drains_and_exits(proxy_process: Any) -> None:
     conn.close()
     _out, err = proc.communicate(timeout=5)
     assert '"level": "info"' in err and "draining" in err  # structured JSON logs
+
+
+def test_status_sums_all_workers(proxy_process: Any) -> None:
+    import json
+    import urllib.request
+
+    proc, dsn = proxy_process
+    conns = [psycopg.connect(dsn, autocommit=True) for _ in range(8)]
+    try:
+        for conn in conns:
+            conn.execute("select 1")
+        url = f"http://127.0.0.1:{proc.admin_port}/status"
+        status: dict[str, Any] = {}
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # other workers publish once a second
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                status = json.loads(resp.read())
+            if status.get("client_connections") == 8:
+                break
+            time.sleep(0.3)
+        assert status["workers_reporting"] == 2
+        assert status["client_connections"] == 8
+        assert status["max_database_connections"] == 4  # 2 + 2: the budget is split
+    finally:
+        for conn in conns:
+            conn.close()

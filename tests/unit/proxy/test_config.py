@@ -63,3 +63,27 @@ def test_syntax_error_names_line(tmp_path: Path) -> None:
     path.write_text('upstream = "postgresql://a@h/db"\npool_size = = 3\n')
     with pytest.raises(ConfigError, match=r"proxy.toml.*line 2"):
         load_config(path)
+
+
+def test_example_file_documents_every_key() -> None:
+    import dataclasses
+
+    from fleetpool.proxy.config import ProxyConfig
+
+    path = Path(__file__).resolve().parents[3] / "src/fleetpool/proxy/example.toml"
+    cfg = load_config(path)
+    assert cfg.admin_listen == ("127.0.0.1", 9187)
+    text = path.read_text()
+    for f in dataclasses.fields(ProxyConfig):
+        assert f.name in text, f"example.toml does not mention {f.name}"
+
+
+def test_users_from_environment() -> None:
+    from fleetpool.proxy.config import ProxyConfig
+
+    cfg = ProxyConfig(upstream=parse_upstream("postgresql://up:uppw@h/db"), users={"a": "1"})
+    env = {"FLEETPOOL_PROXY_USER_BOB": "2", "FLEETPOOL_PROXY_USER_A": "3", "OTHER": "x"}
+    assert cfg.user_secrets(env) == {"a": "3", "bob": "2"}
+    bare = ProxyConfig(upstream=parse_upstream("postgresql://up:uppw@h/db"))
+    assert bare.user_secrets({}) == {"up": "uppw"}
+    assert bare.effective_token_secret({"FLEETPOOL_TOKEN_SECRET": "s"}) == "s"
