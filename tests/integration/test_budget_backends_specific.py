@@ -17,13 +17,8 @@ the tests can freeze, kill and inspect them.
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
-import shutil
-import signal
 import socket
 import sqlite3
-import subprocess
-import tempfile
 import threading
 import time
 import uuid
@@ -35,6 +30,7 @@ import pytest
 
 import fleetpool
 from fleetpool import BudgetUnavailable, NoConnectionsLeft
+from servers import RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -47,66 +43,23 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start_redis() -> tuple[subprocess.Popen[bytes], str, str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server not on PATH")
-    port = _free_port()
-    workdir = tempfile.mkdtemp(prefix="fp-redis-")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", workdir],
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail("redis-server did not start")
-            time.sleep(0.02)
-    return proc, f"redis://127.0.0.1:{port}/0", workdir
-
-
 @pytest.fixture(scope="module")
 def redis_server() -> Iterator[str]:
-    proc, url, workdir = _start_redis()
-    yield url
-    proc.terminate()
-    proc.wait(10)
-    shutil.rmtree(workdir, ignore_errors=True)
+    with RedisServer() as server:
+        yield server.url
 
 
 @pytest.fixture
-def frozen_redis() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A private redis-server the test may SIGSTOP (it is resumed and stopped after)."""
-    proc, url, workdir = _start_redis()
-    yield url, proc
-    proc.send_signal(signal.SIGCONT)
-    proc.terminate()
-    proc.wait(10)
-    shutil.rmtree(workdir, ignore_errors=True)
+def frozen_redis() -> Iterator[tuple[str, RedisServer]]:
+    """A private redis-server the test may freeze (it is thawed and stopped after)."""
+    with RedisServer() as server:
+        yield server.url, server
+        server.thaw()
 
 
 @pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    pytest.importorskip("boto3")
-    server_mod = pytest.importorskip("moto.server")
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+def moto_url(moto_endpoint: str) -> str:
+    return moto_endpoint
 
 
 def _name(prefix: str) -> str:
@@ -275,15 +228,15 @@ def test_redis_closed_port_is_unavailable_fast_and_fail_open_grants(tmp_path: Pa
 
 
 def test_redis_frozen_server_is_unavailable_within_the_timeout(
-    frozen_redis: tuple[str, subprocess.Popen[bytes]],
+    frozen_redis: tuple[str, RedisServer],
 ) -> None:
-    url, proc = frozen_redis
+    url, server = frozen_redis
     budget = fleetpool.open_budget(
         url + "?timeout=0.5", _name("frozen"), on_unavailable="fail_closed"
     )
     budget.configure(limit=2)
     lease = budget.acquire(function="api", ttl=30)
-    proc.send_signal(signal.SIGSTOP)
+    server.freeze()
     try:
         for call in (
             lambda: budget.acquire(function="api", ttl=5),
@@ -304,7 +257,7 @@ def test_redis_frozen_server_is_unavailable_within_the_timeout(
         assert lenient.release(lease) is False
         lenient.close()
     finally:
-        proc.send_signal(signal.SIGCONT)
+        server.thaw()
     # Back to normal once the server answers again. The acquire that timed out
     # ran late on the thawed server; the next call that works gives it back.
     deadline = time.monotonic() + 5

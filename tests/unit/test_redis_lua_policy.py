@@ -13,10 +13,6 @@ expiry index, waiter indexes).
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +23,7 @@ from hypothesis import strategies as st
 
 from fleetpool.budget import AcquireRequest, BudgetConfig, FunctionLimits, Lease, admit
 from fleetpool.budget._state import Waiter, acquire_step
+from servers import RedisServer
 
 redis_py = pytest.importorskip("redis")
 from fleetpool.budget.redis import RedisBackend, budget_keys, config_to_json  # noqa: E402
@@ -36,38 +33,11 @@ FAR = 4_000_000_000.0  # an expiry far in the future (server time is ~1.7e9)
 PAST = 1_000_000.0  # an expiry long gone
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def lua_redis_url() -> Iterator[str]:
     """A private, throwaway redis-server (the test rewrites its keys freely)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server not on PATH")
-    port = _free_port()
-    workdir = tempfile.mkdtemp(prefix="fp-redis-")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", workdir],
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail("redis-server did not start")
-            time.sleep(0.02)
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(10)
-    shutil.rmtree(workdir, ignore_errors=True)
+    with RedisServer() as server:
+        yield server.url
 
 
 @pytest.fixture(scope="module")
