@@ -58,6 +58,22 @@ class Snapshot:
     waiting: int
     config: BudgetConfig
 
+    @classmethod
+    def from_counts(
+        cls, budget: str, config: BudgetConfig, functions: Mapping[str, int], waiting: int
+    ) -> Snapshot:
+        """Build a snapshot from live leases per function; the totals follow from them."""
+        in_use = sum(functions.values())
+        return cls(
+            budget=budget,
+            limit=config.limit,
+            in_use=in_use,
+            remaining=max(0, config.limit - in_use),
+            functions=functions,
+            waiting=waiting,
+            config=config,
+        )
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "budget": self.budget,

@@ -467,14 +467,11 @@ class DynamoDBBackend(BudgetBackend):
         now = time.time()
         current = [x for x in state.leases if x.expires_at > now]
         config = state.config
-        return Snapshot(
-            budget=self.name,
-            limit=config.limit,
-            in_use=len(current),
-            remaining=max(0, config.limit - len(current)),
-            functions=in_use_by_function(current),
-            waiting=sum(1 for w in state.waiters if w.expires_at > now),
-            config=config,
+        return Snapshot.from_counts(
+            self.name,
+            config,
+            in_use_by_function(current),
+            sum(1 for w in state.waiters if w.expires_at > now),
         )
 
     def close(self) -> None:

@@ -123,15 +123,7 @@ class MemoryBackend(BudgetBackend):
             current = [x for x in self._s.leases.values() if x.expires_at > now]
             waiting = sum(1 for w in self._s.waiters.values() if w.expires_at > now)
             config = self._s.config
-        return Snapshot(
-            budget=self.name,
-            limit=config.limit,
-            in_use=len(current),
-            remaining=max(0, config.limit - len(current)),
-            functions=in_use_by_function(current),
-            waiting=waiting,
-            config=config,
-        )
+        return Snapshot.from_counts(self.name, config, in_use_by_function(current), waiting)
 
     def wait_for_change(self, timeout: float) -> None:
         with self._s.cond:

@@ -648,16 +648,7 @@ class RedisBackend(BudgetBackend):
         raw_config, flat, waiting = self._script("snapshot", ())
         config = config_from_json(raw_config) if raw_config else BudgetConfig(limit=0)
         counts = {_text(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
-        in_use = sum(counts.values())
-        return Snapshot(
-            budget=self.name,
-            limit=config.limit,
-            in_use=in_use,
-            remaining=max(0, config.limit - in_use),
-            functions=counts,
-            waiting=int(waiting),
-            config=config,
-        )
+        return Snapshot.from_counts(self.name, config, counts, int(waiting))
 
     # -- waiting ---------------------------------------------------------------------
 

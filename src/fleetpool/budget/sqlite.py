@@ -510,16 +510,7 @@ class SQLiteBackend(BudgetBackend):
                 "SELECT COUNT(*) FROM fleetpool_waiters WHERE budget = ? AND expires_at > ?",
                 (self.name, now),
             ).fetchone()
-            in_use = sum(counts.values())
-            return Snapshot(
-                budget=self.name,
-                limit=config.limit,
-                in_use=in_use,
-                remaining=max(0, config.limit - in_use),
-                functions=counts,
-                waiting=int(waiting),
-                config=config,
-            )
+            return Snapshot.from_counts(self.name, config, counts, int(waiting))
 
         return self._run(tx, write=False)
 
