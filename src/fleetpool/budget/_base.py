@@ -15,6 +15,7 @@ hosts; the Redis backend uses the server's clock so hosts' skew cannot matter.
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -161,8 +162,6 @@ class BudgetBackend(abc.ABC):
 
         The default is a plain sleep: the caller adds jitter and retries.
         """
-        import time
-
         time.sleep(max(0.0, timeout))
 
     def close(self) -> None:  # noqa: B027 - optional hook

@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any, Literal, TypeVar
 
 from ..errors import BudgetUnavailable, ConfigError, LeaseLost, NoConnectionsLeft
@@ -174,7 +175,7 @@ class Budget:
         if not lease.recorded:
             # A fail-open lease lives only here: extend it locally.
             now = time.time()
-            return Lease(**{**lease.__dict__, "expires_at": now + ttl_s})
+            return replace(lease, expires_at=now + ttl_s)
         try:
             return self.backend.renew(lease, ttl_s)
         except BudgetUnavailable:
@@ -183,7 +184,7 @@ class Budget:
             log.warning(
                 "budget %r unavailable on renew; keeping lease %s locally", self.name, lease.id
             )
-            return Lease(**{**lease.__dict__, "expires_at": time.time() + ttl_s})
+            return replace(lease, expires_at=time.time() + ttl_s)
 
     def release(self, lease: Lease | None) -> bool:
         """Give the lease back. Idempotent; never raises for a lease already gone.
