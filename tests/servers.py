@@ -48,7 +48,7 @@ import threading
 import time
 import urllib.request
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Self
@@ -1095,11 +1095,17 @@ class RedisServer(_Server):
     death_signal = signal.SIGKILL
 
     def __init__(
-        self, port: int | None = None, settings: Mapping[str, object] | None = None
+        self,
+        port: int | None = None,
+        settings: Mapping[str, object] | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.binary = require_binary("redis-server")
         super().__init__(port)
         self.settings = dict(settings or {})
+        #: Raw command-line arguments, for directives of several words
+        #: (``--rename-command FCALL ""``).
+        self.extra_args = list(extra_args)
 
     @property
     def url(self) -> str:
@@ -1123,7 +1129,7 @@ class RedisServer(_Server):
         ]
         for k, v in self.settings.items():
             argv += [f"--{k}", str(v)]
-        return argv
+        return argv + self.extra_args
 
     def _probe(self) -> None:
         with socket.create_connection((self.host, self.port), timeout=1) as s:

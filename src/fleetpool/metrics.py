@@ -81,8 +81,18 @@ class BudgetMetrics:
             self.limit = limit
             self.remaining = max(0, limit - in_use)
 
-    def granted(self, function: str, waited: float, reclaimed: int = 0) -> None:
+    def granted(
+        self,
+        function: str,
+        waited: float,
+        reclaimed: int = 0,
+        capacity: tuple[int, int] | None = None,
+    ) -> None:
+        """Count a grant; ``capacity`` = (limit, in use) also updates the gauges."""
         with self._lock:
+            if capacity is not None:
+                self.limit = capacity[0]
+                self.remaining = max(0, capacity[0] - capacity[1])
             s = self._fn(function)
             s.grants += 1
             s.d_grants += 1

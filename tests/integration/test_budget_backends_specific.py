@@ -187,6 +187,51 @@ def test_sqlite_creates_parent_directories_and_does_no_io_when_opened(tmp_path: 
     budget.close()
 
 
+_CLOSE_RACE = """
+import sys, threading, time
+import fleetpool
+budget = fleetpool.open_budget(sys.argv[1], "close-race", on_unavailable="fail_closed")
+budget.configure(limit=50)
+stop = time.monotonic() + 3.0
+errors = []
+
+def worker():
+    while time.monotonic() < stop:
+        try:
+            budget.release(budget.acquire(function="api", ttl=30))
+        except fleetpool.BudgetUnavailable as exc:
+            errors.append(exc)
+
+threads = [threading.Thread(target=worker) for _ in range(4)]
+for t in threads:
+    t.start()
+closes = 0
+while time.monotonic() < stop:
+    budget.close()  # other threads are mid-call on their own connections
+    closes += 1
+    time.sleep(0.002)
+for t in threads:
+    t.join(10)
+print(closes, len(errors), budget.snapshot().in_use)
+"""
+
+
+def test_sqlite_close_while_other_threads_are_mid_call_is_safe(tmp_path: Path) -> None:
+    """close() waits for calls in flight: closing a connection under one crashed the process."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path}/race.db"
+    done = subprocess.run(
+        [sys.executable, "-c", _CLOSE_RACE, url], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    closes, errors, in_use = map(int, done.stdout.split())
+    assert closes >= 3  # several closes raced the workers (the old code crashed at once)
+    assert errors == 0
+    assert in_use == 0
+
+
 # -- redis ------------------------------------------------------------------------------
 
 
@@ -209,6 +254,70 @@ def test_redis_keys_share_one_hash_tag(redis_server: str) -> None:
     budget.release(held)
     budget.close()
     client.close()
+
+
+def _exercise(url: str, name: str) -> bool:
+    """Every operation once, with a waiter woken by a release; True if FCALL did them."""
+    budget = fleetpool.open_budget(url, name, on_unavailable="fail_closed")
+    budget.configure(limit=1, functions={"api": (0, 1)})
+    held = budget.acquire(function="api", ttl=30)
+    assert budget.snapshot().in_use == 1
+    assert [lease.id for lease in budget.leases()] == [held.id]
+    held = budget.renew(held, ttl=60)
+    threading.Timer(0.2, budget.release, args=(held,)).start()
+    second = budget.acquire(function="api", ttl=30, wait=5)
+    assert budget.release(second) is True
+    assert budget.snapshot().in_use == 0
+    used_functions = bool(budget.backend.functions)
+    budget.close()
+    return used_functions
+
+
+def test_redis_runs_operations_as_functions_and_reloads_them_after_a_flush(
+    redis_server: str,
+) -> None:
+    import redis as redis_py
+
+    name = _name("functions")
+    assert _exercise(redis_server, name)
+    admin = redis_py.Redis.from_url(redis_server)
+    listing = repr(admin.function_list())  # RESP2: flat [name, value, ...] lists
+    assert "fleetpool_" in listing, listing
+    admin.function_flush()  # what a restart without persistence does to them
+    assert _exercise(redis_server, name)
+    admin.close()
+
+
+@pytest.mark.parametrize(
+    "denied",
+    [
+        pytest.param(
+            ["--rename-command", "FCALL", "", "--rename-command", "FUNCTION", ""], id="no-functions"
+        ),
+        pytest.param([], id="acl-without-function-commands"),
+    ],
+)
+def test_redis_without_functions_falls_back_to_scripts(denied: list[str]) -> None:
+    """Redis 6 has no FCALL; an ACL may refuse FUNCTION or FCALL: EVALSHA does the same work."""
+    import redis as redis_py
+
+    with RedisServer(extra_args=denied) as server:
+        url = server.url
+        if not denied:
+            admin = redis_py.Redis.from_url(server.url)
+            admin.acl_setuser(
+                "app",
+                enabled=True,
+                passwords=["+secret"],
+                keys=["*"],
+                channels=["*"],
+                commands=["+@all", "-function", "-fcall"],
+            )
+            admin.close()
+            url = f"redis://app:secret@127.0.0.1:{server.port}/0"
+        name = _name("scripts")
+        assert not _exercise(url, name)
+        assert not _exercise(url, name)
 
 
 def test_redis_closed_port_is_unavailable_fast_and_fail_open_grants(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ redis_py = pytest.importorskip("redis")
 from fleetpool.budget.redis import RedisBackend, budget_keys, config_to_json  # noqa: E402
 
 NAMES = ["api", "jobs", "reports", "other"]
-FAR = 4_000_000_000.0  # an expiry far in the future (server time is ~1.7e9)
+FAR = 4_000_000_000.0  # an expiry far in the future (server time is ~1.8e9 s)
 PAST = 1_000_000.0  # an expiry long gone
 
 
@@ -94,12 +94,12 @@ def load(client: redis_py.Redis, keys: list[str], case: Case) -> None:
                 lease_id = f"{kind}-{fn}-{i}"
                 value = json.dumps({"a": 1.0, "f": fn, "h": "h", "m": {}})
                 pipe.hset(k_leases, lease_id, value)
-                pipe.zadd(k_expiry, {lease_id: expiry})
+                pipe.zadd(k_expiry, {lease_id: int(expiry * 1_000_000)})  # scores are µs
                 pipe.hincrby(k_counts, fn, 1)
     for i, (fn, dead) in enumerate(case.queue):
         ticket = f"t{i}"
         pipe.zadd(k_wq, {ticket: i + 1})
-        pipe.zadd(k_wexp, {ticket: PAST if dead else FAR})
+        pipe.zadd(k_wexp, {ticket: int((PAST if dead else FAR) * 1_000_000)})
         pipe.hset(k_wfn, ticket, fn)
     pipe.set(k_seq, len(case.queue))
     pipe.execute()

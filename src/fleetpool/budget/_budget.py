@@ -19,7 +19,6 @@ import random
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, Literal, TypeVar
@@ -43,8 +42,14 @@ def default_function() -> str:
     return os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or "default"
 
 
+_hostname: str | None = None
+
+
 def default_holder() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    global _hostname
+    if _hostname is None:  # a system call per acquire otherwise; it does not change
+        _hostname = socket.gethostname()
+    return f"{_hostname}:{os.getpid()}"
 
 
 def _check_seconds(name: str, value: object, *, positive: bool) -> float:
@@ -118,7 +123,7 @@ class Budget:
         start = time.monotonic()
         deadline = start + wait_s
         ticket: str | None = None
-        lease_id = uuid.uuid4().hex
+        lease_id = os.urandom(16).hex()  # a uuid4's randomness, without building a UUID
         last: AcquireResult | None = None
         attempt = 0
         while True:
@@ -137,10 +142,15 @@ class Budget:
             except BudgetUnavailable as exc:
                 return self._fail_open(exc, request, start)
             last = result
-            self.metrics.observe_capacity(result.limit, result.in_use + (result.lease is not None))
             if result.lease is not None:
-                self.metrics.granted(fn, time.monotonic() - start, result.reclaimed)
+                self.metrics.granted(
+                    fn,
+                    time.monotonic() - start,
+                    result.reclaimed,
+                    capacity=(result.limit, result.in_use + 1),
+                )
                 return result.lease
+            self.metrics.observe_capacity(result.limit, result.in_use)
             self.metrics.reclaimed(fn, result.reclaimed)
             ticket = result.ticket or ticket
             remaining = deadline - time.monotonic()

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import threading
 import time
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
     from redis.client import PubSub
 
 T = TypeVar("T")
+log = logging.getLogger("fleetpool.budget")
 
 #: Query parameters of a redis:// URL passed on to redis-py.
 ALLOWED_OPTIONS = frozenset(
@@ -75,24 +77,48 @@ ALLOWED_OPTIONS = frozenset(
 
 # -- Lua ------------------------------------------------------------------------
 # KEYS: 1 config, 2 leases, 3 expiry, 4 counts, 5 wq, 6 wexp, 7 wfn, 8 seq
+#
+# Times are whole microseconds of the server's clock, in zset scores and in
+# arguments alike. Redis before 7.2 turns every Lua number handed to redis.call
+# into text with printf("%.17g") and a non-integral score into text again for
+# a small zset, and those float conversions cost more than the commands; an
+# integer goes through string.format('%d') (integer printing) and is kept
+# exactly. A microsecond count of today (~1.8e15) is exact in a double.
 
+# The shared part of every operation. Operations are functions of (KEYS, ARGV):
+# loaded once as a Redis Functions library (Redis >= 7: FCALL runs only the
+# operation; the helpers below are built once, at load) or, on older servers,
+# sent as one EVALSHA script per operation.
 PRELUDE = r"""
-if redis.replicate_commands then pcall(redis.replicate_commands) end
-local K_CONFIG, K_LEASES, K_EXPIRY, K_COUNTS = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local K_WQ, K_WEXP, K_WFN, K_SEQ = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
-
--- Numbers go to Redis as exact decimal strings (Lua's default keeps 14 digits).
-local function fmt(x) return string.format('%.17g', x) end
-
-local function clock()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+local K_CONFIG, K_LEASES, K_EXPIRY, K_COUNTS, K_WQ, K_WEXP, K_WFN, K_SEQ
+local function bind(keys)
+  K_CONFIG, K_LEASES, K_EXPIRY, K_COUNTS = keys[1], keys[2], keys[3], keys[4]
+  K_WQ, K_WEXP, K_WFN, K_SEQ = keys[5], keys[6], keys[7], keys[8]
 end
 
+local function int(x) return string.format('%d', x) end
+
+-- The server's clock: microseconds as a number and as text, and the same
+-- instant as decimal seconds text ('1763900000.000123'), all without floats.
+local function clock()
+  local t = redis.call('TIME')
+  local us6 = string.rep('0', 6 - #t[2]) .. t[2]
+  return tonumber(t[1]) * 1000000 + tonumber(t[2]), t[1] .. us6, t[1] .. '.' .. us6
+end
+
+-- The decoded config of the last raw text seen. Equal Lua strings are one
+-- interned object, so the check costs a pointer compare; in a Functions
+-- library the cache lives as long as the library (with EVAL, one call). It is
+-- keyed by content, so budgets and config changes can never see a stale one.
+local cfg_raw, cfg_val = nil, nil
 local function load_config()
   local raw = redis.call('GET', K_CONFIG)
   if not raw then return {limit = 0, functions = {}} end
-  return cjson.decode(raw)
+  if raw ~= cfg_raw then
+    cfg_val = cjson.decode(raw)
+    cfg_raw = raw
+  end
+  return cfg_val
 end
 
 local function in_use(fn)
@@ -121,8 +147,8 @@ local function drop_lease(id)
   if redis.call('HINCRBY', K_COUNTS, fn, -1) <= 0 then redis.call('HDEL', K_COUNTS, fn) end
 end
 
-local function purge_leases(now)
-  local ids = redis.call('ZRANGEBYSCORE', K_EXPIRY, '-inf', fmt(now))
+local function purge_leases(now_s)
+  local ids = redis.call('ZRANGEBYSCORE', K_EXPIRY, '-inf', now_s)
   for i = 1, #ids do drop_lease(ids[i]) end
   return #ids
 end
@@ -133,17 +159,17 @@ local function drop_waiter(t)
   redis.call('HDEL', K_WFN, t)
 end
 
-local function purge_waiters(now)
-  local ts = redis.call('ZRANGEBYSCORE', K_WEXP, '-inf', fmt(now))
+local function purge_waiters(now_s)
+  local ts = redis.call('ZRANGEBYSCORE', K_WEXP, '-inf', now_s)
   for i = 1, #ts do drop_waiter(ts[i]) end
 end
 """
 
 # _policy.admit(), transcribed. ``my_rank`` is the caller's place in the queue
-# (false: not queued, so every live waiter is ahead).
+# (false: not queued, so every live waiter is ahead); ``queued``: whether the
+# queue has anyone at all (an empty queue needs no look at it).
 ADMIT = r"""
-local function admit(cfg, fn, my_rank)
-  local total = redis.call('ZCARD', K_EXPIRY)
+local function admit(cfg, fn, my_rank, total, queued)
   local mine = in_use(fn)
   if mine >= max_for(cfg, fn) then return false, 'at_function_max' end
   if total >= cfg.limit then return false, 'budget_full' end
@@ -156,6 +182,7 @@ local function admit(cfg, fn, my_rank)
     end
   end
   if total + reserved >= cfg.limit then return false, 'reserved_for_others' end
+  if not queued then return true, 'granted' end
   -- total + reserved + ahead >= limit  <=>  ahead >= room
   local room = cfg.limit - total - reserved
   local tickets
@@ -186,47 +213,55 @@ local function admit(cfg, fn, my_rank)
 end
 """
 
-# ARGV: lease_id, function, ttl, payload JSON '{"f":..,"h":..,"m":..}', ticket or '',
-#       queue_for, ticket to use when newly queued, wake channel
-# -> {granted, reason, limit, in_use, ticket, reclaimed, acquired_at, expires_at, next_expiry}
-ACQUIRE = (
-    PRELUDE
-    + ADMIT
-    + r"""
-local id, fn, ttl, payload = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-local ticket, queue_for, new_ticket, channel = ARGV[5], tonumber(ARGV[6]), ARGV[7], ARGV[8]
-local now = clock()
+# ARGV: function, ttl (µs), payload JSON '{"f":..,"h":..,"m":..}', wake channel
+#       (the part that repeats from call to call: the client packs it once), then
+#       lease_id, ticket or '', queue_for (µs), ticket to use when newly queued
+#       ('' when not queueing), '1' when this call repeats one whose reply was
+#       lost (else '')
+# -> {granted, reason, limit, in_use, ticket, reclaimed, acquired_at µs, expires_at µs,
+#     µs until the earliest live lease expires (-1: none)}
+ACQUIRE = r"""
+local fn, ttl, payload, channel = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local id, ticket, queue_for, new_ticket = ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8]
+local now, now_s, now_text = clock()
 local cfg = load_config()
-local reclaimed = purge_leases(now)
-purge_waiters(now)
+local reclaimed = purge_leases(now_s)
+-- The queue's size, counted before purging: enough to know it may hold someone.
+local queued = redis.call('ZCARD', K_WQ) > 0
+if queued then
+  purge_waiters(now_s)
+  queued = redis.call('ZCARD', K_WQ) > 0
+end
 
 local function wake_others(own)
   local others = redis.call('ZCARD', K_WQ) - own
   if others > 0 then redis.call('PUBLISH', channel, '1') end
 end
 
--- A retry of a call whose reply was lost: the lease is already ours.
-local existing = redis.call('HGET', K_LEASES, id)
-if existing then
-  local exp = redis.call('ZSCORE', K_EXPIRY, id)
-  local total = redis.call('ZCARD', K_EXPIRY)
-  return {1, 'granted', cfg.limit, total - 1, '', reclaimed,
-          fmt(cjson.decode(existing).a), exp, ''}
+local total = redis.call('ZCARD', K_EXPIRY)
+if ARGV[9] == '1' then
+  -- A retry of a call whose reply was lost: the lease may already be ours.
+  local existing = redis.call('HGET', K_LEASES, id)
+  if existing then
+    local exp = tonumber(redis.call('ZSCORE', K_EXPIRY, id))
+    local a = cjson.decode(existing).a
+    return {1, 'granted', cfg.limit, total - 1, '', reclaimed,
+            math.floor(tonumber(a) * 1000000 + 0.5), exp, -1}
+  end
 end
 
 local my_rank = false
-if ticket ~= '' then my_rank = redis.call('ZRANK', K_WQ, ticket) end
-local total = redis.call('ZCARD', K_EXPIRY)
-local granted, reason = admit(cfg, fn, my_rank)
+if ticket ~= '' and queued then my_rank = redis.call('ZRANK', K_WQ, ticket) end
+local granted, reason = admit(cfg, fn, my_rank, total, queued)
 
 if granted then
   local exp = now + ttl
-  redis.call('HSET', K_LEASES, id, '{"a":' .. fmt(now) .. ',' .. string.sub(payload, 2))
-  redis.call('ZADD', K_EXPIRY, fmt(exp), id)
+  redis.call('HSET', K_LEASES, id, '{"a":' .. now_text .. ',' .. string.sub(payload, 2))
+  redis.call('ZADD', K_EXPIRY, int(exp), id)
   redis.call('HINCRBY', K_COUNTS, fn, 1)
   if ticket ~= '' then drop_waiter(ticket) end
   if reclaimed > 0 then wake_others(0) end
-  return {1, reason, cfg.limit, total, '', reclaimed, fmt(now), fmt(exp), ''}
+  return {1, reason, cfg.limit, total, '', reclaimed, now, exp, -1}
 end
 
 local out = ''
@@ -238,7 +273,7 @@ if queue_for > 0 then
     out = ticket
   end
   redis.call('HSET', K_WFN, out, fn)
-  redis.call('ZADD', K_WEXP, fmt(now + queue_for), out)
+  redis.call('ZADD', K_WEXP, int(now + queue_for), out)
 elseif ticket ~= '' then
   drop_waiter(ticket)
 end
@@ -246,17 +281,14 @@ if reclaimed > 0 then
   if out ~= '' then wake_others(1) else wake_others(0) end
 end
 -- When the earliest live lease runs out (the waiter sleeps no longer than that).
-local soonest = ''
+local soonest = -1
 local first = redis.call('ZRANGE', K_EXPIRY, 0, 0, 'WITHSCORES')
-if #first == 2 then soonest = fmt(tonumber(first[2]) - now) end
-return {0, reason, cfg.limit, total, out, reclaimed, '', '', soonest}
+if #first == 2 then soonest = math.max(0, tonumber(first[2]) - now) end
+return {0, reason, cfg.limit, total, out, reclaimed, 0, 0, soonest}
 """
-)
 
-# ARGV: lease_id, ttl -> new expires_at, or false if the lease is gone
-RENEW = (
-    PRELUDE
-    + r"""
+# ARGV: lease_id, ttl (µs) -> new expires_at µs, or false if the lease is gone
+RENEW = r"""
 local now = clock()
 local exp = redis.call('ZSCORE', K_EXPIRY, ARGV[1])
 if not exp then return false end
@@ -264,30 +296,28 @@ if tonumber(exp) <= now then
   drop_lease(ARGV[1])
   return false
 end
-local new = fmt(now + tonumber(ARGV[2]))
-redis.call('ZADD', K_EXPIRY, 'XX', new, ARGV[1])
+local new = now + tonumber(ARGV[2])
+redis.call('ZADD', K_EXPIRY, 'XX', int(new), ARGV[1])
 return new
 """
-)
 
-# ARGV: lease_id, wake channel -> 1 if the lease was live
-RELEASE = (
-    PRELUDE
-    + r"""
-local now = clock()
-local exp = redis.call('ZSCORE', K_EXPIRY, ARGV[1])
+# ARGV: lease_id, wake channel, the lease's function -> 1 if the lease was live
+# (the caller names the function, so the common path decodes no JSON)
+RELEASE = r"""
+local id, fn = ARGV[1], ARGV[3]
+local exp = redis.call('ZSCORE', K_EXPIRY, id)
 if not exp then return 0 end
-drop_lease(ARGV[1])
-if tonumber(exp) <= now then return 0 end
+redis.call('ZREM', K_EXPIRY, id)
+if redis.call('HDEL', K_LEASES, id) == 1 then
+  if redis.call('HINCRBY', K_COUNTS, fn, -1) <= 0 then redis.call('HDEL', K_COUNTS, fn) end
+end
+if tonumber(exp) <= clock() then return 0 end
 if redis.call('ZCARD', K_WQ) > 0 then redis.call('PUBLISH', ARGV[2], '1') end
 return 1
 """
-)
 
 # ARGV: ticket, wake channel
-CANCEL_WAIT = (
-    PRELUDE
-    + r"""
+CANCEL_WAIT = r"""
 if redis.call('ZREM', K_WQ, ARGV[1]) == 1 then
   redis.call('ZREM', K_WEXP, ARGV[1])
   redis.call('HDEL', K_WFN, ARGV[1])
@@ -298,24 +328,18 @@ else
 end
 return 1
 """
-)
 
 # ARGV: config JSON, wake channel
-CONFIGURE = (
-    PRELUDE
-    + r"""
+CONFIGURE = r"""
 redis.call('SET', K_CONFIG, ARGV[1])
 if redis.call('ZCARD', K_WQ) > 0 then redis.call('PUBLISH', ARGV[2], '1') end
 return 1
 """
-)
 
-# -> {id1, value1, expires1, id2, ...} of live leases
-LEASES = (
-    PRELUDE
-    + r"""
-local now = clock()
-local live = redis.call('ZRANGEBYSCORE', K_EXPIRY, '(' .. fmt(now), '+inf', 'WITHSCORES')
+# -> {id1, value1, expires1 µs, id2, ...} of live leases
+LEASES = r"""
+local _, now_s = clock()
+local live = redis.call('ZRANGEBYSCORE', K_EXPIRY, '(' .. now_s, '+inf', 'WITHSCORES')
 local out = {}
 for i = 1, #live, 2 do
   local v = redis.call('HGET', K_LEASES, live[i])
@@ -327,18 +351,15 @@ for i = 1, #live, 2 do
 end
 return out
 """
-)
 
 # -> {config JSON or '', {fn1, n1, fn2, n2, ...} live counts, live waiters}
-SNAPSHOT = (
-    PRELUDE
-    + r"""
-local now = clock()
+SNAPSHOT = r"""
+local _, now_s = clock()
 local counts = {}
 local raw = redis.call('HGETALL', K_COUNTS)
 for i = 1, #raw, 2 do counts[raw[i]] = tonumber(raw[i + 1]) end
 -- Expired leases not purged yet still sit in :counts; leave them out (no writes here).
-local dead = redis.call('ZRANGEBYSCORE', K_EXPIRY, '-inf', fmt(now))
+local dead = redis.call('ZRANGEBYSCORE', K_EXPIRY, '-inf', now_s)
 for i = 1, #dead do
   local v = redis.call('HGET', K_LEASES, dead[i])
   if v then
@@ -353,12 +374,12 @@ for fn, n in pairs(counts) do
     flat[#flat + 1] = n
   end
 end
-local waiting = redis.call('ZCOUNT', K_WEXP, '(' .. fmt(now), '+inf')
+local waiting = redis.call('ZCOUNT', K_WEXP, '(' .. now_s, '+inf')
 return {redis.call('GET', K_CONFIG) or '', flat, waiting}
 """
-)
 
-SCRIPTS = {
+#: Operation name -> Lua body, run with KEYS and ARGV bound.
+OPERATIONS = {
     "acquire": ACQUIRE,
     "renew": RENEW,
     "release": RELEASE,
@@ -368,7 +389,77 @@ SCRIPTS = {
     "snapshot": SNAPSHOT,
 }
 
+
+def _operation(op: str) -> str:
+    return f"local function op_{op}(KEYS, ARGV)\n  bind(KEYS)\n{OPERATIONS[op]}end\n"
+
+
+#: The version of the whole Lua text: a library or script from another
+#: fleetpool version on the same server never stands in for this one.
+LUA_VERSION = hashlib.sha1((PRELUDE + ADMIT + "".join(OPERATIONS.values())).encode()).hexdigest()[
+    :12
+]
+LIBRARY_NAME = f"fleetpool_{LUA_VERSION}"
+
+
+def function_name(op: str) -> str:
+    return f"{LIBRARY_NAME}_{op}"
+
+
+#: Every operation as one Redis Functions library (FUNCTION LOAD, then FCALL).
+LIBRARY = (
+    f"#!lua name={LIBRARY_NAME}\n"
+    + PRELUDE
+    + ADMIT
+    + "".join(_operation(op) for op in OPERATIONS)
+    + "".join(f"redis.register_function('{function_name(op)}', op_{op})\n" for op in OPERATIONS)
+)
+
+#: Each operation as a standalone script for servers without Functions (< 7).
+#: Redis 5 and 6 replicate a script's effects only when asked, and TIME before
+#: a write needs that.
+SCRIPTS = {
+    op: (
+        "if redis.replicate_commands then pcall(redis.replicate_commands) end\n"
+        + PRELUDE
+        + ADMIT
+        + _operation(op)
+        + f"return op_{op}(KEYS, ARGV)\n"
+    )
+    for op in OPERATIONS
+}
+
+#: How many ARGV each script takes (the packed command header counts them).
+SCRIPT_ARGS = {
+    "acquire": 9,
+    "renew": 2,
+    "release": 3,
+    "cancel_wait": 2,
+    "configure": 2,
+    "leases": 0,
+    "snapshot": 0,
+}
+
 _compact = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _pack_args(items: Sequence[str | bytes], total: int | None = None) -> bytes:
+    """RESP bulk strings for the ``str`` items, after an array header of ``total`` if given.
+
+    ``bytes`` items are arguments packed earlier and are copied as they are.
+    The budget's commands are a fixed head (FCALL, function, keys: packed once
+    per backend) and a few short arguments, so packing them here is a join, not
+    redis-py's general encoder for every argument of every call.
+    """
+    parts = [] if total is None else [b"*%d\r\n" % total]
+    for item in items:
+        if isinstance(item, bytes):
+            parts.append(item)
+        else:
+            raw = item.encode()
+            parts.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
+    return b"".join(parts)
+
 
 KEY_SUFFIXES = ("config", "leases", "expiry", "counts", "wq", "wexp", "wfn", "seq")
 
@@ -402,6 +493,20 @@ def config_from_json(raw: bytes | str) -> BudgetConfig:
             for n, (lo, hi) in data["functions"].items()
         },
     )
+
+
+#: The admission reasons as the server sends them (decoding each reply costs more).
+_REASONS = {
+    r.encode(): r
+    for r in (
+        "granted",
+        "granted_reserve",
+        "at_function_max",
+        "budget_full",
+        "reserved_for_others",
+        "queued_behind_earlier_waiters",
+    )
+}
 
 
 def _text(value: bytes | str) -> str:
@@ -464,13 +569,16 @@ class RedisBackend(BudgetBackend):
             raise ConfigError(f"invalid redis budget URL {url!r}: {exc}") from exc
         self.keys = budget_keys(name)
         self.channel = wake_channel(name)
-        self._sha: dict[str, str] = {}
-        for op, source in SCRIPTS.items():
-            self._sha[op] = _sha1(source)
+        #: RESP header, command, function (or script sha), key count and keys of
+        #: each operation, packed once.
+        self._packed: dict[str, bytes] = {}
+        self._use_functions(True)
+        self._conns: list[Any] = []
+        self._static: dict[tuple[str, str, float], bytes] = {}
         self._local = threading.local()
         self._waits: list[_Waits] = []
         self._waits_lock = threading.Lock()
-        self._orphans: list[str] = []
+        self._orphans: list[tuple[str, str]] = []
         self._orphans_lock = threading.Lock()
 
     # -- calling the server ------------------------------------------------------
@@ -499,36 +607,93 @@ class RedisBackend(BudgetBackend):
             except r.RedisError as exc:
                 raise self._unavailable(exc) from exc
 
-    def _script(self, op: str, args: Sequence[str | int | float]) -> Any:
-        client = self._client
-        sha = self._sha[op]
-        nkeys = len(self.keys)
+    def _connection(self) -> Any:
+        """This thread's own connection (made on first use; per process after a fork).
 
-        no_script = self._redis_py.exceptions.NoScriptError
+        A budget call is one command and one reply, so a thread keeps one
+        connection instead of borrowing from redis-py's pool each time: the
+        pool's bookkeeping (a lock, a readiness poll, telemetry) costs about as
+        much as a loopback round trip. A connection the server dropped fails
+        fast and is reopened by the retry in :meth:`_call`.
+        """
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is None or local.conn_pid != os.getpid():
+            pool = self._client.connection_pool
+            conn = pool.connection_class(**pool.connection_kwargs)
+            local.conn, local.conn_pid = conn, os.getpid()
+            with self._waits_lock:
+                self._conns.append(conn)
+        return conn
+
+    def _use_functions(self, functions: bool) -> None:
+        """Call operations with FCALL (Redis >= 7) or, without Functions, EVALSHA."""
+        self.functions = functions
+        for op, source in SCRIPTS.items():
+            if functions:
+                head = ("FCALL", function_name(op), str(len(self.keys)), *self.keys)
+            else:
+                head = ("EVALSHA", _sha1(source), str(len(self.keys)), *self.keys)
+            self._packed[op] = _pack_args(head, total=len(head) + SCRIPT_ARGS[op])
+
+    def _load(self, conn: Any, op: str, missing: Exception) -> None:
+        """Put the Lua code on a server that lacks it (a restart, a flush, a new server).
+
+        With Functions, the library; if the server has no Functions (Redis < 7),
+        or they may not be loaded (an ACL without FUNCTION), every later call
+        uses EVALSHA instead.
+        """
+        response_error = self._redis_py.ResponseError
+        if self.functions:
+            if _is_unknown_command(missing) or type(missing).__name__ == "NoPermissionError":
+                self._use_functions(False)
+            else:
+                conn.send_command("FUNCTION", "LOAD", "REPLACE", LIBRARY)
+                try:
+                    conn.read_response()
+                    return
+                except response_error as exc:
+                    log.info(
+                        "redis budget %r: FUNCTION LOAD refused (%s); using EVALSHA", self.name, exc
+                    )
+                    self._use_functions(False)
+        conn.send_command("SCRIPT", "LOAD", SCRIPTS[op])
+        conn.read_response()
+
+    def _script(
+        self,
+        op: str,
+        args: Sequence[str | bytes],
+        retry_args: Sequence[str | bytes] | None = None,
+    ) -> Any:
+        """Run operation ``op``: one FCALL (or EVALSHA), one reply.
+
+        ``retry_args`` replace ``args`` when a call whose reply was lost is sent
+        again (acquire then checks whether the first one already ran).
+        """
+        response_error = self._redis_py.ResponseError
+        sent = 0
 
         def run() -> Any:
-            # One connection from the pool, one command, straight back: the
-            # generic command path (retry wrapper, per-command telemetry) costs
-            # about as much as a local round trip, and fleetpool bounds the call
-            # itself (see _call).
-            pool = client.connection_pool
-            conn: Any = pool.get_connection()
+            nonlocal sent
+            conn = self._connection()
+            call_args = retry_args if sent and retry_args is not None else args
+            sent += 1
             try:
-                conn.send_command("EVALSHA", sha, nkeys, *self.keys, *args)
+                conn.send_packed_command((self._packed[op] + _pack_args(call_args),))
                 try:
                     return conn.read_response()
-                except no_script:
-                    conn.send_command("SCRIPT", "LOAD", SCRIPTS[op])
-                    conn.read_response()
-                    conn.send_command("EVALSHA", sha, nkeys, *self.keys, *args)
+                except response_error as exc:
+                    if not _is_missing_code(exc):
+                        raise
+                    self._load(conn, op, exc)
+                    conn.send_packed_command((self._packed[op] + _pack_args(call_args),))
                     return conn.read_response()
-            except self._redis_py.ResponseError:
+            except response_error:
                 raise  # the connection is fine
             except BaseException:
                 conn.disconnect()  # a half-read reply must never reach the next caller
                 raise
-            finally:
-                pool.release(conn)
 
         result = self._call(run)
         if self._orphans and op != "release":
@@ -539,9 +704,9 @@ class RedisBackend(BudgetBackend):
         """Best effort: give back leases whose acquire timed out but may have run late."""
         with self._orphans_lock:
             orphans, self._orphans = self._orphans, []
-        for lease_id in orphans:
+        for lease_id, function in orphans:
             try:
-                self._script("release", (lease_id, self.channel))
+                self._script("release", (lease_id, self.channel, function))
             except BudgetUnavailable:
                 return  # they expire on their own
 
@@ -561,32 +726,30 @@ class RedisBackend(BudgetBackend):
         elif request.queue_for > 0:
             # Subscribe before the attempt that queues us: no wake-up is missed.
             self._subscribe(self._thread_waits(create=True))
-        try:
-            payload = _compact(
-                {"f": request.function, "h": request.holder, "m": dict(request.meta)}
+        queueing = request.queue_for > 0
+        # Packed here in one piece: the static part once per function, holder
+        # and ttl, the rest per call; the final flag differs only on a retry.
+        packed = self._static_args(request) + _pack_args(
+            (
+                request.lease_id,
+                request.ticket or "",
+                _micros(request.queue_for),
+                # Only a call that may join the queue needs a fresh ticket.
+                (request.ticket or uuid.uuid4().hex) if queueing else "",
             )
-        except TypeError as exc:
-            raise ConfigError(f"lease meta must be JSON-serialisable: {exc}") from exc
-        args = (
-            request.lease_id,
-            request.function,
-            repr(float(request.ttl)),
-            payload,
-            request.ticket or "",
-            repr(float(request.queue_for)),
-            request.ticket or uuid.uuid4().hex,
-            self.channel,
         )
+        args = (packed + b"$0\r\n\r\n",)
+        retry_args = (packed + b"$1\r\n1\r\n",)
         try:
-            res = self._script("acquire", args)
-        except BudgetUnavailable as exc:
-            if isinstance(exc.__cause__, self._redis_py.TimeoutError):
-                # A frozen or overloaded server may still run the script once it
-                # answers again: release that lease after the next call that works.
-                with self._orphans_lock:
-                    self._orphans = [*self._orphans[-99:], request.lease_id]
+            res = self._script("acquire", args, retry_args)
+        except BudgetUnavailable:
+            # The script may have run although no reply came back (a frozen or
+            # overloaded server answers late, a reply is lost with its
+            # connection): release that lease after the next call that works.
+            with self._orphans_lock:
+                self._orphans = [*self._orphans[-99:], (request.lease_id, request.function)]
             raise
-        granted, reason, limit, in_use, ticket, reclaimed, acquired, expires, soonest = res
+        granted, reason, limit, in_use, ticket, reclaimed, acquired_us, expires_us, soonest_us = res
         lease = None
         if granted:
             lease = Lease(
@@ -594,33 +757,55 @@ class RedisBackend(BudgetBackend):
                 budget=self.name,
                 function=request.function,
                 holder=request.holder,
-                acquired_at=float(acquired),
-                expires_at=float(expires),
+                acquired_at=acquired_us / 1e6,
+                expires_at=expires_us / 1e6,
                 meta=dict(request.meta),
             )
         else:
-            waits = self._thread_waits(create=bool(soonest))
+            waits = self._thread_waits(create=soonest_us >= 0)
             if waits is not None:
-                waits.next_expiry = time.monotonic() + float(soonest) if soonest else None
+                waits.next_expiry = time.monotonic() + soonest_us / 1e6 if soonest_us >= 0 else None
         return AcquireResult(
             lease=lease,
-            reason=_text(reason),
+            reason=_REASONS.get(reason) or _text(reason),
             limit=int(limit),
             in_use=int(in_use),
             ticket=_text(ticket) or None,
             reclaimed=int(reclaimed),
         )
 
+    def _static_args(self, request: AcquireRequest) -> bytes:
+        """The packed function, ttl, lease payload and channel of an acquire.
+
+        They repeat from call to call (a container asks for the same function,
+        holder and ttl every time), so without meta they are packed once.
+        """
+        key = (request.function, request.holder, request.ttl)
+        packed = None if request.meta else self._static.get(key)
+        if packed is None:
+            try:
+                payload = _compact(
+                    {"f": request.function, "h": request.holder, "m": dict(request.meta)}
+                )
+            except TypeError as exc:
+                raise ConfigError(f"lease meta must be JSON-serialisable: {exc}") from exc
+            packed = _pack_args((request.function, _micros(request.ttl), payload, self.channel))
+            if not request.meta:
+                if len(self._static) >= 64:
+                    self._static.clear()
+                self._static[key] = packed
+        return packed
+
     def renew(self, lease: Lease, ttl: float) -> Lease:
-        expires = self._script("renew", (lease.id, repr(float(ttl))))
+        expires = self._script("renew", (lease.id, _micros(ttl)))
         if expires is None:
             from ._budget import lease_lost
 
             raise lease_lost(lease)
-        return replace(lease, expires_at=float(expires))
+        return replace(lease, expires_at=expires / 1e6)
 
     def release(self, lease: Lease) -> bool:
-        return bool(self._script("release", (lease.id, self.channel)))
+        return bool(self._script("release", (lease.id, self.channel, lease.function)))
 
     def cancel_wait(self, ticket: str) -> None:
         self._script("cancel_wait", (ticket, self.channel))
@@ -637,7 +822,7 @@ class RedisBackend(BudgetBackend):
                     function=data["f"],
                     holder=data["h"],
                     acquired_at=float(data["a"]),
-                    expires_at=float(flat[i + 2]),
+                    expires_at=float(flat[i + 2]) / 1e6,
                     meta=data["m"],
                 )
             )
@@ -729,9 +914,13 @@ class RedisBackend(BudgetBackend):
             time.sleep(max(0.0, deadline - time.monotonic()))
 
     def close(self) -> None:
-        """Close the wake-up subscriptions and the connection pool (reconnects lazily)."""
+        """Close the wake-up subscriptions and the connections (reconnects lazily)."""
         with self._waits_lock:
             waits, self._waits = self._waits, []
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            # redis-py only shuts the socket down in the process that opened it.
+            conn.disconnect()
         for w in waits:
             if w.pid == os.getpid():
                 self._drop_pubsub(w)
@@ -739,8 +928,30 @@ class RedisBackend(BudgetBackend):
         self._client.close()
 
 
+def _micros(seconds: float) -> str:
+    """Whole microseconds, the unit of every time the Lua code handles."""
+    return str(round(seconds * 1_000_000))
+
+
 def _sha1(source: str) -> str:
     return hashlib.sha1(source.encode()).hexdigest()
+
+
+def _is_unknown_command(exc: Exception) -> bool:
+    return str(exc).lower().startswith("unknown command")
+
+
+def _is_missing_code(exc: Exception) -> bool:
+    """The server lacks our Lua: NOSCRIPT, an unloaded function, or no FCALL at all.
+
+    Redis reports these only as text (``NOSCRIPT`` is its own error type in
+    redis-py); the three messages are stable across Redis and Valkey versions.
+    """
+    if type(exc).__name__ in ("NoScriptError", "NoPermissionError"):
+        # NOPERM: an ACL that allows EVALSHA but not FCALL; the EVALSHA path is tried.
+        return True
+    text = str(exc).lower()
+    return text.startswith("function not found") or _is_unknown_command(exc)
 
 
 __all__ = ["RedisBackend", "budget_keys", "wake_channel"]

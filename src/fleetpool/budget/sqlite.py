@@ -28,6 +28,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import logging
 import os
 import secrets
 import socket
@@ -81,6 +82,8 @@ _SOCK_NAME_MAX = 44
 
 # Connections inherited from a parent process: kept alive, never used or closed
 # (closing one would release the child's POSIX locks on the same file).
+log = logging.getLogger("fleetpool.budget")
+
 _INHERITED: list[object] = []
 
 
@@ -186,6 +189,11 @@ class _PerThread:
     #: ``[socket, path]`` once bound; shared with the finalizer.
     sock_holder: list[Any] = field(default_factory=list)
     finalizer: Callable[[], object] | None = None
+    #: Held while the connection is in use. ``close()`` on another thread takes
+    #: it first: sqlite3 may crash the interpreter when a connection is closed
+    #: under a statement running on it.
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    closed: bool = False
 
 
 def _cleanup(pid: int, conn: sqlite3.Connection, sock: list[Any]) -> None:
@@ -273,7 +281,15 @@ class SQLiteBackend(BudgetBackend):
 
     def _run(self, fn: Callable[[sqlite3.Connection], T], *, write: bool = True) -> T:
         """Run ``fn`` in one transaction; busy beyond the timeout -> BudgetUnavailable."""
-        conn = self._thread().conn
+        while True:
+            state = self._thread()
+            with state.lock:
+                if not state.closed:  # else close() ran since _thread(): start afresh
+                    return self._run_locked(state.conn, fn, write)
+
+    def _run_locked(
+        self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], write: bool
+    ) -> T:
         deadline = time.monotonic() + self.timeout
         while True:
             try:
@@ -574,8 +590,17 @@ class SQLiteBackend(BudgetBackend):
             self._registry = weakref.WeakSet()
         self._local = threading.local()
         for state in states:
-            if state.finalizer is not None:
-                state.finalizer()
+            # Wait for a call in flight on another thread (bounded by its own
+            # timeout); one that still holds on is left to its finalizer.
+            if not state.lock.acquire(timeout=self.timeout + 1.0):
+                log.warning("sqlite budget %r: a connection stayed busy; not closing it", self.name)
+                continue
+            try:
+                state.closed = True
+                if state.finalizer is not None:
+                    state.finalizer()
+            finally:
+                state.lock.release()
         self._waker.close()
 
 
