@@ -1,7 +1,9 @@
 """Redis budget backend: a fleet shares one Redis (or one Redis Cluster slot).
 
-Strategy: every operation is one Lua script, so each is atomic on the server and
-costs one round trip (EVALSHA; the script is loaded again after a NOSCRIPT).
+Strategy: every operation is one Lua function, so each is atomic on the server and
+costs one round trip: FCALL into a Functions library (Redis >= 7; loaded again
+when the server lost it), or EVALSHA of a standalone script where the server
+has no Functions or an ACL refuses them.
 The admission rule is a line-by-line transcription of
 :func:`fleetpool.budget._policy.admit` plus the waiter rules of
 :func:`fleetpool.budget._state.acquire_step`; ``tests/unit/test_redis_lua_policy.py``
@@ -14,19 +16,21 @@ one Cluster slot:
 
 * ``:config``  string, JSON ``{"limit": n, "functions": {fn: [min, max|null]}}``
 * ``:leases``  hash lease id -> JSON ``{"a": acquired_at, "f": function, "h": holder, "m": meta}``
-* ``:expiry``  zset lease id -> expires_at (purged from the low end on every write)
+* ``:expiry``  zset lease id -> expires_at in microseconds (purged from the low end
+  on every acquire)
 * ``:counts``  hash function -> live leases (kept in step with ``:leases``; an
   O(functions) read per acquire instead of O(leases))
 * ``:wq``      zset waiter ticket -> enqueue sequence number (FCFS order)
-* ``:wexp``    zset ticket -> expires_at;  ``:wfn`` hash ticket -> function
+* ``:wexp``    zset ticket -> expires_at (µs);  ``:wfn`` hash ticket -> function
 * ``:seq``     counter for ``:wq``
 
 A call whose reply was lost is retried once only when it failed fast (a stale
-pooled connection); ``acquire`` is idempotent on the lease id, so a retry never
-counts a lease twice. Timeouts are never retried: a store call takes at most
-about the configured timeout, then :class:`BudgetUnavailable` is raised. An
-acquire that timed out may still run when a frozen server wakes up; its lease id
-is remembered and released after the next call that reaches the server.
+connection); the retried ``acquire`` first looks for its own lease id, so a
+retry never counts a lease twice. Timeouts are never retried: a store call takes
+at most about the configured timeout, then :class:`BudgetUnavailable` is raised.
+An acquire that got no reply may still have run (or run late, when a frozen
+server wakes up); its lease id is remembered and released after the next call
+that reaches the server.
 
 Wake-ups: a write that frees capacity while waiters exist PUBLISHes on
 ``{fleetpool:<name>}:wake``. Each waiting thread subscribes once (its own
