@@ -149,7 +149,8 @@ def bench(kind: str, url: str, seconds: float, processes: int) -> Result:
     if kind == "redis":  # measure the floor on both sides of the run
         ping = min(p for p in (ping, _ping_p50(url)) if p is not None)
     many = _many(url, name, seconds, processes) if processes > 1 else 0.0
-    assert setup.snapshot().in_use == 0
+    left = setup.snapshot()
+    assert left.in_use == 0, left
     setup.close()
     p50 = statistics.median(one.latencies)
     result = Result(

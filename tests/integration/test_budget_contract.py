@@ -144,6 +144,31 @@ def test_leases_carry_metadata(open_: Factory) -> None:
     b.release(lease)
 
 
+def test_annotate_adds_metadata_to_a_live_lease_only(open_: Factory) -> None:
+    b = open_()
+    b.configure(limit=2)
+    lease = b.acquire(function="api", holder="h", ttl=30, meta={"tag": "fp:x", "engine": "pg"})
+    other = b.acquire(function="api", holder="h2", ttl=30, meta={"tag": "fp:y"})
+    # Known only after connecting: the server's session id.
+    annotated = b.annotate(lease, {"session_id": 4242, "tag": 'fp:"quoted",m:'})
+    assert annotated.meta == {"tag": 'fp:"quoted",m:', "engine": "pg", "session_id": 4242}
+    assert annotated.expires_at == pytest.approx(lease.expires_at, abs=0.01)
+    seen = {x.id: x for x in b.leases()}
+    assert seen[lease.id].meta == annotated.meta
+    assert seen[lease.id].holder == "h"
+    assert seen[lease.id].function == "api"
+    assert seen[other.id].meta == {"tag": "fp:y"}  # the other lease is untouched
+    assert b.snapshot().in_use == 2
+    b.release(lease)
+    with pytest.raises(LeaseLost):
+        b.annotate(lease, {"session_id": 1})
+    short = b.acquire(function="api", ttl=0.2)
+    time.sleep(0.35)
+    with pytest.raises(LeaseLost):
+        b.annotate(short, {"session_id": 2})
+    b.release(other)
+
+
 def test_min_is_reserved_for_quiet_functions(open_: Factory) -> None:
     b = open_()
     b.configure(limit=3, functions={"quiet": (2, 3)})

@@ -89,7 +89,9 @@ class Snapshot:
         }
 
 
-@dataclass(frozen=True)
+# The two below live for one store call on the hot path: plain slotted classes
+# build in a fifth of a frozen dataclass's time (nobody keeps or mutates them).
+@dataclass(slots=True)
 class AcquireRequest:
     function: str
     holder: str
@@ -102,7 +104,7 @@ class AcquireRequest:
     queue_for: float = 0.0
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class AcquireResult:
     lease: Lease | None
     reason: str
@@ -140,6 +142,10 @@ class BudgetBackend(abc.ABC):
     @abc.abstractmethod
     def renew(self, lease: Lease, ttl: float) -> Lease:
         """Extend a live lease; raise :class:`fleetpool.LeaseLost` if it is gone."""
+
+    @abc.abstractmethod
+    def annotate(self, lease: Lease, meta: Mapping[str, Any]) -> Lease:
+        """Merge ``meta`` into a live lease's metadata; :class:`fleetpool.LeaseLost` if gone."""
 
     @abc.abstractmethod
     def release(self, lease: Lease) -> bool:

@@ -196,6 +196,27 @@ class Budget:
             )
             return replace(lease, expires_at=time.time() + ttl_s)
 
+    def annotate(self, lease: Lease, meta: Mapping[str, Any]) -> Lease:
+        """Add ``meta`` to a live lease's metadata (e.g. the server session id, known
+        only after connecting); returns the updated lease.
+
+        The reaper and ``leases()`` see it from then on. Raises
+        :class:`fleetpool.LeaseLost` if the lease expired or was released.
+        """
+        if not lease.recorded:
+            return replace(lease, meta={**lease.meta, **meta})
+        try:
+            return self.backend.annotate(lease, meta)
+        except BudgetUnavailable:
+            if self.on_unavailable == "fail_closed":
+                raise
+            log.warning(
+                "budget %r unavailable on annotate; lease %s keeps its metadata",
+                self.name,
+                lease.id,
+            )
+            return replace(lease, meta={**lease.meta, **meta})
+
     def release(self, lease: Lease | None) -> bool:
         """Give the lease back. Idempotent; never raises for a lease already gone.
 
@@ -327,6 +348,9 @@ class AsyncBudget:
 
     async def renew(self, lease: Lease, ttl: float | None = None) -> Lease:
         return await self._run(self.sync.renew, lease, ttl)
+
+    async def annotate(self, lease: Lease, meta: Mapping[str, Any]) -> Lease:
+        return await self._run(self.sync.annotate, lease, meta)
 
     async def release(self, lease: Lease | None) -> bool:
         return await self._run(self.sync.release, lease)

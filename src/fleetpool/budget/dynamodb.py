@@ -31,7 +31,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -423,6 +423,33 @@ class DynamoDBBackend(BudgetBackend):
 
             raise lease_lost(lease) from None
         return replace(lease, expires_at=expires_at)
+
+    def annotate(self, lease: Lease, meta: Mapping[str, Any]) -> Lease:
+        # The holder merges (it owns the lease) and the item keeps the whole text.
+        merged = {**lease.meta, **meta}
+        try:
+            text = json.dumps(merged, separators=(",", ":"))
+        except TypeError as exc:
+            raise ConfigError(f"lease meta must be JSON-serialisable: {exc}") from exc
+        now = time.time()
+        try:
+            self._call(
+                "update_item",
+                Key=self._key,
+                UpdateExpression="SET leases.#id.m = :m, version = version + :one",
+                ConditionExpression="attribute_exists(leases.#id) AND leases.#id.e > :now",
+                ExpressionAttributeNames={"#id": lease.id},
+                ExpressionAttributeValues={
+                    ":m": {"S": text},
+                    ":now": _n(now),
+                    ":one": {"N": "1"},
+                },
+            )
+        except _Conflict:
+            from ._budget import lease_lost
+
+            raise lease_lost(lease) from None
+        return replace(lease, meta=merged)
 
     def release(self, lease: Lease) -> bool:
         try:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
+from typing import Any
 
 from ..errors import LeaseLost
 from ._base import AcquireRequest, AcquireResult, BudgetBackend, Lease, Snapshot
@@ -97,6 +98,17 @@ class MemoryBackend(BudgetBackend):
             renewed = replace(current, expires_at=now + ttl)
             self._s.leases[lease.id] = renewed
             return renewed
+
+    def annotate(self, lease: Lease, meta: Mapping[str, Any]) -> Lease:
+        with self._s.cond:
+            current = self._s.leases.get(lease.id)
+            if current is None or current.expires_at <= self.clock():
+                from ._budget import lease_lost
+
+                raise lease_lost(lease)
+            annotated = replace(current, meta={**current.meta, **meta})
+            self._s.leases[lease.id] = annotated
+            return annotated
 
     def release(self, lease: Lease) -> bool:
         with self._s.cond:

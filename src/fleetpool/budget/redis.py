@@ -47,7 +47,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
@@ -320,6 +320,21 @@ if redis.call('ZCARD', K_WQ) > 0 then redis.call('PUBLISH', ARGV[2], '1') end
 return 1
 """
 
+# ARGV: lease_id, the lease's whole new meta JSON -> its expires_at µs, or false if gone.
+# The holder merges (it owns the lease); the stored text keeps "m" last, and a
+# ',"m":' outside a JSON string cannot come earlier (a quote inside one is \").
+ANNOTATE = r"""
+local id = ARGV[1]
+local exp = redis.call('ZSCORE', K_EXPIRY, id)
+if not exp or tonumber(exp) <= clock() then return false end
+local v = redis.call('HGET', K_LEASES, id)
+if not v then return false end
+local at = string.find(v, ',"m":', 1, true)
+if not at then return false end
+redis.call('HSET', K_LEASES, id, string.sub(v, 1, at) .. '"m":' .. ARGV[2] .. '}')
+return tonumber(exp)
+"""
+
 # ARGV: ticket, wake channel
 CANCEL_WAIT = r"""
 if redis.call('ZREM', K_WQ, ARGV[1]) == 1 then
@@ -387,6 +402,7 @@ OPERATIONS = {
     "acquire": ACQUIRE,
     "renew": RENEW,
     "release": RELEASE,
+    "annotate": ANNOTATE,
     "cancel_wait": CANCEL_WAIT,
     "configure": CONFIGURE,
     "leases": LEASES,
@@ -438,6 +454,7 @@ SCRIPT_ARGS = {
     "acquire": 9,
     "renew": 2,
     "release": 3,
+    "annotate": 2,
     "cancel_wait": 2,
     "configure": 2,
     "leases": 0,
@@ -733,15 +750,19 @@ class RedisBackend(BudgetBackend):
         queueing = request.queue_for > 0
         # Packed here in one piece: the static part once per function, holder
         # and ttl, the rest per call; the final flag differs only on a retry.
-        packed = self._static_args(request) + _pack_args(
-            (
-                request.lease_id,
-                request.ticket or "",
-                _micros(request.queue_for),
-                # Only a call that may join the queue needs a fresh ticket.
-                (request.ticket or uuid.uuid4().hex) if queueing else "",
+        if queueing or request.ticket:
+            variable = _pack_args(
+                (
+                    request.lease_id,
+                    request.ticket or "",
+                    _micros(request.queue_for),
+                    # Only a call that may join the queue needs a fresh ticket.
+                    (request.ticket or uuid.uuid4().hex) if queueing else "",
+                )
             )
-        )
+        else:  # the common call: no ticket, no queueing
+            variable = _pack_args((request.lease_id,)) + _NO_WAITING
+        packed = self._static_args(request) + variable
         args = (packed + b"$0\r\n\r\n",)
         retry_args = (packed + b"$1\r\n1\r\n",)
         try:
@@ -807,6 +828,19 @@ class RedisBackend(BudgetBackend):
 
             raise lease_lost(lease)
         return replace(lease, expires_at=expires / 1e6)
+
+    def annotate(self, lease: Lease, meta: Mapping[str, Any]) -> Lease:
+        merged = {**lease.meta, **meta}
+        try:
+            text = _compact(merged)
+        except TypeError as exc:
+            raise ConfigError(f"lease meta must be JSON-serialisable: {exc}") from exc
+        expires = self._script("annotate", (lease.id, text))
+        if expires is None:
+            from ._budget import lease_lost
+
+            raise lease_lost(lease)
+        return replace(lease, meta=merged, expires_at=expires / 1e6)
 
     def release(self, lease: Lease) -> bool:
         return bool(self._script("release", (lease.id, self.channel, lease.function)))
@@ -930,6 +964,10 @@ class RedisBackend(BudgetBackend):
                 self._drop_pubsub(w)
         self._local = threading.local()
         self._client.close()
+
+
+#: Ticket '', queue_for 0, new ticket '': the arguments of an acquire that will not wait.
+_NO_WAITING = b"$0\r\n\r\n$1\r\n0\r\n$0\r\n\r\n"
 
 
 def _micros(seconds: float) -> str:

@@ -37,7 +37,7 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -461,6 +461,32 @@ class SQLiteBackend(BudgetBackend):
 
             raise lease_lost(lease)
         return replace(lease, expires_at=expires_at)
+
+    def annotate(self, lease: Lease, meta: Mapping[str, Any]) -> Lease:
+        def tx(conn: sqlite3.Connection) -> Lease | None:
+            row = conn.execute(
+                "SELECT meta, expires_at FROM fleetpool_leases "
+                "WHERE id = ? AND budget = ? AND expires_at > ?",
+                (lease.id, self.name, time.time()),
+            ).fetchone()
+            if row is None:
+                return None
+            merged = {**json.loads(row[0]), **meta}
+            conn.execute(
+                "UPDATE fleetpool_leases SET meta = ? WHERE id = ?",
+                (json.dumps(merged, separators=(",", ":")), lease.id),
+            )
+            return replace(lease, meta=merged, expires_at=float(row[1]))
+
+        try:
+            annotated = self._run(tx)
+        except TypeError as exc:  # meta that JSON cannot hold
+            raise ConfigError(f"lease meta must be JSON-serialisable: {exc}") from exc
+        if annotated is None:
+            from ._budget import lease_lost
+
+            raise lease_lost(lease)
+        return annotated
 
     def release(self, lease: Lease) -> bool:
         def tx(conn: sqlite3.Connection) -> tuple[bool, bool]:
