@@ -118,7 +118,7 @@ class Driver(abc.ABC):
         if fd < 0:
             return False
         poller = getattr(conn, "_fp_poll", None)
-        if poller is None or getattr(conn, "_fp_poll_fd", None) != fd:
+        if poller is None or conn._fp_poll_fd != fd:
             poller = select.poll()
             poller.register(fd, _EVENTS)
             conn._fp_poll = poller

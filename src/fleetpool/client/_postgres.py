@@ -17,7 +17,9 @@ longer has ("prepared statement _pg3_N does not exist").
 from __future__ import annotations
 
 import math
+import operator
 import socket
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -88,22 +90,22 @@ class FleetConnection(psycopg.Connection[Any]):
     _fp_defaults: tuple[Any, ...] = ()
 
 
-def _client_defaults(conn: FleetConnection) -> tuple[Any, ...]:
-    return (
-        conn.autocommit,
-        conn.isolation_level,
-        conn.read_only,
-        conn.deferrable,
-        conn.row_factory,
-        conn.cursor_factory,
-        conn.server_cursor_factory,
-        conn.prepare_threshold,
-    )
+# Read on every check-in (the hot path), so with C-level helpers: attrgetter and
+# map build the tuples without a Python frame per item.
+_client_defaults: Callable[[FleetConnection], tuple[Any, ...]] = operator.attrgetter(
+    "autocommit",
+    "isolation_level",
+    "read_only",
+    "deferrable",
+    "row_factory",
+    "cursor_factory",
+    "server_cursor_factory",
+    "prepare_threshold",
+)
 
 
 def _reported(conn: FleetConnection) -> tuple[bytes | None, ...]:
-    status = conn.pgconn.parameter_status
-    return tuple(status(name) for name in _REPORTED)
+    return tuple(map(conn.pgconn.parameter_status, _REPORTED))
 
 
 class PostgresDriver(Driver):
