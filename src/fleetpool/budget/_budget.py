@@ -42,14 +42,23 @@ def default_function() -> str:
     return os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or "default"
 
 
-_hostname: str | None = None
+_holder: str | None = None
+
+
+def _forget_holder() -> None:
+    global _holder
+    _holder = None
+
+
+os.register_at_fork(after_in_child=_forget_holder)
 
 
 def default_holder() -> str:
-    global _hostname
-    if _hostname is None:  # a system call per acquire otherwise; it does not change
-        _hostname = socket.gethostname()
-    return f"{_hostname}:{os.getpid()}"
+    """``host:pid``, built once per process (two system calls per acquire otherwise)."""
+    global _holder
+    if _holder is None:
+        _holder = f"{socket.gethostname()}:{os.getpid()}"
+    return _holder
 
 
 def _check_seconds(name: str, value: object, *, positive: bool) -> float:

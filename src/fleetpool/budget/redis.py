@@ -53,7 +53,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
 
 from ..errors import BudgetUnavailable, ConfigError
-from ._base import AcquireRequest, AcquireResult, BudgetBackend, Lease, Snapshot
+from ._base import (
+    AcquireRequest,
+    AcquireResult,
+    BudgetBackend,
+    Lease,
+    Snapshot,
+    granted_lease,
+)
 from ._policy import BudgetConfig, FunctionLimits
 
 if TYPE_CHECKING:
@@ -777,14 +784,14 @@ class RedisBackend(BudgetBackend):
         granted, reason, limit, in_use, ticket, reclaimed, acquired_us, expires_us, soonest_us = res
         lease = None
         if granted:
-            lease = Lease(
-                id=request.lease_id,
-                budget=self.name,
-                function=request.function,
-                holder=request.holder,
-                acquired_at=acquired_us / 1e6,
-                expires_at=expires_us / 1e6,
-                meta=dict(request.meta),
+            lease = granted_lease(
+                request.lease_id,
+                self.name,
+                request.function,
+                request.holder,
+                acquired_us / 1e6,
+                expires_us / 1e6,
+                dict(request.meta),
             )
         else:
             waits = self._thread_waits(create=soonest_us >= 0)
