@@ -12,9 +12,12 @@ a scale-1 pgbench database. Each target gets the same select-only workload
 mode, pool_size=20 split across its workers). TPS comes from pgbench's summary; p99
 latency from its per-transaction log (``-l``, sampled). Targets run side by side
 and each figure is the median of several interleaved runs, because background load on
-a shared machine drifts. A second table runs ``pgbench -M prepared`` through both
-poolers: PgBouncer before 1.21 cannot keep named prepared statements in transaction
-mode, fleetpool re-prepares them transparently.
+a shared machine drifts. Next to TPS, each pooler's CPU time per transaction (user +
+system of its whole process tree, from /proc, over pgbench's transaction count) is
+printed: background load moves TPS a lot and that figure little, so it is the one to
+compare when changing the proxy's hot path. A second table runs ``pgbench -M
+prepared`` through both poolers: PgBouncer before 1.21 cannot keep named prepared
+statements in transaction mode, fleetpool re-prepares them transparently.
 Nothing here asserts timings: it prints figures.
 """
 
@@ -53,6 +56,38 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def process_tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and its descendants.
+
+    CPU per transaction is a noise-robust figure on a shared machine: background load
+    lowers TPS but barely changes how much work the pooler does per transaction.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    times: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        # Fields after the parenthesised command name (which may contain spaces).
+        fields = stat[stat.rfind(")") + 2 :].split()
+        parents[int(entry)] = int(fields[1])
+        times[int(entry)] = int(fields[11]) + int(fields[12])  # utime + stime
+    tree = {pid}
+    grew = True
+    while grew:
+        grew = False
+        for child, parent in parents.items():
+            if parent in tree and child not in tree:
+                tree.add(child)
+                grew = True
+    return sum(times.get(p, 0) for p in tree) / tick
+
+
 def wait_port(port: int, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -70,11 +105,22 @@ class Result:
     tps: float | None
     p99_ms: float | None
     failed: str = ""
+    cpu_us: float | None = None  # pooler CPU per transaction (microseconds)
+
+
+Run = tuple[float | None, float | None, str, float | None]
 
 
 def run_pgbench(
-    port: int, clients: int, seconds: int, mode: str, logdir: Path, extra: list[str] | None = None
-) -> tuple[float | None, float | None, str]:
+    port: int,
+    clients: int,
+    seconds: int,
+    mode: str,
+    logdir: Path,
+    extra: list[str] | None = None,
+    pid: int | None = None,
+) -> Run:
+    """One pgbench run: (TPS, p99 ms, error, CPU µs per transaction of ``pid``'s tree)."""
     for old in logdir.glob("pgb*"):
         old.unlink()
     prefix = str(logdir / "pgb")
@@ -84,15 +130,19 @@ def run_pgbench(
         "-l", "--sampling-rate", "0.2", "--log-prefix", prefix,
         *(extra or []), "postgres",
     ]  # fmt: skip
+    cpu_before = process_tree_cpu(pid) if pid else 0.0
     try:
         proc = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 120)
     except subprocess.TimeoutExpired:
-        return None, None, "timed out"
+        return None, None, "timed out", None
+    cpu = process_tree_cpu(pid) - cpu_before if pid else 0.0
     out = proc.stdout + proc.stderr
     match = re.search(r"tps = ([\d.]+) \(without initial", out)
+    done = re.search(r"number of transactions actually processed: (\d+)", out)
     errors = [ln for ln in out.splitlines() if "error" in ln.lower()]
     if proc.returncode != 0 or match is None:
-        return None, None, (errors[0] if errors else f"exit {proc.returncode}")[:90]
+        return None, None, (errors[0] if errors else f"exit {proc.returncode}")[:90], None
+    cpu_us = cpu / int(done.group(1)) * 1e6 if pid and done and int(done.group(1)) else None
     latencies: list[int] = []
     for path in glob.glob(prefix + "*"):
         with open(path) as fh:
@@ -104,11 +154,12 @@ def run_pgbench(
     if latencies:
         latencies.sort()
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] / 1000.0
-    return float(match.group(1)), p99, ""
+    return float(match.group(1)), p99, "", cpu_us
 
 
 @contextlib.contextmanager
-def pgbouncer(pg_port: int, workdir: Path) -> Iterator[int]:
+def pgbouncer(pg_port: int, workdir: Path) -> Iterator[tuple[int, int]]:
+    """Run PgBouncer; yields (port, pid)."""
     binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
     if not os.path.exists(binary):
         raise RuntimeError("pgbouncer not installed (apt-get install pgbouncer)")
@@ -135,7 +186,7 @@ def pgbouncer(pg_port: int, workdir: Path) -> Iterator[int]:
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port)
-        yield port
+        yield port, proc.pid
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -146,7 +197,8 @@ def pgbouncer(pg_port: int, workdir: Path) -> Iterator[int]:
 
 
 @contextlib.contextmanager
-def fleetpool_proxy(pg_port: int, workers: int) -> Iterator[int]:
+def fleetpool_proxy(pg_port: int, workers: int) -> Iterator[tuple[int, int]]:
+    """Run ``fleetpool proxy``; yields (port, pid of the parent process)."""
     port = free_port()
     cmd = [
         sys.executable, "-m", "fleetpool.proxy",
@@ -160,7 +212,7 @@ def fleetpool_proxy(pg_port: int, workers: int) -> Iterator[int]:
     try:
         wait_port(port)
         time.sleep(0.3 * workers)  # let every worker bind
-        yield port
+        yield port, proc.pid
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -170,16 +222,22 @@ def fleetpool_proxy(pg_port: int, workers: int) -> Iterator[int]:
             proc.wait(10)
 
 
-def summarize(
-    target: str, clients: int, mode: str, runs: list[tuple[float | None, float | None, str]]
-) -> Result:
-    """Median TPS and p99 over the rounds; a failure in any round is reported."""
-    failures = [err for tps, _p99, err in runs if tps is None]
+def summarize(target: str, clients: int, mode: str, runs: list[Run]) -> Result:
+    """Median TPS, p99 and CPU over the rounds; a failure in any round is reported."""
+    failures = [err for tps, _p99, err, _cpu in runs if tps is None]
     if failures:
         return Result(target, clients, mode, None, None, failures[0])
-    tps = statistics.median(t for t, _p, _e in runs if t is not None)
-    p99s = [p for _t, p, _e in runs if p is not None]
-    return Result(target, clients, mode, tps, statistics.median(p99s) if p99s else None)
+    tps = statistics.median(t for t, _p, _e, _c in runs if t is not None)
+    p99s = [p for _t, p, _e, _c in runs if p is not None]
+    cpus = [c for _t, _p, _e, c in runs if c is not None]
+    return Result(
+        target,
+        clients,
+        mode,
+        tps,
+        statistics.median(p99s) if p99s else None,
+        cpu_us=statistics.median(cpus) if cpus else None,
+    )
 
 
 def fmt(value: float | None, spec: str) -> str:
@@ -190,21 +248,29 @@ def print_table(
     title: str, results: list[Result], clients: list[int], fallback: list[Result] | None = None
 ) -> None:
     print(f"\n{title}")
-    print(f"{'target':<26}{'clients':>8}{'mode':>10}{'TPS':>11}{'p99 ms':>9}  note")
+    print(
+        f"{'target':<26}{'clients':>8}{'mode':>10}{'TPS':>11}{'p99 ms':>9}{'CPU µs/tx':>11}  note"
+    )
     for r in results:
         note = r.failed
         print(
             f"{r.target:<26}{r.clients:>8}{r.mode:>10}{fmt(r.tps, ',.0f'):>11}"
-            f"{fmt(r.p99_ms, '.2f'):>9}  {note}"
+            f"{fmt(r.p99_ms, '.2f'):>9}{fmt(r.cpu_us, '.1f'):>11}  {note}"
         )
-    bouncer = {(r.clients, r.mode): r.tps for r in results if r.target == "pgbouncer 1.18"}
+    bouncer = {(r.clients, r.mode): r for r in results if r.target == "pgbouncer 1.18"}
     simple = {r.clients: r.tps for r in fallback or [] if r.target == "pgbouncer 1.18"}
-    print("\nratio fleetpool / PgBouncer (TPS):")
+    print("\nratio fleetpool / PgBouncer (TPS; CPU per transaction):")
     for r in results:
         if r.target.startswith("fleetpool"):
-            base = bouncer.get((r.clients, r.mode))
+            other = bouncer.get((r.clients, r.mode))
+            base = other.tps if other else None
             if base and r.tps:
-                print(f"  {r.target:<24} {r.clients:>4} clients {r.mode:>9}: {r.tps / base:.2f}x")
+                cpu = ""
+                if other and other.cpu_us and r.cpu_us:
+                    cpu = f"; {r.cpu_us / other.cpu_us:.2f}x the CPU per transaction"
+                print(
+                    f"  {r.target:<24} {r.clients:>4} clients {r.mode:>9}: {r.tps / base:.2f}x{cpu}"
+                )
             elif r.tps and simple.get(r.clients):
                 ratio = r.tps / simple[r.clients]  # type: ignore[operator]
                 print(
@@ -254,28 +320,30 @@ def main() -> int:
             # Every target runs for the whole benchmark (idle ones cost nothing), and
             # the rounds interleave them: background load on a shared machine drifts,
             # and interleaving spreads that drift over all targets alike.
-            targets: list[tuple[str, int, tuple[str, ...]]] = [
-                ("postgresql direct", pg_port, ("simple",)),
-                ("pgbouncer 1.18", stack.enter_context(pgbouncer(pg_port, workdir)), both),
+            # (label, port, pid whose process tree is the pooler or None, modes)
+            targets: list[tuple[str, int, int | None, tuple[str, ...]]] = [
+                ("postgresql direct", pg_port, None, ("simple",)),
+                ("pgbouncer 1.18", *stack.enter_context(pgbouncer(pg_port, workdir)), both),
             ]
             for workers in worker_counts:
                 label = f"fleetpool ({workers} worker{'s' if workers > 1 else ''})"
                 targets.append(
-                    (label, stack.enter_context(fleetpool_proxy(pg_port, workers)), both)
+                    (label, *stack.enter_context(fleetpool_proxy(pg_port, workers)), both)
                 )
             for n in clients:
                 for mode in both:
-                    runs: dict[str, list[tuple[float | None, float | None, str]]] = {}
+                    runs: dict[str, list[Run]] = {}
                     for _round in range(rounds):
-                        for target, port, modes in targets:
+                        for target, port, pid, modes in targets:
                             if mode in modes:
-                                got = run_pgbench(port, n, seconds, mode, logdir)
+                                got = run_pgbench(port, n, seconds, mode, logdir, pid=pid)
                                 runs.setdefault(target, []).append(got)
                     for target, got in runs.items():
                         r = summarize(target, n, mode, got)
                         (results if mode == "simple" else prepared).append(r)
                         print(f"  {target:<24} {n:>4} clients {mode:>9}: {fmt(r.tps, ',.0f')} tps "
-                              f"p99 {fmt(r.p99_ms, '.2f')} ms {r.failed}", flush=True)  # fmt: skip
+                              f"p99 {fmt(r.p99_ms, '.2f')} ms, {fmt(r.cpu_us, '.1f')} µs CPU/tx "
+                              f"{r.failed}", flush=True)  # fmt: skip
         print_table("pgbench -S, simple protocol", results, clients)
         print_table(
             "pgbench -S -M prepared (named prepared statements)", prepared, clients, results

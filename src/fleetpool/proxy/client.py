@@ -40,7 +40,7 @@ from .pg.codec import (
     scan_frames,
 )
 from .pg.sql import deallocate_target, might_affect_session, session_effect
-from .server import PLAIN, Batch, ServerConnection, ServerLoginError
+from .server import PLAIN, ServerConnection, ServerLoginError
 from .tokens import verify_token
 
 if TYPE_CHECKING:
@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("fleetpool.proxy.client")
 
 _I32 = struct.Struct("!i")
+_unpack = _I32.unpack_from
+_monotonic = time.monotonic
 _Q, _S, _P, _B, _D, _C, _E, _H, _F, _X = (ord(c) for c in "QSPBDCEHFX")
 _EXTENDED = frozenset((_P, _B, _D, _C))
 _EMPTY_PARSE = m.build_parse(b"", b"")
@@ -95,6 +97,9 @@ class ClientConnection(asyncio.Protocol):
         self.server: ServerConnection | None = None
         self.pinned = False
         self.pin_reason = ""
+        self._transaction_mode = self.cfg.mode == "transaction"
+        # Goes back to the pool after each transaction (transaction mode, not pinned).
+        self.releasable = self._transaction_mode
         self.user = ""
         self.database = ""
         self.application_name = ""
@@ -121,7 +126,6 @@ class ClientConnection(asyncio.Protocol):
         self._auth_step = ""
         self._scram: ScramServer | None = None
         self._salt = b""
-        self._transaction_mode = self.cfg.mode == "transaction"
 
     def __repr__(self) -> str:
         return f"<ClientConnection #{self.id} {self.user}@{self.peer} {self.state}>"
@@ -160,21 +164,39 @@ class ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.state is _READY:
             if not self._buf and not self._discard_until_sync:
-                if self.server is not None:
-                    self._relay(data)  # the hot path
+                server = self.server
+                if server is not None:
+                    self._relay(data)  # inside a transaction
                     return
-                if not self.waiting and len(data) > 5 and data[0] != _X:
-                    # Also hot: one complete message arriving between transactions.
-                    length = _I32.unpack_from(data, 1)[0]
-                    if length + 1 == len(data) and 4 <= length <= self._max:
-                        pool = self.proxy.pool
-                        now = time.monotonic()
-                        if pool.try_attach(self, now):
-                            self._relay(data)
-                        else:
-                            self._buf += data
-                            pool.enqueue(self, now)
+                n = len(data)
+                # The hot path: a request arriving between transactions (with
+                # autocommit, every transaction starts here) whose first message is
+                # complete, and a server connection idle in the pool, attached
+                # synchronously. Most often the request is one simple Query.
+                length = _unpack(data, 1)[0] if n > 5 else 0
+                if 4 <= length < n and length <= self._max and not self.waiting and data[0] != _X:
+                    pool = self.proxy.pool
+                    now = _monotonic()
+                    server = pool.checkout(now)
+                    if server is None:
+                        self._buf += data
+                        pool.enqueue(self, now)
                         return
+                    self.server = server
+                    server.client = self
+                    self.attached_at = now
+                    if server.synced_for is not self.wanted_key or self._reading_paused:
+                        self.attach(server, now)
+                    if (
+                        length + 1 == n
+                        and data[0] == _Q
+                        and server.open is None
+                        and not might_affect_session(data, 5, n - 1)
+                    ):
+                        self._plain_query(server, data)
+                    else:
+                        self._relay(data)
+                    return
             self.last_activity = time.monotonic()
             self._buf += data
             try:
@@ -560,10 +582,28 @@ class ClientConnection(asyncio.Protocol):
         if self._buf:
             data = bytes(self._buf)
             self._buf.clear()
+            n = len(data)
+            if (
+                n > 5
+                and data[0] == _Q
+                and server.open is None
+                and _unpack(data, 1)[0] + 1 == n
+                and not might_affect_session(data, 5, n - 1)
+            ):
+                self._plain_query(server, data)  # what a waiting client usually sent
+                return
             try:
                 self._relay(data)
             except ProtocolError as exc:  # pragma: no cover - already scanned
                 self.protocol_violation(str(exc))
+
+    def _plain_query(self, server: ServerConnection, data: bytes) -> None:
+        """Forward one complete simple Query without session effects (_relay, inlined)."""
+        server.queries += 1
+        server.unnamed_owner = 0  # a simple query drops the unnamed statement
+        server.batches.append(PLAIN)
+        if server.transport is not None:
+            server.transport.write(data)
 
     def _param_sync(self, server: ServerConnection) -> str:
         stmts = []
@@ -593,6 +633,7 @@ class ClientConnection(asyncio.Protocol):
     def pin(self, reason: str) -> None:
         if not self.pinned:
             self.pinned = True
+            self.releasable = False
             self.pin_reason = reason
             self.proxy.stats.pinned_total += 1
             log.debug("%r pinned: %s", self, reason)
@@ -625,8 +666,7 @@ class ClientConnection(asyncio.Protocol):
                         server.queries += 1
                         server.unnamed_owner = 0  # a simple query drops the unnamed statement
                         if might_affect_session(data, pos + 5, end - 1):
-                            if batch is None:
-                                batch = server.open = Batch()
+                            batch = server.tracked_batch()
                             rep = self._on_query(server, data[pos + 5 : end - 1])
                     if batch is None:
                         batch = PLAIN  # nothing to track: share one immutable batch
@@ -635,11 +675,11 @@ class ClientConnection(asyncio.Protocol):
                     server.batches.append(batch)
                 elif t in _EXTENDED:
                     if server.open is None:
-                        server.open = Batch()
+                        server.open = PLAIN  # (made a tracked Batch if need be)
                     rep = self._on_extended(server, t, data, pos, end)
                 elif t == _E or t == _H:  # noqa: SIM109
                     if server.open is None:
-                        server.open = Batch()
+                        server.open = PLAIN
                 elif t == _X:
                     if out is None:
                         out = []
@@ -703,8 +743,7 @@ class ClientConnection(asyncio.Protocol):
         state = server.prepared.get(srv)
         if state is True:
             return b""
-        batch = server.open
-        assert batch is not None
+        batch = server.tracked_batch()
         pre = b""
         if state is False:
             pre = m.build_target(m.CLOSE, b"S", srv)
@@ -716,8 +755,7 @@ class ClientConnection(asyncio.Protocol):
     def _ensure_unnamed(self, server: ServerConnection) -> bytes:
         if self.unnamed is None or server.unnamed_owner == self.unnamed_key:
             return b""
-        batch = server.open
-        assert batch is not None
+        batch = server.tracked_batch()
         batch.inject_parse(b"")
         server.unnamed_owner = self.unnamed_key
         return self.unnamed
@@ -725,11 +763,14 @@ class ClientConnection(asyncio.Protocol):
     def _on_extended(
         self, server: ServerConnection, t: int, data: bytes, pos: int, end: int
     ) -> bytes | None:
-        body = data[pos + 5 : end]
-        batch = server.open
-        assert batch is not None
         if t == _B:
-            portal, stmt, off = m.parse_bind_names(body)
+            # Bind is per transaction with prepared statements: read the two names in
+            # place and splice the server-side name in, without copying the body twice.
+            p_end = data.find(b"\x00", pos + 5, end)
+            s_end = data.find(b"\x00", p_end + 1, end) if p_end >= 0 else -1
+            if s_end < 0:
+                raise RemoteProtocolError("string field is not NUL-terminated")
+            stmt = data[p_end + 1 : s_end]
             if not stmt:
                 pre = self._ensure_unnamed(server)
                 return pre + data[pos:end] if pre else None
@@ -737,8 +778,16 @@ class ClientConnection(asyncio.Protocol):
             if entry is None:
                 return None  # the server reports the missing statement
             srv, parse_msg = entry
-            return self._ensure(server, srv, parse_msg) + m.build_bind(portal, srv, body[off:])
+            pre = b"" if server.prepared.get(srv) is True else self._ensure(server, srv, parse_msg)
+            length = end - pos - 1 + len(srv) - len(stmt)
+            return b"".join(
+                (pre, b"B", _I32.pack(length), data[pos + 5 : p_end + 1], srv, data[s_end:end])
+            )
+        if t == _D and end - pos >= 7 and data[pos + 5] == _P and data[end - 1] == 0:
+            return None  # Describe of a portal: nothing to rename (and well-formed)
+        body = data[pos + 5 : end]
         if t == _P:
+            batch = server.tracked_batch()
             name, sql, types = m.parse_parse(body)
             if not self.pinned:
                 effect = session_effect(sql, self.cfg.exclude_variable_sets)
@@ -779,7 +828,7 @@ class ClientConnection(asyncio.Protocol):
             srv, parse_msg = entry
             return self._ensure(server, srv, parse_msg) + m.build_target(m.DESCRIBE, b"S", srv)
         # Close
-        batch.c_sent += 1
+        server.tracked_batch().c_sent += 1
         if kind == b"P":
             return None
         if not name:

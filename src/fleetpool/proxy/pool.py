@@ -19,13 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import CapacityError, FleetpoolError
 from . import policy
-from .server import ServerConnection, ServerLoginError, connect_server
+from .server import READY, ServerConnection, ServerLoginError, connect_server
 
 if TYPE_CHECKING:
     from .client import ClientConnection
     from .proxy import Proxy
 
 log = logging.getLogger("fleetpool.proxy.pool")
+
+CLOSED = "closed"  # ClientConnection.state once closed
 
 
 class Pool:
@@ -71,15 +73,27 @@ class Pool:
 
     def try_attach(self, client: ClientConnection, now: float) -> bool:
         """Attach an idle server connection at once, if there is one and nobody waits."""
-        if not self.paused and not self.waiters:
-            while self.idle:
-                server = self.idle.pop()
-                if server.alive and now < server.expires:
-                    self.proxy.stats.borrowed_at_once()
-                    client.attach(server, now)
-                    return True
-                server.close("max_lifetime reached" if server.alive else "broken")
-        return False
+        server = self.checkout(now)
+        if server is None:
+            return False
+        client.attach(server, now)
+        return True
+
+    def checkout(self, now: float) -> ServerConnection | None:
+        """Take an idle server connection, if there is one and nobody waits (hot path).
+
+        The caller attaches it synchronously: no future, no task switch.
+        """
+        if self.waiters or self.paused:
+            return None
+        idle = self.idle
+        while idle:
+            server = idle.pop()
+            if server.state is READY and not server.broken and now < server.expires:
+                self.proxy.stats.borrowed_at_once()
+                return server
+            server.close("max_lifetime reached" if server.alive else "broken")
+        return None
 
     def enqueue(self, client: ClientConnection, now: float) -> None:
         """Queue ``client`` (first come, first served) and open a connection if allowed."""
@@ -89,7 +103,8 @@ class Pool:
             self._expiry_handle = asyncio.get_running_loop().call_later(
                 min(0.1, self.cfg.connection_borrow_timeout), self._expire_waiters
             )
-        self._grow()
+        if len(self.servers) + self.connecting < self.max_size:  # (a full pool is usual)
+            self._grow()
 
     def _expire_waiters(self) -> None:
         """Fail the clients that waited longer than connection_borrow_timeout."""
@@ -115,7 +130,8 @@ class Pool:
 
     def release(self, server: ServerConnection, now: float | None = None) -> None:
         """Take a server connection back (idle, or straight to the oldest waiter)."""
-        if not server.alive or server.busy:
+        # (not server.alive or server.busy, spelled out: this runs per transaction)
+        if server.state is not READY or server.broken or server.batches or server.open is not None:
             server.close("released while broken or busy")
             return
         if now is None:
@@ -130,9 +146,10 @@ class Pool:
         if len(server.prepared) > self.cfg.max_prepared_statements:
             server.reset("DEALLOCATE ALL")  # comes back here once the server is clean
             return
-        while self.waiters and not self.paused:
-            client = self.waiters.popleft()
-            if client.closed:
+        waiters = self.waiters
+        while waiters and not self.paused:
+            client = waiters.popleft()
+            if client.state == CLOSED:  # (client.closed, spelled out: hot with a queue)
                 continue
             client.waiting = False
             self.proxy.stats.borrowed(now - client.wait_started)

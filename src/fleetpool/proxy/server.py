@@ -33,8 +33,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("fleetpool.proxy.server")
 
 _I32 = struct.Struct("!i")
+_header = struct.Struct("!Bi").unpack_from  # type byte and length of a message
+_monotonic = time.monotonic
 _Z, _S, _E, _ONE, _THREE = 90, 83, 69, 49, 51
 _INTERESTING = frozenset((_Z, _S, _E, _ONE, _THREE))
+_RFQ_HEAD = b"Z\x00\x00\x00\x05"  # a ReadyForQuery up to its status byte
 
 
 class ServerLoginError(Exception):
@@ -92,12 +95,15 @@ class Batch:
         self.c_sent += 1
 
 
-# The batch of a bare Query or Sync: nothing to count or drop, so one shared object
-# serves them all (its counters are never touched: no ParseComplete/CloseComplete can
-# answer such a batch, and ``names`` stays None).
+# The batch of a bare Query or Sync, or of Bind/Describe/Execute/Flush messages that
+# need no tracking: nothing to count or drop, so one shared object serves them all
+# (its counters are never touched: no ParseComplete/CloseComplete can answer such a
+# batch, and ``names`` stays None). Whatever must be tracked gets its own Batch first
+# (ServerConnection.tracked_batch).
 PLAIN = Batch()
 
 _TLS, _LOGIN, _READY, _CLOSED = "tls", "login", "ready", "closed"
+READY = _READY  # for the pool's inlined ``alive`` checks
 _ids = iter(range(1, 1 << 62))
 
 
@@ -192,12 +198,71 @@ class ServerConnection(asyncio.Protocol):
             self.client.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
+        client = self.client
+        if client is not None and not self._buf and not self._swallowing:
+            # The hot path: the whole answer to a client's batch in one chunk, i.e.
+            # complete messages ending with a ReadyForQuery, none of them needing a
+            # look. The walk below checks only that: it starts from where the final
+            # ReadyForQuery must be and follows the lengths (rejecting the few types
+            # the proxy tracks) until it lands exactly there. Anything else -- a
+            # partial answer, several ReadyForQuery, an error, a bad length -- goes
+            # to the general relay, which starts over: nothing has changed yet.
+            n = len(data)
+            last = n - 6
+            if data.endswith(_RFQ_HEAD, 0, n - 1) and self.state is _READY:
+                pos = 0
+                while pos < last:
+                    t, length = _header(data, pos)
+                    if length < 4 or t in _INTERESTING:
+                        break
+                    pos += 1 + length
+                if pos == last:
+                    status = self.tx_status = data[n - 1 :]
+                    batches = self.batches
+                    if batches:
+                        batches.popleft()
+                        if batches:
+                            self._swallowing = batches[0].swallow
+                        elif self.open is not None:
+                            self._swallowing = self.open.swallow
+                    else:
+                        self.open = None
+                    transport = client.transport
+                    if transport is not None:
+                        transport.write(data)
+                    if not batches and self.open is None and status == b"I" and client.releasable:
+                        # End of a transaction: back to the pool (_idle_point, inlined).
+                        now = _monotonic()
+                        self.proxy.stats.transaction_done(now - client.attached_at)
+                        client.server = None  # client.detach(), inlined
+                        self.client = None
+                        client.last_activity = now
+                        if self.reading_paused:
+                            self._resume_reading()
+                        self.proxy.pool.release(self, now)
+                    return
         if self.state is _READY:
             self._relay(data)
         elif self.state is _LOGIN:
             self._login_data(data)
         elif self.state is _TLS and not self.tls_answer.done():
             self.tls_answer.set_result(data[:1])
+
+    def tracked_batch(self) -> Batch:
+        """The open batch, made a Batch of its own if it was none or the shared PLAIN.
+
+        Batches that only Bind, Describe, Execute or Flush (prepared statements that
+        are already there) need no tracking: they stay PLAIN and cost no allocation.
+        """
+        batch = self.open
+        if batch is None or batch is PLAIN:
+            batch = self.open = Batch()
+        return batch
+
+    def _resume_reading(self) -> None:
+        if self.reading_paused and self.transport is not None:
+            self.reading_paused = False
+            self.transport.resume_reading()
 
     # -- login -----------------------------------------------------------------------
 
@@ -342,6 +407,8 @@ class ServerConnection(asyncio.Protocol):
             return head is not None and head.swallow
         if head is None:
             return False
+        if head is PLAIN and (t == _ONE or t == _THREE):  # noqa: SIM109
+            return False  # cannot answer a plain batch; and never touch the shared one
         if t == _ONE:
             idx = head.p_seen
             head.p_seen += 1
@@ -380,7 +447,7 @@ class ServerConnection(asyncio.Protocol):
                     return
                 self.proxy.pool.release(self)
             return
-        if self.tx_status == m.IDLE and client._transaction_mode and not client.pinned:
+        if self.tx_status == m.IDLE and client.releasable:
             now = time.monotonic()
             self.proxy.stats.transaction_done(now - client.attached_at)
             client.detach(now)

@@ -92,3 +92,39 @@ def test_fast_prefilter_never_misses(sql: str) -> None:
     data = b"Q" + sql.encode() + b"\x00"
     assert might_affect_session(data, 1, len(data) - 1)
     assert not might_affect_session(b"select 1 from t where aid = 5", 0, 29)
+
+
+def test_prefilter_memo_agrees_with_the_regex() -> None:
+    # Verdicts are memoized on the text folded to lower case with digits as "0":
+    # texts that differ only there share a verdict, and it must be the regex's own.
+    from fleetpool.proxy.pg import sql
+
+    texts = [
+        b"SELECT abalance FROM pgbench_accounts WHERE aid = 77561;",
+        b"select abalance from pgbench_accounts where aid = 12;",
+        b"SELECT 1 FROM t9 WHERE x = 'SET'",
+        b"select 7 from t1 where x = 'set'",
+        b"UPDATE t SET a = 1 WHERE id = 42",
+        b"update t set a = 99 where id = 1",
+        b"select hold3 from x",
+        b"select h0ld from x",
+    ]
+    for text in texts * 2:  # the second round answers from the memo
+        want = sql._FAST.search(text.lower()) is not None
+        assert sql.might_affect_session(b"Q" + text + b"\x00", 1, len(text) + 1) is want
+
+
+def test_prefilter_memo_stays_bounded() -> None:
+    from fleetpool.proxy.pg import sql
+
+    for i in range(sql._MEMO_SIZE + 10):
+        text = (
+            b"select x from t where name = '"
+            + str(i).encode("ascii").translate(bytes.maketrans(b"0123456789", b"abcdefghij"))
+            + b"'"
+        )
+        assert not sql.might_affect_session(text, 0, len(text))
+    assert len(sql._memo) <= sql._MEMO_SIZE
+    long_text = b"select " + b"x, " * 400 + b"1"
+    assert not sql.might_affect_session(long_text, 0, len(long_text))
+    assert long_text.translate(sql._FOLD) not in sql._memo  # too long to be worth keeping
