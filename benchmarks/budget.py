@@ -17,6 +17,13 @@ with the same client settings, is the floor: one round trip. Targets:
 
 The memory backend is per process by design, so its N-process figure is N
 independent budgets (shown for scale only).
+
+CPU placement (see benchmarks/_placement.py): the one-process Redis figures move
+with where the scheduler happens to put redis-server relative to the benchmark (a
+cross-CPU wake-up costs more than fleetpool's whole acquire here). By default the
+benchmark pins itself and the Redis it started to one CPU for the one-process
+measurements (``--placement same``), then repeats them with the server on
+another CPU and prints those too; the N-process runs use every CPU.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import fleetpool
+from _placement import PLACEMENTS, placed
 
 LIMIT = 1000  # far above the processes' concurrency: the benchmark measures the store
 
@@ -59,6 +67,8 @@ class Result:
     processes: int
     ping_p50_ms: float | None = None
     ratio_to_ping: float | None = None
+    placement: str = ""
+    cross: dict[str, float] | None = None  # one-process Redis figures, server on another CPU
     targets: dict[str, bool] = field(default_factory=dict)
 
 
@@ -140,14 +150,40 @@ def _ping_p50(url: str, seconds: float = 1.0) -> float:
     return statistics.median(samples)
 
 
-def bench(kind: str, url: str, seconds: float, processes: int) -> Result:
+def _one_process(kind: str, url: str, name: str, seconds: float) -> tuple[Run, float | None]:
+    """The one-process loop and, for Redis, the PING floor (measured before and after)."""
+    ping = _ping_p50(url) if kind == "redis" else None
+    one = _loop(url, name, seconds)
+    if ping is not None:
+        ping = min(ping, _ping_p50(url))
+    return one, ping
+
+
+def bench(
+    kind: str,
+    url: str,
+    seconds: float,
+    processes: int,
+    placement: str = "none",
+    server_pids: list[int] | None = None,
+) -> Result:
     name = f"bench-{kind}-{uuid.uuid4().hex[:8]}"
     setup = fleetpool.open_budget(url, name, on_unavailable="fail_closed")
     setup.configure(limit=LIMIT)
-    ping = _ping_p50(url) if kind == "redis" else None
-    one = _loop(url, name, seconds)
-    if kind == "redis":  # measure the floor on both sides of the run
-        ping = min(p for p in (ping, _ping_p50(url)) if p is not None)
+    pids = server_pids or []
+    with placed(placement, pids) as where:
+        one, ping = _one_process(kind, url, name, seconds)
+    cross = None
+    if kind == "redis" and placement == "same" and pids:
+        with placed("cross", pids):
+            other, other_ping = _one_process(kind, url, name, seconds)
+        assert other_ping is not None
+        cross = {
+            "pairs_per_s_1": other.pairs / other.seconds,
+            "acquire_p50_ms": statistics.median(other.latencies) * 1000,
+            "ping_p50_ms": other_ping * 1000,
+            "ratio_to_ping": statistics.median(other.latencies) / other_ping,
+        }
     many = _many(url, name, seconds, processes) if processes > 1 else 0.0
     left = setup.snapshot()
     assert left.in_use == 0, left
@@ -160,6 +196,8 @@ def bench(kind: str, url: str, seconds: float, processes: int) -> Result:
         acquire_p99_ms=_percentile(one.latencies, 0.99) * 1000,
         pairs_per_s_n=many,
         processes=processes,
+        placement=where if pids else "",
+        cross=cross,
     )
     if ping is not None:
         result.ping_p50_ms = ping * 1000
@@ -178,6 +216,7 @@ def _free_port() -> int:
 
 
 def _start_redis() -> tuple[subprocess.Popen[bytes], str, str]:
+    """A throwaway redis-server on a free loopback port: (process, URL, its folder)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise SystemExit("redis-server is not on PATH; pass --redis-url or leave out redis")
@@ -212,6 +251,16 @@ def _print_table(results: list[Result]) -> None:
             f"{r.acquire_p99_ms:>11.3f} {ping:>12} {ratio:>9}"
         )
     print(f"(Np = {results[0].processes} processes; memory's Np is that many separate budgets)")
+    for r in results:
+        if r.placement:
+            print(f"{r.backend} one-process {r.placement}")
+        if r.cross:
+            c = r.cross
+            print(
+                f"{r.backend} with the server on another CPU: {c['pairs_per_s_1']:,.0f} pairs/s "
+                f"1p, acquire p50 {c['acquire_p50_ms']:.3f} ms, PING p50 {c['ping_p50_ms']:.3f} "
+                f"ms, {c['ratio_to_ping']:.2f}x"
+            )
     print()
     print("targets:")
     for r in results:
@@ -227,6 +276,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-url", help="use this Redis instead of a throwaway server")
     parser.add_argument("--dynamodb", action="store_true", help="also DynamoDB (moto server)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--placement",
+        choices=PLACEMENTS,
+        default="same",
+        help="CPU placement of the benchmark and a started Redis (see the module docstring)",
+    )
     args = parser.parse_args(argv)
     kinds = [k.strip() for k in args.backends.split(",") if k.strip()]
     if args.dynamodb and "dynamodb" not in kinds:
@@ -236,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = tempfile.mkdtemp(prefix="fp-bench-")
     try:
         for kind in kinds:
+            pids: list[int] = []
             if kind == "memory":
                 url = "memory://"
             elif kind == "sqlite":
@@ -245,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
                     url = args.redis_url
                 else:
                     proc, url, rdir = _start_redis()
+                    pids = [proc.pid]
                     cleanups.append(
                         lambda p=proc, d=rdir: (p.terminate(), p.wait(), shutil.rmtree(d))
                     )
@@ -262,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error(f"unknown backend {kind!r}")
             if not args.json:
                 print(f"measuring {kind} ...", file=sys.stderr, flush=True)
-            results.append(bench(kind, url, args.duration, args.processes))
+            results.append(bench(kind, url, args.duration, args.processes, args.placement, pids))
     finally:
         for cleanup in cleanups:
             cleanup()

@@ -10,17 +10,14 @@ A clean invocation must make no reset round trip: fleetpool's own counters
 (resets, rollbacks) and, on MySQL, the server's per-session ``Questions``
 counter (exactly one statement per invocation) prove it.
 
-CPU placement: on a small virtual machine a loopback round trip costs about
-three times as much when the server's process runs on another CPU than the
-client (a cross-CPU wake-up) as on the same one, and the scheduler keeps each
-server session where it first ran. Left alone, the raw connection and
-fleetpool's connection then land on different CPUs by chance and the
-comparison measures that luck (20 us against 80 us here). So by default the
+CPU placement (benchmarks/_placement.py): left alone, the raw connection and
+fleetpool's connection land on different CPUs by chance and the comparison
+measures that luck (20 us against 80 us round trips here). So by default the
 benchmark pins itself and the servers it started (every process and thread,
 so new sessions inherit it) to one CPU: every variant gets the same, fastest
 round trip, which makes fleetpool's own overhead the largest share it can be.
 ``--placement cross`` puts the servers on another CPU instead; ``none``
-leaves the scheduler alone (and is all that applies to servers given by DSN).
+leaves the scheduler alone.
 
 Usage: python benchmarks/client.py [--pg-dsn DSN] [--mysql-dsn DSN] [--redis-url URL] [-n N]
                                    [--placement same|cross|none]
@@ -31,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -43,6 +39,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import fleetpool  # noqa: E402
+from _placement import PLACEMENTS, place  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:
@@ -171,39 +168,6 @@ def bench_engine(
     ]
 
 
-def pin_tree(pid: int, cpus: set[int]) -> int:
-    """Pin every thread of ``pid`` and of its descendants to ``cpus``; return how many."""
-    pinned = 0
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return 0
-    for tid in tids:
-        with contextlib.suppress(OSError):
-            os.sched_setaffinity(int(tid), cpus)
-            pinned += 1
-        with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/children") as f:
-            for child in f.read().split():
-                pinned += pin_tree(int(child), cpus)
-    return pinned
-
-
-def place(placement: str, server_pids: list[int]) -> str:
-    """Apply ``--placement``; return a line saying what was done."""
-    cpus = sorted(os.sched_getaffinity(0))
-    if placement == "none" or len(cpus) < 2:
-        return "placement: left to the scheduler"
-    client = {cpus[0]}
-    servers = client if placement == "same" else {cpus[1]}
-    os.sched_setaffinity(0, client)
-    threads = sum(pin_tree(pid, servers) for pid in server_pids)
-    where = "the same CPU as" if placement == "same" else "another CPU than"
-    return (
-        f"placement: client on CPU {cpus[0]}, {len(server_pids)} started servers "
-        f"({threads} threads) on {where} the client"
-    )
-
-
 @contextlib.contextmanager
 def servers(args: argparse.Namespace) -> Iterator[dict[str, str]]:
     started: list[Any] = []
@@ -239,7 +203,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument(
         "--placement",
-        choices=("same", "cross", "none"),
+        choices=PLACEMENTS,
         default="same",
         help="CPU placement of client and started servers (see the module docstring)",
     )

@@ -87,35 +87,48 @@ ALLOWED_OPTIONS = frozenset(
 )
 
 # -- Lua ------------------------------------------------------------------------
-# KEYS: 1 config, 2 leases, 3 expiry, 4 counts, 5 wq, 6 wexp, 7 wfn, 8 seq
+# KEYS: 1 config (the others are derived from it: see bind)
 #
 # Times are whole microseconds of the server's clock, in zset scores and in
 # arguments alike. Redis before 7.2 turns every Lua number handed to redis.call
 # into text with printf("%.17g") and a non-integral score into text again for
 # a small zset, and those float conversions cost more than the commands; an
 # integer goes through string.format('%d') (integer printing) and is kept
-# exactly. A microsecond count of today (~1.8e15) is exact in a double.
+# exactly, and constant numeric arguments are written as strings ('1', '-1').
+# A microsecond count of today (~1.8e15) is exact in a double.
 
 # The shared part of every operation. Operations are functions of (KEYS, ARGV):
 # loaded once as a Redis Functions library (Redis >= 7: FCALL runs only the
 # operation; the helpers below are built once, at load) or, on older servers,
 # sent as one EVALSHA script per operation.
 PRELUDE = r"""
+-- Only KEYS[1] ('{fleetpool:<name>}:config') is passed: every key of a call
+-- costs the server work, and the others share its hash tag (one Cluster slot),
+-- so they are derived from it -- once per budget name, not per call (equal Lua
+-- strings are one interned object: the check is a pointer compare).
 local K_CONFIG, K_LEASES, K_EXPIRY, K_COUNTS, K_WQ, K_WEXP, K_WFN, K_SEQ
 local function bind(keys)
-  K_CONFIG, K_LEASES, K_EXPIRY, K_COUNTS = keys[1], keys[2], keys[3], keys[4]
-  K_WQ, K_WEXP, K_WFN, K_SEQ = keys[5], keys[6], keys[7], keys[8]
+  local k = keys[1]
+  if k == K_CONFIG then return end
+  local tag = string.sub(k, 1, -7)
+  K_CONFIG, K_LEASES, K_EXPIRY, K_COUNTS = k, tag .. 'leases', tag .. 'expiry', tag .. 'counts'
+  K_WQ, K_WEXP, K_WFN, K_SEQ = tag .. 'wq', tag .. 'wexp', tag .. 'wfn', tag .. 'seq'
 end
 
 local function int(x) return string.format('%d', x) end
 
--- The server's clock: microseconds as a number and as text, and the same
--- instant as decimal seconds text ('1763900000.000123'), all without floats.
+-- The server's clock in microseconds, and the TIME reply {seconds, micros}
+-- for the callers that also need the instant as text (string.format, one C
+-- call per text: Lua string building costs more than the commands here).
 local function clock()
   local t = redis.call('TIME')
-  local us6 = string.rep('0', 6 - #t[2]) .. t[2]
-  return tonumber(t[1]) * 1000000 + tonumber(t[2]), t[1] .. us6, t[1] .. '.' .. us6
+  -- Each text parsed once: arithmetic converts a string once, tonumber() twice.
+  local s, us = t[1] + 0, t[2] + 0
+  t[1], t[2] = s, us
+  return s * 1000000 + us, t
 end
+
+local function micros_text(t) return string.format('%d%06d', t[1], t[2]) end
 
 -- The decoded config of the last raw text seen. Equal Lua strings are one
 -- interned object, so the check costs a pointer compare; in a Functions
@@ -133,7 +146,7 @@ local function load_config()
 end
 
 local function in_use(fn)
-  return tonumber(redis.call('HGET', K_COUNTS, fn) or '0')
+  return (redis.call('HGET', K_COUNTS, fn) or 0) + 0
 end
 
 -- BudgetConfig.max_for: the function's cap, never above the limit.
@@ -155,7 +168,7 @@ local function drop_lease(id)
   if not v then return end
   redis.call('HDEL', K_LEASES, id)
   local fn = cjson.decode(v).f
-  if redis.call('HINCRBY', K_COUNTS, fn, -1) <= 0 then redis.call('HDEL', K_COUNTS, fn) end
+  if redis.call('HINCRBY', K_COUNTS, fn, '-1') <= 0 then redis.call('HDEL', K_COUNTS, fn) end
 end
 
 local function purge_leases(now_s)
@@ -168,6 +181,11 @@ local function drop_waiter(t)
   redis.call('ZREM', K_WQ, t)
   redis.call('ZREM', K_WEXP, t)
   redis.call('HDEL', K_WFN, t)
+end
+
+-- Publish a wake-up if waiters other than the caller's ``own`` (0 or 1) exist.
+local function wake_others(channel, own)
+  if redis.call('ZCARD', K_WQ) - own > 0 then redis.call('PUBLISH', channel, '1') end
 end
 
 local function purge_waiters(now_s)
@@ -198,9 +216,9 @@ local function admit(cfg, fn, my_rank, total, queued)
   local room = cfg.limit - total - reserved
   local tickets
   if my_rank == false then
-    tickets = redis.call('ZRANGE', K_WQ, 0, -1)
+    tickets = redis.call('ZRANGE', K_WQ, '0', '-1')
   elseif my_rank > 0 then
-    tickets = redis.call('ZRANGE', K_WQ, 0, my_rank - 1)
+    tickets = redis.call('ZRANGE', K_WQ, '0', int(my_rank - 1))
   else
     tickets = {}
   end
@@ -224,7 +242,8 @@ local function admit(cfg, fn, my_rank, total, queued)
 end
 """
 
-# ARGV: function, ttl (µs), payload JSON '{"f":..,"h":..,"m":..}', wake channel
+# ARGV: function, ttl (µs), payload JSON '{"f":..,"h":..,"m":..}' without its
+#       opening brace, wake channel
 #       (the part that repeats from call to call: the client packs it once), then
 #       lease_id, ticket or '', queue_for (µs), ticket to use when newly queued
 #       ('' when not queueing), '1' when this call repeats one whose reply was
@@ -232,9 +251,10 @@ end
 # -> {granted, reason, limit, in_use, ticket, reclaimed, acquired_at µs, expires_at µs,
 #     µs until the earliest live lease expires (-1: none)}
 ACQUIRE = r"""
-local fn, ttl, payload, channel = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
-local id, ticket, queue_for, new_ticket = ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8]
-local now, now_s, now_text = clock()
+local fn, payload, channel = ARGV[1], ARGV[3], ARGV[4]
+local id, ticket, new_ticket = ARGV[5], ARGV[6], ARGV[8]
+local now, t = clock()
+local now_s = micros_text(t)
 local cfg = load_config()
 local reclaimed = purge_leases(now_s)
 -- The queue's size, counted before purging: enough to know it may hold someone.
@@ -242,11 +262,6 @@ local queued = redis.call('ZCARD', K_WQ) > 0
 if queued then
   purge_waiters(now_s)
   queued = redis.call('ZCARD', K_WQ) > 0
-end
-
-local function wake_others(own)
-  local others = redis.call('ZCARD', K_WQ) - own
-  if others > 0 then redis.call('PUBLISH', channel, '1') end
 end
 
 local total = redis.call('ZCARD', K_EXPIRY)
@@ -266,20 +281,21 @@ if ticket ~= '' and queued then my_rank = redis.call('ZRANK', K_WQ, ticket) end
 local granted, reason = admit(cfg, fn, my_rank, total, queued)
 
 if granted then
-  local exp = now + ttl
-  redis.call('HSET', K_LEASES, id, '{"a":' .. now_text .. ',' .. string.sub(payload, 2))
+  local exp = now + ARGV[2]
+  redis.call('HSET', K_LEASES, id, string.format('{"a":%d.%06d,%s', t[1], t[2], payload))
   redis.call('ZADD', K_EXPIRY, int(exp), id)
-  redis.call('HINCRBY', K_COUNTS, fn, 1)
+  redis.call('HINCRBY', K_COUNTS, fn, '1')
   if ticket ~= '' then drop_waiter(ticket) end
-  if reclaimed > 0 then wake_others(0) end
+  if reclaimed > 0 then wake_others(channel, 0) end
   return {1, reason, cfg.limit, total, '', reclaimed, now, exp, -1}
 end
 
 local out = ''
+local queue_for = ARGV[7] + 0
 if queue_for > 0 then
   if my_rank == false then
     out = new_ticket
-    redis.call('ZADD', K_WQ, redis.call('INCR', K_SEQ), out)
+    redis.call('ZADD', K_WQ, int(redis.call('INCR', K_SEQ)), out)
   else
     out = ticket
   end
@@ -289,11 +305,11 @@ elseif ticket ~= '' then
   drop_waiter(ticket)
 end
 if reclaimed > 0 then
-  if out ~= '' then wake_others(1) else wake_others(0) end
+  if out ~= '' then wake_others(channel, 1) else wake_others(channel, 0) end
 end
 -- When the earliest live lease runs out (the waiter sleeps no longer than that).
 local soonest = -1
-local first = redis.call('ZRANGE', K_EXPIRY, 0, 0, 'WITHSCORES')
+local first = redis.call('ZRANGE', K_EXPIRY, '0', '0', 'WITHSCORES')
 if #first == 2 then soonest = math.max(0, tonumber(first[2]) - now) end
 return {0, reason, cfg.limit, total, out, reclaimed, 0, 0, soonest}
 """
@@ -320,9 +336,9 @@ local exp = redis.call('ZSCORE', K_EXPIRY, id)
 if not exp then return 0 end
 redis.call('ZREM', K_EXPIRY, id)
 if redis.call('HDEL', K_LEASES, id) == 1 then
-  if redis.call('HINCRBY', K_COUNTS, fn, -1) <= 0 then redis.call('HDEL', K_COUNTS, fn) end
+  if redis.call('HINCRBY', K_COUNTS, fn, '-1') <= 0 then redis.call('HDEL', K_COUNTS, fn) end
 end
-if tonumber(exp) <= clock() then return 0 end
+if exp + 0 <= clock() then return 0 end
 if redis.call('ZCARD', K_WQ) > 0 then redis.call('PUBLISH', ARGV[2], '1') end
 return 1
 """
@@ -364,7 +380,8 @@ return 1
 
 # -> {id1, value1, expires1 µs, id2, ...} of live leases
 LEASES = r"""
-local _, now_s = clock()
+local _, t = clock()
+local now_s = micros_text(t)
 local live = redis.call('ZRANGEBYSCORE', K_EXPIRY, '(' .. now_s, '+inf', 'WITHSCORES')
 local out = {}
 for i = 1, #live, 2 do
@@ -380,7 +397,8 @@ return out
 
 # -> {config JSON or '', {fn1, n1, fn2, n2, ...} live counts, live waiters}
 SNAPSHOT = r"""
-local _, now_s = clock()
+local _, t = clock()
+local now_s = micros_text(t)
 local counts = {}
 local raw = redis.call('HGETALL', K_COUNTS)
 for i = 1, #raw, 2 do counts[raw[i]] = tonumber(raw[i + 1]) end
@@ -659,9 +677,9 @@ class RedisBackend(BudgetBackend):
         self.functions = functions
         for op, source in SCRIPTS.items():
             if functions:
-                head = ("FCALL", function_name(op), str(len(self.keys)), *self.keys)
+                head = ("FCALL", function_name(op), "1", self.keys[0])
             else:
-                head = ("EVALSHA", _sha1(source), str(len(self.keys)), *self.keys)
+                head = ("EVALSHA", _sha1(source), "1", self.keys[0])
             self._packed[op] = _pack_args(head, total=len(head) + SCRIPT_ARGS[op])
 
     def _load(self, conn: Any, op: str, missing: Exception) -> None:
@@ -821,7 +839,8 @@ class RedisBackend(BudgetBackend):
                 )
             except TypeError as exc:
                 raise ConfigError(f"lease meta must be JSON-serialisable: {exc}") from exc
-            packed = _pack_args((request.function, _micros(request.ttl), payload, self.channel))
+            # (the script prepends the acquired time: it gets the text after the brace)
+            packed = _pack_args((request.function, _micros(request.ttl), payload[1:], self.channel))
             if not request.meta:
                 if len(self._static) >= 64:
                     self._static.clear()
