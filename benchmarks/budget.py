@@ -34,18 +34,20 @@ import multiprocessing as mp
 import os
 import queue
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import fleetpool
 from _placement import PLACEMENTS, placed
+from servers import MotoServer, RedisServer
 
 LIMIT = 1000  # far above the processes' concurrency: the benchmark measures the store
 
@@ -55,6 +57,7 @@ class Run:
     pairs: int
     seconds: float
     latencies: list[float]
+    refused: int = 0  # acquires given up (DynamoDB: write contention beyond its retries)
 
 
 @dataclass
@@ -69,6 +72,7 @@ class Result:
     ratio_to_ping: float | None = None
     placement: str = ""
     cross: dict[str, float] | None = None  # one-process Redis figures, server on another CPU
+    refused: int = 0
     targets: dict[str, bool] = field(default_factory=dict)
 
 
@@ -79,7 +83,7 @@ def _loop(url: str, name: str, seconds: float) -> Run:
     for _ in range(50):  # warm up: connect, load scripts, create tables
         budget.release(budget.acquire(function="bench", ttl=30))
     latencies: list[float] = []
-    pairs = 0
+    pairs = refused = 0
     clock = time.perf_counter
     start = clock()
     stop = start + seconds
@@ -87,20 +91,24 @@ def _loop(url: str, name: str, seconds: float) -> Run:
         t0 = clock()
         if t0 >= stop:
             break
-        lease = budget.acquire(function="bench", ttl=30)
+        try:
+            lease = budget.acquire(function="bench", ttl=30)
+        except fleetpool.NoConnectionsLeft:
+            refused += 1
+            continue
         t1 = clock()
         budget.release(lease)
         latencies.append(t1 - t0)
         pairs += 1
     elapsed = clock() - start
     budget.close()
-    return Run(pairs, elapsed, latencies)
+    return Run(pairs, elapsed, latencies, refused)
 
 
 def _worker(url: str, name: str, seconds: float, start_at: float, out: Any) -> None:
     time.sleep(max(0.0, start_at - time.time()))
     run = _loop(url, name, seconds)
-    out.put((run.pairs, run.seconds))
+    out.put((run.pairs, run.seconds, run.refused))
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -108,7 +116,8 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _many(url: str, name: str, seconds: float, processes: int) -> float:
+def _many(url: str, name: str, seconds: float, processes: int) -> tuple[float, int]:
+    """Pairs per second summed over ``processes`` processes, and their refusals."""
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     start_at = time.time() + 2.0  # let every interpreter start before the clock runs
@@ -131,7 +140,7 @@ def _many(url: str, name: str, seconds: float, processes: int) -> float:
                 raise RuntimeError(f"benchmark workers failed: exit codes {failed}") from None
     for p in procs:
         p.join(30)
-    return sum(pairs / secs for pairs, secs in results)
+    return sum(pairs / secs for pairs, secs, _ in results), sum(r for _, _, r in results)
 
 
 def _ping_p50(url: str, seconds: float = 1.0) -> float:
@@ -184,7 +193,7 @@ def bench(
             "ping_p50_ms": other_ping * 1000,
             "ratio_to_ping": statistics.median(other.latencies) / other_ping,
         }
-    many = _many(url, name, seconds, processes) if processes > 1 else 0.0
+    many, refused = _many(url, name, seconds, processes) if processes > 1 else (0.0, 0)
     left = setup.snapshot()
     assert left.in_use == 0, left
     setup.close()
@@ -197,6 +206,7 @@ def bench(
         pairs_per_s_n=many,
         processes=processes,
         placement=where if pids else "",
+        refused=one.refused + refused,
         cross=cross,
     )
     if ping is not None:
@@ -207,32 +217,6 @@ def bench(
     if kind == "sqlite":
         result.targets[">= 2,000 pairs/s (1 process)"] = result.pairs_per_s_1 >= 2000
     return result
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start_redis() -> tuple[subprocess.Popen[bytes], str, str]:
-    """A throwaway redis-server on a free loopback port: (process, URL, its folder)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server is not on PATH; pass --redis-url or leave out redis")
-    port = _free_port()
-    workdir = tempfile.mkdtemp(prefix="fp-bench-redis-")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", workdir],
-        stdout=subprocess.DEVNULL,
-    )
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            break
-        except OSError:
-            time.sleep(0.025)
-    return proc, f"redis://127.0.0.1:{port}/0", workdir
 
 
 def _print_table(results: list[Result]) -> None:
@@ -252,6 +236,8 @@ def _print_table(results: list[Result]) -> None:
         )
     print(f"(Np = {results[0].processes} processes; memory's Np is that many separate budgets)")
     for r in results:
+        if r.refused:
+            print(f"{r.backend}: {r.refused:,} acquires refused (not counted as pairs)")
         if r.placement:
             print(f"{r.backend} one-process {r.placement}")
         if r.cross:
@@ -300,21 +286,16 @@ def main(argv: list[str] | None = None) -> int:
                 if args.redis_url:
                     url = args.redis_url
                 else:
-                    proc, url, rdir = _start_redis()
-                    pids = [proc.pid]
-                    cleanups.append(
-                        lambda p=proc, d=rdir: (p.terminate(), p.wait(), shutil.rmtree(d))
-                    )
+                    redis_server = RedisServer().start()
+                    cleanups.append(redis_server.close)
+                    url = redis_server.url
+                    pids = [redis_server.pid] if redis_server.pid else []
             elif kind == "dynamodb":
-                from moto.server import ThreadedMotoServer
-
-                os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
-                os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
-                server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-                server.start()
-                cleanups.append(server.stop)
-                host, port = server.get_host_and_port()
-                url = f"dynamodb://fp-bench?region=us-east-1&endpoint_url=http://{host}:{port}"
+                moto = MotoServer().start()
+                cleanups.append(moto.stop)
+                for key, value in MotoServer.env.items():
+                    os.environ.setdefault(key, value)
+                url = f"dynamodb://fp-bench?region={moto.region}&endpoint_url={moto.endpoint_url}"
             else:
                 parser.error(f"unknown backend {kind!r}")
             if not args.json:
