@@ -88,6 +88,49 @@ def _options_params(options: str) -> dict[str, str]:
 
 
 class ClientConnection(asyncio.Protocol):
+    # Slots: 30+ attributes overflow CPython's shared-key instance dicts (each
+    # object then carries a full dict, and attribute access on the relay's hot path
+    # gets slower and touches more memory); slots keep each access one load.
+    __slots__ = (
+        "_auth_step",
+        "_buf",
+        "_dec",
+        "_discard_until_sync",
+        "_login_handle",
+        "_max",
+        "_queued",
+        "_reading_paused",
+        "_salt",
+        "_scram",
+        "_transaction_mode",
+        "application_name",
+        "attached_at",
+        "cfg",
+        "connected_at",
+        "database",
+        "id",
+        "key",
+        "last_activity",
+        "peer",
+        "pid",
+        "pin_reason",
+        "pinned",
+        "proxy",
+        "releasable",
+        "server",
+        "state",
+        "stmts",
+        "tls",
+        "transport",
+        "unnamed",
+        "unnamed_key",
+        "user",
+        "wait_started",
+        "waiting",
+        "wanted",
+        "wanted_key",
+    )
+
     def __init__(self, proxy: Proxy) -> None:
         self.proxy = proxy
         self.cfg = proxy.cfg
@@ -119,6 +162,11 @@ class ClientConnection(asyncio.Protocol):
         self.attached_at = 0.0
         self._dec: FrontendDecoder | None = FrontendDecoder(min(self.cfg.max_message_size, 1 << 20))
         self._buf = bytearray()
+        # A waiting client's request when it is one simple Query without session
+        # effects (checked on arrival), kept as received: the pool forwards it as is
+        # when a server connection frees up (see attach). Only set while waiting with
+        # nothing in _buf; _unqueue() moves it there when anything else needs it.
+        self._queued: bytes | None = None
         self._max = self.cfg.max_message_size
         self._login_handle: asyncio.TimerHandle | None = None
         self._discard_until_sync = False
@@ -177,9 +225,21 @@ class ClientConnection(asyncio.Protocol):
                 if 4 <= length < n and length <= self._max and not self.waiting and data[0] != _X:
                     pool = self.proxy.pool
                     now = _monotonic()
-                    server = pool.checkout(now)
+                    # (checkout() says None when clients wait: skip the call then)
+                    server = None if pool.waiters else pool.checkout(now)
                     if server is None:
-                        self._buf += data
+                        # No idle server connection (the usual case with more clients
+                        # than connections): queue. A plain Query is kept as received
+                        # and checked now, so that handing a connection over later is
+                        # one write (attach).
+                        if (
+                            length + 1 == n
+                            and data[0] == _Q
+                            and not might_affect_session(data, 5, n - 1)
+                        ):
+                            self._queued = data
+                        else:
+                            self._buf += data
                         pool.enqueue(self, now)
                         return
                     self.server = server
@@ -198,6 +258,8 @@ class ClientConnection(asyncio.Protocol):
                         self._relay(data)
                     return
             self.last_activity = time.monotonic()
+            if self._queued is not None:
+                self._unqueue()  # more data while waiting: keep the order
             self._buf += data
             try:
                 self._ready_data()
@@ -514,12 +576,6 @@ class ClientConnection(asyncio.Protocol):
                 return
         del buf[:pos]
 
-    def start_waiting(self, now: float) -> None:
-        # No timer per waiter: the pool's queue is FCFS, so one periodic check of its
-        # head finds every expired wait (see Pool._expire_waiters).
-        self.waiting = True
-        self.wait_started = now
-
     def stop_waiting(self) -> float:
         self.waiting = False
         return time.monotonic() - self.wait_started
@@ -545,6 +601,8 @@ class ClientConnection(asyncio.Protocol):
         self.proxy.stats.borrow_timeouts += 1
         if self.closed:
             return
+        if self._queued is not None:
+            self._unqueue()
         offsets, end = scan_frames_safe(self._buf, self._max)
         if end != len(self._buf):
             self.fatal(code, message)
@@ -566,12 +624,35 @@ class ClientConnection(asyncio.Protocol):
             self._reading_paused = False
             self.transport.resume_reading()
 
+    def _unqueue(self) -> None:
+        """Move the request kept in _queued to the front of _buf (the general path)."""
+        data = self._queued
+        if data is not None:
+            self._queued = None
+            self._buf[:0] = data
+
     def attach(self, server: ServerConnection, now: float) -> None:
         """Called by the pool: ``server`` now serves this client."""
         self.server = server
         server.client = self
         self.waiting = False
         self.attached_at = now
+        data = self._queued
+        if data is not None:
+            # The hot path with a queue: a waiting client's one plain Query (checked
+            # when it arrived) on a connection that needs no parameter sync, so it is
+            # forwarded as received (_plain_query, inlined).
+            self._queued = None
+            if server.synced_for is self.wanted_key and server.open is None:
+                server.queries += 1
+                server.unnamed_owner = 0  # a simple query drops the unnamed statement
+                server.batches.append(PLAIN)
+                if server.transport is not None:
+                    server.transport.write(data)
+                if self._reading_paused:
+                    self._resume_reading()
+                return
+            self._buf[:0] = data
         if server.synced_for is not self.wanted_key:
             sync = self._param_sync(server)
             if sync:

@@ -97,8 +97,12 @@ class Pool:
 
     def enqueue(self, client: ClientConnection, now: float) -> None:
         """Queue ``client`` (first come, first served) and open a connection if allowed."""
+        # Once per queued request, so set the client's fields here. No timer per
+        # waiter: the queue is FCFS, so one periodic check of its head finds every
+        # expired wait (see _expire_waiters).
         self.waiters.append(client)
-        client.start_waiting(now)
+        client.waiting = True
+        client.wait_started = now
         if self._expiry_handle is None and self.cfg.connection_borrow_timeout:
             self._expiry_handle = asyncio.get_running_loop().call_later(
                 min(0.1, self.cfg.connection_borrow_timeout), self._expire_waiters

@@ -108,6 +108,49 @@ _ids = iter(range(1, 1 << 62))
 
 
 class ServerConnection(asyncio.Protocol):
+    # Slots: 30+ attributes overflow CPython's shared-key instance dicts (each
+    # object then carries a full dict, and attribute access on the relay's hot path
+    # gets slower and touches more memory); slots keep each access one load.
+    __slots__ = (
+        "_buf",
+        "_dec",
+        "_max",
+        "_scram",
+        "_swallowing",
+        "applied",
+        "batches",
+        "broken",
+        "checking",
+        "client",
+        "close_reason",
+        "created",
+        "expires",
+        "host",
+        "id",
+        "idle_since",
+        "key",
+        "last_checked",
+        "lease",
+        "open",
+        "params",
+        "pid",
+        "port",
+        "prepared",
+        "proxy",
+        "queries",
+        "reading_paused",
+        "ready",
+        "resetting",
+        "startup_params",
+        "state",
+        "synced_for",
+        "tls",
+        "tls_answer",
+        "transport",
+        "tx_status",
+        "unnamed_owner",
+    )
+
     def __init__(self, proxy: Proxy, host: str, port: int, tls: bool = False) -> None:
         self.proxy = proxy
         self.tls = tls

@@ -19,7 +19,7 @@ from fleetpool.proxy import Proxy, ProxyConfig, parse_upstream
 from fleetpool.proxy.client import ClientConnection
 from fleetpool.proxy.pg import messages as m
 from fleetpool.proxy.pg.codec import encode_message
-from fleetpool.proxy.server import ServerConnection
+from fleetpool.proxy.server import PLAIN, ServerConnection
 
 
 class FakeTransport:
@@ -186,6 +186,109 @@ def test_waiting_client_gets_the_released_server() -> None:
         server.data_received(ANSWER)
         assert out(third) == ANSWER and third.server is None
         assert proxy.stats.transactions == 2 and proxy.stats.borrows == 3
+
+    run(check)
+
+
+def queue_third(proxy: Proxy, query: bytes = QUERY) -> list[ClientConnection]:
+    """Two clients on the two server connections and a third one waiting."""
+    clients = [new_client(proxy) for _ in range(3)]
+    clients[0].data_received(QUERY)
+    clients[1].data_received(QUERY)
+    clients[2].data_received(query)
+    for client in clients[:2]:
+        assert client.server is not None
+        out(client.server)
+    assert clients[2].waiting and clients[2].server is None
+    return clients
+
+
+def test_queued_plain_query_is_kept_and_forwarded_as_received() -> None:
+    async def check(proxy: Proxy, servers: list[ServerConnection]) -> None:
+        first, _second, third = queue_third(proxy)
+        # Checked on arrival and kept as the bytes received: nothing copied yet.
+        assert third._queued is QUERY and not third._buf
+        server = first.server
+        assert server is not None
+        server.data_received(ANSWER)
+        assert third.server is server and not third.waiting and third._queued is None
+        assert out(server) == QUERY and list(server.batches) == [PLAIN]
+        server.data_received(ANSWER)
+        assert out(third) == ANSWER and third.server is None and server in proxy.pool.idle
+
+    run(check)
+
+
+def test_queued_client_sending_more_keeps_the_order() -> None:
+    async def check(proxy: Proxy, servers: list[ServerConnection]) -> None:
+        first, _second, third = queue_third(proxy)
+        other = m.query("SELECT 2")
+        third.data_received(other)  # while waiting: both go the general way, in order
+        assert third._queued is None and bytes(third._buf) == QUERY + other
+        server = first.server
+        assert server is not None
+        server.data_received(ANSWER)
+        assert out(server) == QUERY + other and len(server.batches) == 2
+        server.data_received(ANSWER)
+        assert third.server is server  # the second answer is still to come
+        server.data_received(ANSWER)
+        assert out(third) == ANSWER + ANSWER and third.server is None
+
+    run(check)
+
+
+def test_queued_query_with_session_effect_takes_the_general_path() -> None:
+    async def check(proxy: Proxy, servers: list[ServerConnection]) -> None:
+        setting = m.query("SET search_path = x")
+        first, _second, third = queue_third(proxy, setting)
+        assert third._queued is None and bytes(third._buf) == setting
+        server = first.server
+        assert server is not None
+        server.data_received(ANSWER)
+        assert third.server is server and third.pinned and out(server) == setting
+        server.data_received(m.command_complete("SET") + m.ready_for_query())
+        assert third.server is server  # pinned: kept
+
+    run(check)
+
+
+def test_queued_client_needing_a_parameter_sync() -> None:
+    async def check(proxy: Proxy, servers: list[ServerConnection]) -> None:
+        first, _second, third = queue_third(proxy)
+        third.wanted = {"application_name": "queued"}
+        third.wanted_key = proxy.intern_params(third.wanted)
+        server = first.server
+        assert server is not None
+        server.data_received(ANSWER)
+        # The SET goes first, as the proxy's own batch; then the request as received.
+        assert out(server) == m.query("SET application_name = 'queued'") + QUERY
+        assert server.synced_for is third.wanted_key and server.batches[0].swallow
+        server.data_received(m.command_complete("SET") + m.ready_for_query() + ANSWER)
+        assert out(third) == ANSWER and third.server is None
+
+    run(check)
+
+
+def test_queued_client_timing_out_or_closing() -> None:
+    async def check(proxy: Proxy, servers: list[ServerConnection]) -> None:
+        _first, second, third = queue_third(proxy)
+        fourth = new_client(proxy)
+        fourth.data_received(QUERY)
+        assert list(proxy.pool.waiters) == [third, fourth]
+        # connection_borrow_timeout: the kept request is answered with an error.
+        proxy.pool.waiters.popleft()
+        third.wait_timed_out()
+        sent = out(third)
+        assert sent.startswith(b"E") and sent.endswith(m.ready_for_query())
+        assert third._queued is None and not third._buf and not third.waiting
+        fourth.close()  # a waiter that vanished is skipped
+        third.data_received(QUERY)  # and the client that timed out may try again
+        assert third.waiting and third._queued is QUERY
+        server = second.server
+        assert server is not None
+        server.data_received(ANSWER)
+        assert third.server is server and out(server) == QUERY
+        assert fourth.server is None and not proxy.pool.waiters
 
     run(check)
 
