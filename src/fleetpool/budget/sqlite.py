@@ -7,8 +7,12 @@ same one the memory backend uses) and writes the outcome back. The write lock is
 taken before the clock is read, so decisions are totally ordered. WAL mode lets
 readers (snapshots, ``leases()``) run beside a writer; ``synchronous=NORMAL`` is
 enough because a lost tail of the WAL after a power cut only loses leases that
-would have expired anyway. The busy timeout is the store timeout: a file locked
-for longer than that raises :class:`BudgetUnavailable`, never a hang.
+would have expired anyway. The store timeout bounds the wait for the write lock:
+a file locked for longer than that raises :class:`BudgetUnavailable`, never a
+hang. That wait is fleetpool's own retry loop with short jittered sleeps, not
+SQLite's busy handler, whose sleeps grow to 100 ms: with several busy writer
+processes a waiter that sleeps that long keeps missing the moments the lock is
+free and could starve past the timeout (seen with 8 processes on 2 CPUs).
 
 Connections are per thread and per process (a connection must never cross a
 ``fork``; one inherited from a parent is kept referenced and never used or
@@ -256,7 +260,7 @@ class SQLiteBackend(BudgetBackend):
             try:
                 conn = sqlite3.connect(
                     self.path,
-                    timeout=self.timeout,
+                    timeout=0.0,  # busy: fail at once, _run_locked retries (see above)
                     isolation_level=None,
                     check_same_thread=False,
                     cached_statements=64,
@@ -291,6 +295,7 @@ class SQLiteBackend(BudgetBackend):
         self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], write: bool
     ) -> T:
         deadline = time.monotonic() + self.timeout
+        tries = 0
         while True:
             try:
                 conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
@@ -304,10 +309,14 @@ class SQLiteBackend(BudgetBackend):
                             conn.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
-                # sqlite's busy handler already waited; some WAL cases return
-                # SQLITE_BUSY at once, so try again while time is left.
+                # Locked by another writer: try again soon (a transaction holds the
+                # lock for well under a millisecond), backing off to at most 25 ms
+                # (waiters that poll faster cost the writer CPU), jittered so that
+                # waiting processes do not retry in step.
                 if _is_busy(exc) and time.monotonic() < deadline:
-                    time.sleep(0.001 + secrets.randbelow(4) / 1000)
+                    pause = min(0.025, 0.0002 * (1 << min(tries, 7)))
+                    tries += 1
+                    time.sleep(pause * (0.5 + secrets.randbelow(1000) / 1000))
                     continue
                 raise BudgetUnavailable(
                     f"sqlite budget {self.name!r} at {self.path!r} unavailable: {exc}"
