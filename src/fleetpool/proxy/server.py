@@ -261,15 +261,8 @@ class ServerConnection(asyncio.Protocol):
                     pos += 1 + length
                 if pos == last:
                     status = self.tx_status = data[n - 1 :]
+                    self._batch_answered()
                     batches = self.batches
-                    if batches:
-                        batches.popleft()
-                        if batches:
-                            self._swallowing = batches[0].swallow
-                        elif self.open is not None:
-                            self._swallowing = self.open.swallow
-                    else:
-                        self.open = None
                     transport = client.transport
                     if transport is not None:
                         transport.write(data)
@@ -290,6 +283,18 @@ class ServerConnection(asyncio.Protocol):
             self._login_data(data)
         elif self.state is _TLS and not self.tls_answer.done():
             self.tls_answer.set_result(data[:1])
+
+    def _batch_answered(self) -> None:
+        """A ReadyForQuery answered the oldest client batch: move on to the next one."""
+        batches = self.batches
+        if batches:
+            batches.popleft()
+            if batches:
+                self._swallowing = batches[0].swallow
+            elif self.open is not None:
+                self._swallowing = self.open.swallow
+        else:
+            self.open = None
 
     def tracked_batch(self) -> Batch:
         """The open batch, made a Batch of its own if it was none or the shared PLAIN.
@@ -394,15 +399,7 @@ class ServerConnection(asyncio.Protocol):
                     if t == _Z and not self._swallowing:
                         # ReadyForQuery answering a client batch: the common case, inline.
                         self.tx_status = data[end - 1 : end]
-                        batches = self.batches
-                        if batches:
-                            batches.popleft()
-                            if batches:
-                                self._swallowing = batches[0].swallow
-                            elif self.open is not None:
-                                self._swallowing = self.open.swallow
-                        else:
-                            self.open = None
+                        self._batch_answered()
                     elif self._on_message(t, data, pos, end):
                         if out is None:
                             out = []

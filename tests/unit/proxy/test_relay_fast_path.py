@@ -15,41 +15,12 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fake_transport import FakeTransport
 from fleetpool.proxy import Proxy, ProxyConfig, parse_upstream
 from fleetpool.proxy.client import ClientConnection
 from fleetpool.proxy.pg import messages as m
 from fleetpool.proxy.pg.codec import encode_message
 from fleetpool.proxy.server import PLAIN, ServerConnection
-
-
-class FakeTransport:
-    def __init__(self) -> None:
-        self.out: list[bytes] = []
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.out.append(bytes(data))
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 1)
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def close(self) -> None:
-        self.closed = True
-
-    def sent(self) -> bytes:
-        data = b"".join(self.out)
-        self.out.clear()
-        return data
-
 
 QUERY = m.query("SELECT abalance FROM pgbench_accounts WHERE aid = 7")
 ROWS = (

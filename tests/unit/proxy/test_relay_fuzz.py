@@ -3,40 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fake_transport import FakeTransport
 from fleetpool.proxy import Proxy, ProxyConfig, parse_upstream
 from fleetpool.proxy.client import ClientConnection
 from fleetpool.proxy.pg.codec import encode_message
 from fleetpool.proxy.server import ServerConnection
-
-
-class FakeTransport:
-    def __init__(self) -> None:
-        self.out: list[bytes] = []
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.out.append(data)
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 1)
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def close(self) -> None:
-        self.closed = True
-
 
 messages = st.builds(
     lambda t, body: encode_message(t, body),
