@@ -402,19 +402,18 @@ class DynamoDBBackend(BudgetBackend):
             kwargs["ExpressionAttributeNames"] = names
         self._call("update_item", **kwargs)
 
-    def renew(self, lease: Lease, ttl: float) -> Lease:
-        now = time.time()
-        expires_at = now + ttl
+    def _set_on_live_lease(self, lease: Lease, field: str, value: dict[str, str]) -> None:
+        """Set one attribute of ``lease`` if it is still live, else raise LeaseLost."""
         try:
             self._call(
                 "update_item",
                 Key=self._key,
-                UpdateExpression="SET leases.#id.e = :e, version = version + :one",
+                UpdateExpression=f"SET leases.#id.{field} = :v, version = version + :one",
                 ConditionExpression="attribute_exists(leases.#id) AND leases.#id.e > :now",
                 ExpressionAttributeNames={"#id": lease.id},
                 ExpressionAttributeValues={
-                    ":e": _n(expires_at),
-                    ":now": _n(now),
+                    ":v": value,
+                    ":now": _n(time.time()),
                     ":one": {"N": "1"},
                 },
             )
@@ -422,6 +421,10 @@ class DynamoDBBackend(BudgetBackend):
             from ._budget import lease_lost
 
             raise lease_lost(lease) from None
+
+    def renew(self, lease: Lease, ttl: float) -> Lease:
+        expires_at = time.time() + ttl
+        self._set_on_live_lease(lease, "e", _n(expires_at))
         return replace(lease, expires_at=expires_at)
 
     def annotate(self, lease: Lease, meta: Mapping[str, Any]) -> Lease:
@@ -431,24 +434,7 @@ class DynamoDBBackend(BudgetBackend):
             text = json.dumps(merged, separators=(",", ":"))
         except TypeError as exc:
             raise ConfigError(f"lease meta must be JSON-serialisable: {exc}") from exc
-        now = time.time()
-        try:
-            self._call(
-                "update_item",
-                Key=self._key,
-                UpdateExpression="SET leases.#id.m = :m, version = version + :one",
-                ConditionExpression="attribute_exists(leases.#id) AND leases.#id.e > :now",
-                ExpressionAttributeNames={"#id": lease.id},
-                ExpressionAttributeValues={
-                    ":m": {"S": text},
-                    ":now": _n(now),
-                    ":one": {"N": "1"},
-                },
-            )
-        except _Conflict:
-            from ._budget import lease_lost
-
-            raise lease_lost(lease) from None
+        self._set_on_live_lease(lease, "m", {"S": text})
         return replace(lease, meta=merged)
 
     def release(self, lease: Lease) -> bool:
