@@ -111,6 +111,9 @@ def execute(
             progress.update(tasks[strategy], completed=done, total=total, status="running")
 
         def on_strategy(strategy: str, result: dict[str, Any]) -> None:
+            if "skipped" in result:
+                progress.update(tasks[strategy], status="[yellow]skipped[/yellow]")
+                return
             s = result["summary"]
             text, cls = verdict(s)
             style = "green" if cls == "good" else "red"
@@ -120,6 +123,8 @@ def execute(
     write_report(run, out, json_out)
     if not quiet:
         console.print(summary_table(run))
+        for sk in run.get("skipped", []):
+            console.print(f"[yellow]skipped:[/yellow] {sk['skipped']}")
         wrote = ", ".join(str(p) for p in (out, json_out) if p is not None)
         console.print(f"wrote {wrote} in {time.monotonic() - started:.0f} s")
     return run

@@ -243,6 +243,9 @@ def render_report(run: dict[str, Any]) -> str:
         f"lease TTL {sc['lease_ttl']} s · {run['host']['cpus']} CPUs · {when} · "
         f"run took {run['wall_seconds']} s</p>"
     )
+    for sk in run.get("skipped", []):
+        head += f'<p class="sub">Skipped: {escape(sk["skipped"])}</p>'
+
     grid = "".join(
         server_chart(
             r, xmax, width=460, errors=True, title=f"{r['strategy']}: server sessions vs limit"

@@ -12,6 +12,10 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -21,18 +25,25 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from ..errors import ConfigError
+from ..errors import ConfigError, FleetpoolError
 from .embedded import EmbeddedPostgres
 from .emulator import Fleet, InvocationRecord
 from .observer import Observer, connect_observer, read_sessions, server_limit
 from .results import series, summarize
 from .scenario import Scenario
-from .strategies import DESCRIPTIONS, STRATEGIES
+from .strategies import DESCRIPTIONS, POSTGRES_ONLY, STRATEGIES
 from .strategies._workload import engine_of
 from .traffic import schedule
 
 #: Called with (strategy, done, total) as invocations complete.
 Progress = Callable[[str, int, int], None]
+
+PROXY_READY_TIMEOUT = 15.0  # seconds the proxy may take to listen
+PROXY_STOP_TIMEOUT = 5.0  # seconds of graceful drain before SIGKILL
+
+
+class StrategySkipped(FleetpoolError):
+    """A strategy that cannot run against this target (e.g. PostgreSQL-only on MySQL)."""
 
 
 @dataclass
@@ -117,6 +128,108 @@ def _cleanup(target: Target, app_prefix: str, sessions: set[int], timeout: float
         conn.close()
 
 
+class ProxyProcess:
+    """``python -m fleetpool.proxy`` in front of the target, for one strategy run.
+
+    It listens on port 0 and the port is read back from its "listening on"
+    line: no window in which another process could take a port picked in
+    advance. Its output goes to ``log`` (kept with ``--logs``).
+    """
+
+    def __init__(self, upstream: str, pool_size: int, log: Path) -> None:
+        self.upstream = upstream
+        self.pool_size = pool_size
+        self.log = log
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = PROXY_READY_TIMEOUT) -> ProxyProcess:
+        cmd = [
+            sys.executable,
+            "-m",
+            "fleetpool.proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            self.upstream,
+            "--pool-size",
+            str(self.pool_size),
+        ]
+        if not urlsplit(self.upstream).password:
+            # The server trusts this user without a password (the embedded one
+            # does), so SCRAM at the proxy would only lock out the clients; it
+            # listens on loopback only, for the length of one strategy run.
+            cmd += ["--auth-method", "trust"]
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        try:
+            self.port = self._wait_listening(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_listening(self, timeout: float) -> int:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        marker = "fleetpool proxy listening on "
+        while True:
+            with contextlib.suppress(OSError):
+                for line in self.log.read_text(errors="replace").splitlines():
+                    if line.startswith(marker):
+                        port = int(line[len(marker) :].rsplit(":", 1)[1])
+                        if _accepts(port):
+                            return port
+            if self.proc.poll() is not None:
+                raise ConfigError(
+                    f"the fleetpool proxy exited with status {self.proc.returncode} "
+                    f"before listening: {_tail(self.log)}"
+                )
+            if time.monotonic() > deadline:
+                raise ConfigError(
+                    f"the fleetpool proxy did not listen within {timeout:.0f} s: {_tail(self.log)}"
+                )
+            time.sleep(0.05)
+
+    def client_dsn(self) -> str:
+        """The target's DSN with the proxy's address (same user, password and database)."""
+        parts = urlsplit(self.upstream)
+        userinfo = parts.netloc.rpartition("@")[0]
+        netloc = f"{userinfo}@127.0.0.1:{self.port}" if userinfo else f"127.0.0.1:{self.port}"
+        query = [(k, v) for k, v in parse_qsl(parts.query) if k != "application_name"]
+        return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query)))
+
+    def stop(self, timeout: float = PROXY_STOP_TIMEOUT) -> int | None:
+        """SIGTERM, a bounded wait for the drain, then SIGKILL; the exit status."""
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout)
+        return proc.returncode
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+    except OSError:
+        return False
+    return True
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    with contextlib.suppress(OSError):
+        text = path.read_text(errors="replace").strip().splitlines()
+        return " | ".join(text[-lines:]) or "no output"
+    return "no output"
+
+
 def run_strategy(
     scenario: Scenario,
     target: Target,
@@ -139,6 +252,11 @@ def run_strategy(
         handler = STRATEGIES[strategy]
     else:
         raise ConfigError(f"unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
+    if strategy in POSTGRES_ONLY and target.engine != "postgres":
+        raise StrategySkipped(
+            f"strategy {strategy!r} skipped: fleetpool's proxy speaks the PostgreSQL "
+            f"protocol only, and this database is {target.version or target.engine}"
+        )
     run_id = uuid.uuid4().hex[:6]
     limit = scenario.limit or target.limit
     app_prefix = f"fleet:{strategy}"
@@ -164,7 +282,7 @@ def run_strategy(
     }
     budget = None
     extras: list[Callable[[], dict[str, Any]]] = []
-    if strategy in ("fleetpool", "proxy"):
+    if strategy == "fleetpool":
         from ..budget import open_budget
 
         budget = open_budget(budget_url, budget_name)
@@ -193,6 +311,62 @@ def run_strategy(
 
     logs = (log_dir or workdir / "logs") / strategy
     logs.mkdir(parents=True, exist_ok=True)
+    proxy = None
+    if strategy == "proxy":
+        # Pool = the fleet's limit, as the fleetpool budget and the counter get:
+        # open_target already left the observer's slot out of it, and nothing
+        # else (no reaper) connects on the fleet's behalf.
+        pool_app = f"{app_prefix}:proxy-pool"
+        proxy = ProxyProcess(with_app_name(target.dsn, pool_app), limit, logs / "proxy.log")
+        proxy.start()
+        env["FLEET_PROXY_DSN"] = proxy.client_dsn()
+        env["FLEET_PROXY_APP_NAME"] = pool_app
+    try:
+        result = _run_fleet(
+            scenario,
+            target,
+            strategy,
+            handler,
+            env,
+            logs,
+            limit=limit,
+            app_prefix=app_prefix,
+            extras=extras,
+            counter_limit=counter_limit,
+            progress=progress,
+            stop_first=proxy.stop if proxy is not None else None,
+        )
+    finally:
+        if proxy is not None:
+            proxy.stop()
+        if budget is not None:
+            budget.close()
+    if proxy is not None and proxy.proc is not None:
+        result["proxy"] = {
+            "pid": proxy.proc.pid,
+            "port": proxy.port,
+            "pool_size": proxy.pool_size,
+            "exit_status": proxy.proc.returncode,
+        }
+    return result
+
+
+def _run_fleet(
+    scenario: Scenario,
+    target: Target,
+    strategy: str,
+    handler: str,
+    env: dict[str, str],
+    logs: Path,
+    *,
+    limit: int,
+    app_prefix: str,
+    extras: list[Callable[[], dict[str, Any]]],
+    counter_limit: int | None,
+    progress: Progress | None,
+    stop_first: Callable[[], object] | None,
+) -> dict[str, Any]:
+    """The fleet, its observer and the traffic; ``stop_first`` runs before the cleanup."""
     function = replace(scenario.function, handler=handler, log_dir=str(logs))
     fleet = Fleet(
         function, env, app_prefix=app_prefix, dsn_for=lambda app: with_app_name(target.dsn, app)
@@ -228,10 +402,12 @@ def run_strategy(
         observer.close()
         sessions = {int(s) for v in fleet.view().values() for s in v.sessions if str(s).isdigit()}
         fleet.shutdown()
+        if stop_first is not None:
+            # A live proxy would keep (or reopen) its pooled sessions while the
+            # cleanup waits for the server to show none.
+            stop_first()
         with contextlib.suppress(Exception):
             _cleanup(target, app_prefix, sessions)
-        if budget is not None:
-            budget.close()
     return {
         "strategy": strategy,
         "description": DESCRIPTIONS.get(strategy, scenario.handler or ""),
@@ -251,12 +427,18 @@ def run_scenario(
     on_strategy: Callable[[str, dict[str, Any]], None] | None = None,
     log_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Run every strategy of ``scenario``; return the whole run as a JSON-ready dict."""
+    """Run every strategy of ``scenario``; return the whole run as a JSON-ready dict.
+
+    A strategy that cannot run against the target (a PostgreSQL-only one on
+    MySQL) is listed under ``skipped`` with the reason, and ``on_strategy`` gets
+    ``{"strategy": ..., "skipped": reason}`` for it.
+    """
     strategies = list(scenario.strategies)
     if scenario.handler and "custom" not in strategies:
         strategies = ["custom"]
     started = time.monotonic()
     results: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
     with (
         open_target(scenario) as target,
         tempfile.TemporaryDirectory(prefix="fleetpool-run-") as tmp,
@@ -264,10 +446,16 @@ def run_scenario(
         workdir = Path(tmp)
         os.chmod(workdir, 0o755)
         for strategy in strategies:
-            result = run_strategy(
-                scenario, target, strategy, workdir, progress=progress, log_dir=log_dir
-            )
-            results.append(result)
+            try:
+                result = run_strategy(
+                    scenario, target, strategy, workdir, progress=progress, log_dir=log_dir
+                )
+            except StrategySkipped as exc:
+                # One strategy that cannot run here must not cost the user the others.
+                result = {"strategy": strategy, "skipped": str(exc)}
+                skipped.append(result)
+            else:
+                results.append(result)
             if on_strategy is not None:
                 on_strategy(strategy, result)
         target_info = {
@@ -288,6 +476,7 @@ def run_scenario(
         },
         "wall_seconds": round(time.monotonic() - started, 1),
         "strategies": results,
+        "skipped": skipped,
     }
 
 

@@ -23,6 +23,8 @@ from .emulator import FunctionConfig
 from .strategies import STRATEGIES
 from .traffic import Phase, Workload
 
+# "proxy" is opt-in (--strategies ...,proxy): one more strategy would take the
+# demo past its ~2 minutes, and it needs PostgreSQL.
 DEFAULT_STRATEGIES: tuple[str, ...] = (
     "naive",
     "global",

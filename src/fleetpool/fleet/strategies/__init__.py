@@ -14,6 +14,7 @@ STRATEGIES: dict[str, str] = {
     "counter": "fleetpool.fleet.strategies.counter:handler",
     "zombie-killer": "fleetpool.fleet.strategies.zombie_killer:handler",
     "fleetpool": "fleetpool.fleet.strategies.fleetpool_client:handler",
+    "proxy": "fleetpool.fleet.strategies.proxy_client:handler",
 }
 
 DESCRIPTIONS: dict[str, str] = {
@@ -24,6 +25,10 @@ DESCRIPTIONS: dict[str, str] = {
     "zombie-killer": "global connection; kills idle sessions when usage > 80% "
     "(serverless-mysql / serverless-pg)",
     "fleetpool": "fleetpool client: warm connection held under a budget lease with TTL",
+    "proxy": "global connection through fleetpool's proxy (transaction pooling, pool = limit)",
 }
 
-__all__ = ["DESCRIPTIONS", "STRATEGIES"]
+#: Strategies that need a PostgreSQL server; on MySQL/MariaDB they are skipped.
+POSTGRES_ONLY: frozenset[str] = frozenset({"proxy"})
+
+__all__ = ["DESCRIPTIONS", "POSTGRES_ONLY", "STRATEGIES"]
