@@ -227,16 +227,17 @@ class ClientConnection(asyncio.Protocol):
                     now = _monotonic()
                     # (checkout() says None when clients wait: skip the call then)
                     server = None if pool.waiters else pool.checkout(now)
+                    # One simple Query without session effects: forwarded as received.
+                    plain = (
+                        length + 1 == n
+                        and data[0] == _Q
+                        and not might_affect_session(data, 5, n - 1)
+                    )
                     if server is None:
                         # No idle server connection (the usual case with more clients
-                        # than connections): queue. A plain Query is kept as received
-                        # and checked now, so that handing a connection over later is
-                        # one write (attach).
-                        if (
-                            length + 1 == n
-                            and data[0] == _Q
-                            and not might_affect_session(data, 5, n - 1)
-                        ):
+                        # than connections): queue. A plain Query is kept as received,
+                        # so that handing a connection over later is one write (attach).
+                        if plain:
                             self._queued = data
                         else:
                             self._buf += data
@@ -247,12 +248,7 @@ class ClientConnection(asyncio.Protocol):
                     self.attached_at = now
                     if server.synced_for is not self.wanted_key or self._reading_paused:
                         self.attach(server, now)
-                    if (
-                        length + 1 == n
-                        and data[0] == _Q
-                        and server.open is None
-                        and not might_affect_session(data, 5, n - 1)
-                    ):
+                    if plain and server.open is None:
                         self._plain_query(server, data)
                     else:
                         self._relay(data)
@@ -637,22 +633,8 @@ class ClientConnection(asyncio.Protocol):
         server.client = self
         self.waiting = False
         self.attached_at = now
-        data = self._queued
-        if data is not None:
-            # The hot path with a queue: a waiting client's one plain Query (checked
-            # when it arrived) on a connection that needs no parameter sync, so it is
-            # forwarded as received (_plain_query, inlined).
-            self._queued = None
-            if server.synced_for is self.wanted_key and server.open is None:
-                server.queries += 1
-                server.unnamed_owner = 0  # a simple query drops the unnamed statement
-                server.batches.append(PLAIN)
-                if server.transport is not None:
-                    server.transport.write(data)
-                if self._reading_paused:
-                    self._resume_reading()
-                return
-            self._buf[:0] = data
+        queued = self._queued
+        self._queued = None
         if server.synced_for is not self.wanted_key:
             sync = self._param_sync(server)
             if sync:
@@ -660,19 +642,16 @@ class ClientConnection(asyncio.Protocol):
             server.synced_for = self.wanted_key
         if self._reading_paused:
             self._resume_reading()
+        if queued is not None:
+            if server.open is None:
+                # The hot path with a queue: a waiting client's one plain Query,
+                # checked when it arrived, is forwarded as received.
+                self._plain_query(server, queued)
+                return
+            self._buf[:0] = queued
         if self._buf:
             data = bytes(self._buf)
             self._buf.clear()
-            n = len(data)
-            if (
-                n > 5
-                and data[0] == _Q
-                and server.open is None
-                and _unpack(data, 1)[0] + 1 == n
-                and not might_affect_session(data, 5, n - 1)
-            ):
-                self._plain_query(server, data)  # what a waiting client usually sent
-                return
             try:
                 self._relay(data)
             except ProtocolError as exc:  # pragma: no cover - already scanned
@@ -845,13 +824,8 @@ class ClientConnection(asyncio.Protocol):
         self, server: ServerConnection, t: int, data: bytes, pos: int, end: int
     ) -> bytes | None:
         if t == _B:
-            # Bind is per transaction with prepared statements: read the two names in
-            # place and splice the server-side name in, without copying the body twice.
-            p_end = data.find(b"\x00", pos + 5, end)
-            s_end = data.find(b"\x00", p_end + 1, end) if p_end >= 0 else -1
-            if s_end < 0:
-                raise RemoteProtocolError("string field is not NUL-terminated")
-            stmt = data[p_end + 1 : s_end]
+            names = m.bind_name_ends(data, pos + 5, end)
+            stmt = data[names[0] + 1 : names[1]]
             if not stmt:
                 pre = self._ensure_unnamed(server)
                 return pre + data[pos:end] if pre else None
@@ -860,10 +834,7 @@ class ClientConnection(asyncio.Protocol):
                 return None  # the server reports the missing statement
             srv, parse_msg = entry
             pre = b"" if server.prepared.get(srv) is True else self._ensure(server, srv, parse_msg)
-            length = end - pos - 1 + len(srv) - len(stmt)
-            return b"".join(
-                (pre, b"B", _I32.pack(length), data[pos + 5 : p_end + 1], srv, data[s_end:end])
-            )
+            return pre + m.rename_bind(data, pos, end, names, srv)
         if t == _D and end - pos >= 7 and data[pos + 5] == _P and data[end - 1] == 0:
             return None  # Describe of a portal: nothing to rename (and well-formed)
         body = data[pos + 5 : end]

@@ -19,15 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import CapacityError, FleetpoolError
 from . import policy
-from .server import READY, ServerConnection, ServerLoginError, connect_server
+from .server import ServerConnection, ServerLoginError, connect_server
 
 if TYPE_CHECKING:
     from .client import ClientConnection
     from .proxy import Proxy
 
 log = logging.getLogger("fleetpool.proxy.pool")
-
-CLOSED = "closed"  # ClientConnection.state once closed
 
 
 class Pool:
@@ -89,7 +87,7 @@ class Pool:
         idle = self.idle
         while idle:
             server = idle.pop()
-            if server.state is READY and not server.broken and now < server.expires:
+            if server.alive and now < server.expires:
                 self.proxy.stats.borrowed_at_once()
                 return server
             server.close("max_lifetime reached" if server.alive else "broken")
@@ -134,8 +132,7 @@ class Pool:
 
     def release(self, server: ServerConnection, now: float | None = None) -> None:
         """Take a server connection back (idle, or straight to the oldest waiter)."""
-        # (not server.alive or server.busy, spelled out: this runs per transaction)
-        if server.state is not READY or server.broken or server.batches or server.open is not None:
+        if not server.alive or server.busy:
             server.close("released while broken or busy")
             return
         if now is None:
@@ -153,7 +150,7 @@ class Pool:
         waiters = self.waiters
         while waiters and not self.paused:
             client = waiters.popleft()
-            if client.state == CLOSED:  # (client.closed, spelled out: hot with a queue)
+            if client.closed:
                 continue
             client.waiting = False
             self.proxy.stats.borrowed(now - client.wait_started)

@@ -34,7 +34,6 @@ log = logging.getLogger("fleetpool.proxy.server")
 
 _I32 = struct.Struct("!i")
 _header = struct.Struct("!Bi").unpack_from  # type byte and length of a message
-_monotonic = time.monotonic
 _Z, _S, _E, _ONE, _THREE = 90, 83, 69, 49, 51
 _INTERESTING = frozenset((_Z, _S, _E, _ONE, _THREE))
 _RFQ_HEAD = b"Z\x00\x00\x00\x05"  # a ReadyForQuery up to its status byte
@@ -103,7 +102,6 @@ class Batch:
 PLAIN = Batch()
 
 _TLS, _LOGIN, _READY, _CLOSED = "tls", "login", "ready", "closed"
-READY = _READY  # for the pool's inlined ``alive`` checks
 _ids = iter(range(1, 1 << 62))
 
 
@@ -260,22 +258,13 @@ class ServerConnection(asyncio.Protocol):
                         break
                     pos += 1 + length
                 if pos == last:
-                    status = self.tx_status = data[n - 1 :]
+                    self.tx_status = data[n - 1 :]
                     self._batch_answered()
-                    batches = self.batches
                     transport = client.transport
                     if transport is not None:
                         transport.write(data)
-                    if not batches and self.open is None and status == b"I" and client.releasable:
-                        # End of a transaction: back to the pool (_idle_point, inlined).
-                        now = _monotonic()
-                        self.proxy.stats.transaction_done(now - client.attached_at)
-                        client.server = None  # client.detach(), inlined
-                        self.client = None
-                        client.last_activity = now
-                        if self.reading_paused:
-                            self._resume_reading()
-                        self.proxy.pool.release(self, now)
+                    if not self.batches and self.open is None:
+                        self._idle_point()
                     return
         if self.state is _READY:
             self._relay(data)
@@ -306,11 +295,6 @@ class ServerConnection(asyncio.Protocol):
         if batch is None or batch is PLAIN:
             batch = self.open = Batch()
         return batch
-
-    def _resume_reading(self) -> None:
-        if self.reading_paused and self.transport is not None:
-            self.reading_paused = False
-            self.transport.resume_reading()
 
     # -- login -----------------------------------------------------------------------
 

@@ -245,15 +245,33 @@ def build_parse(name: bytes, sql: bytes, types: bytes = b"\x00\x00") -> bytes:
     return encode_message(PARSE, name + b"\x00" + sql + b"\x00" + types)
 
 
+def bind_name_ends(data: bytes, start: int, end: int) -> tuple[int, int]:
+    """Offsets of the NULs ending the portal and the statement name of the Bind
+    body ``data[start:end]``, found in place (Binds run once per transaction with
+    prepared statements: no copy of the body)."""
+    p_end = data.find(b"\x00", start, end)
+    s_end = data.find(b"\x00", p_end + 1, end) if p_end >= 0 else -1
+    if s_end < 0:
+        raise RemoteProtocolError("string field is not NUL-terminated")
+    return p_end, s_end
+
+
 def parse_bind_names(body: bytes) -> tuple[bytes, bytes, int]:
     """(portal, statement, offset of the rest) of a Bind body."""
-    portal, pos = _cstr(body, 0)
-    stmt, pos = _cstr(body, pos)
-    return portal, stmt, pos
+    p_end, s_end = bind_name_ends(body, 0, len(body))
+    return body[:p_end], body[p_end + 1 : s_end], s_end + 1
 
 
 def build_bind(portal: bytes, stmt: bytes, rest: bytes) -> bytes:
     return encode_message(BIND, portal + b"\x00" + stmt + b"\x00" + rest)
+
+
+def rename_bind(data: bytes, pos: int, end: int, names: tuple[int, int], stmt: bytes) -> bytes:
+    """The Bind message ``data[pos:end]`` with its statement name replaced by ``stmt``
+    (``names``: what :func:`bind_name_ends` gave for its body)."""
+    p_end, s_end = names
+    length = end - pos - 1 - (s_end - p_end - 1) + len(stmt)
+    return b"".join((BIND, _I32.pack(length), data[pos + 5 : p_end + 1], stmt, data[s_end:end]))
 
 
 def parse_target(body: bytes) -> tuple[bytes, bytes]:
