@@ -213,6 +213,18 @@ def _cleanup(pid: int, conn: sqlite3.Connection, sock: list[Any]) -> None:
             os.unlink(path)
 
 
+def _busy_pause(tries: int) -> None:
+    """Sleep before retrying a locked database (``tries`` retries so far).
+
+    A transaction holds the lock for well under a millisecond, so the first
+    retries come soon; the pause doubles up to 25 ms (waiters that poll faster
+    cost the writer CPU) and is jittered so that waiting processes do not retry
+    in step.
+    """
+    pause = min(0.025, 0.0002 * (1 << min(tries, 7)))
+    time.sleep(pause * (0.5 + secrets.randbelow(1000) / 1000))
+
+
 class SQLiteBackend(BudgetBackend):
     kind = "sqlite"
     notifies = True
@@ -250,6 +262,7 @@ class SQLiteBackend(BudgetBackend):
 
     def _connect(self) -> sqlite3.Connection:
         deadline = time.monotonic() + self.timeout
+        tries = 0
         try:
             os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         except OSError as exc:
@@ -277,7 +290,8 @@ class SQLiteBackend(BudgetBackend):
                 # Switching to WAL and creating the schema need a brief exclusive
                 # lock; several processes starting at once may meet here.
                 if _is_busy(exc) and time.monotonic() < deadline:
-                    time.sleep(0.005 + secrets.randbelow(10) / 1000)
+                    _busy_pause(tries)
+                    tries += 1
                     continue
                 raise BudgetUnavailable(
                     f"sqlite budget {self.name!r} at {self.path!r} unavailable: {exc}"
@@ -309,14 +323,9 @@ class SQLiteBackend(BudgetBackend):
                             conn.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
-                # Locked by another writer: try again soon (a transaction holds the
-                # lock for well under a millisecond), backing off to at most 25 ms
-                # (waiters that poll faster cost the writer CPU), jittered so that
-                # waiting processes do not retry in step.
                 if _is_busy(exc) and time.monotonic() < deadline:
-                    pause = min(0.025, 0.0002 * (1 << min(tries, 7)))
+                    _busy_pause(tries)
                     tries += 1
-                    time.sleep(pause * (0.5 + secrets.randbelow(1000) / 1000))
                     continue
                 raise BudgetUnavailable(
                     f"sqlite budget {self.name!r} at {self.path!r} unavailable: {exc}"
