@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import FleetpoolError
-from .pg import messages as m
-from .pg.codec import encode_message
+from ..pg import messages as m
+from ..pg.codec import encode_message
 from .stats import Histogram
 
 if TYPE_CHECKING:

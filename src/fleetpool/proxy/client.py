@@ -26,10 +26,9 @@ import time
 from typing import TYPE_CHECKING, cast
 
 from ..errors import ProtocolError, RemoteProtocolError
-from .admin import console_query
-from .pg import messages as m
-from .pg.auth import ScramServer, md5_password, md5_response_from_hash
-from .pg.codec import (
+from ..pg import messages as m
+from ..pg.auth import ScramServer, md5_password, md5_response_from_hash
+from ..pg.codec import (
     NEED_DATA,
     CancelRequest,
     FrontendDecoder,
@@ -39,7 +38,8 @@ from .pg.codec import (
     StartupMessage,
     scan_frames,
 )
-from .pg.sql import deallocate_target, might_affect_session, session_effect
+from ..pg.sql import deallocate_target, might_affect_session, session_effect
+from .admin import console_query
 from .server import PLAIN, ServerConnection, ServerLoginError
 from .tokens import verify_token
 

@@ -22,10 +22,10 @@ import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
+from ..pg.auth import ScramVerifier
+from ..pg.codec import CancelRequest
 from .client import ClientConnection
 from .config import ProxyConfig, load_config
-from .pg.auth import ScramVerifier
-from .pg.codec import CancelRequest
 from .policy import effective_pool_size, split_pool_size
 from .pool import Pool
 from .stats import Stats

@@ -22,9 +22,9 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import ProtocolError, RemoteProtocolError
-from .pg import messages as m
-from .pg.auth import ScramClient, md5_password
-from .pg.codec import NEED_DATA, BackendDecoder, Message, SSLRequest, encode_startup
+from ..pg import messages as m
+from ..pg.auth import ScramClient, md5_password
+from ..pg.codec import NEED_DATA, BackendDecoder, Message, SSLRequest, encode_startup
 
 if TYPE_CHECKING:
     from .client import ClientConnection

@@ -10,8 +10,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from fleetpool.pg.auth import ScramVerifier, md5_stored
 from fleetpool.proxy import make_token
-from fleetpool.proxy.pg.auth import ScramVerifier, md5_stored
 
 from .conftest import ProxyHandle, upstream_from_dsn
 

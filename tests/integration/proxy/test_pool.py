@@ -12,8 +12,8 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from fleetpool.proxy.pg import messages as m
-from fleetpool.proxy.pg.codec import StartupMessage
+from fleetpool.pg import messages as m
+from fleetpool.pg.codec import StartupMessage
 
 from .conftest import ProxyHandle
 

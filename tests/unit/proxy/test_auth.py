@@ -5,7 +5,7 @@ import base64
 import pytest
 
 from fleetpool.errors import RemoteProtocolError
-from fleetpool.proxy.pg.auth import (
+from fleetpool.pg.auth import (
     ScramClient,
     ScramServer,
     ScramVerifier,

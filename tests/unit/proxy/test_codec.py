@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fleetpool.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
-from fleetpool.proxy.pg import messages as m
-from fleetpool.proxy.pg.codec import (
+from fleetpool.pg import messages as m
+from fleetpool.pg.codec import (
     NEED_DATA,
     BackendDecoder,
     CancelRequest,

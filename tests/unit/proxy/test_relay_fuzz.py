@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fake_transport import FakeTransport
+from fleetpool.pg.codec import encode_message
 from fleetpool.proxy import Proxy, ProxyConfig, parse_upstream
 from fleetpool.proxy.client import ClientConnection
-from fleetpool.proxy.pg.codec import encode_message
 from fleetpool.proxy.server import ServerConnection
 
 messages = st.builds(

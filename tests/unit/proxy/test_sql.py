@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from fleetpool.proxy.pg.sql import deallocate_target, session_effect
+from fleetpool.pg.sql import deallocate_target, session_effect
 
 
 @pytest.mark.parametrize(
@@ -87,7 +87,7 @@ def test_deallocate_target() -> None:
     ],
 )
 def test_fast_prefilter_never_misses(sql: str) -> None:
-    from fleetpool.proxy.pg.sql import might_affect_session
+    from fleetpool.pg.sql import might_affect_session
 
     data = b"Q" + sql.encode() + b"\x00"
     assert might_affect_session(data, 1, len(data) - 1)
@@ -97,7 +97,7 @@ def test_fast_prefilter_never_misses(sql: str) -> None:
 def test_prefilter_memo_agrees_with_the_regex() -> None:
     # Verdicts are memoized on the text folded to lower case with digits as "0":
     # texts that differ only there share a verdict, and it must be the regex's own.
-    from fleetpool.proxy.pg import sql
+    from fleetpool.pg import sql
 
     texts = [
         b"SELECT abalance FROM pgbench_accounts WHERE aid = 77561;",
@@ -115,7 +115,7 @@ def test_prefilter_memo_agrees_with_the_regex() -> None:
 
 
 def test_prefilter_memo_stays_bounded() -> None:
-    from fleetpool.proxy.pg import sql
+    from fleetpool.pg import sql
 
     for i in range(sql._MEMO_SIZE + 10):
         text = (

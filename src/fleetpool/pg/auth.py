@@ -14,7 +14,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from ...errors import RemoteProtocolError
+from ..errors import RemoteProtocolError
 
 DEFAULT_ITERATIONS = 4096
 

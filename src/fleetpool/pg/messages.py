@@ -7,7 +7,7 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-from ...errors import RemoteProtocolError
+from ..errors import RemoteProtocolError
 from .codec import encode_message
 
 _I16 = struct.Struct("!h")

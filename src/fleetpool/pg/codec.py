@@ -16,7 +16,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Final
 
-from ...errors import LocalProtocolError, RemoteProtocolError
+from ..errors import LocalProtocolError, RemoteProtocolError
 
 PROTOCOL_3_0: Final = 196608  # (3 << 16) | 0
 SSL_REQUEST_CODE: Final = 80877103
