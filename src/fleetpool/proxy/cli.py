@@ -136,6 +136,6 @@ def token_command(
     ttl: Annotated[float, typer.Option(help="seconds of validity")] = 900.0,
 ) -> None:
     """Print a short-lived login token (use it as the password)."""
-    from .tokens import make_token
+    from ..tokens import make_token
 
     typer.echo(make_token(secret, user, time.time(), ttl))

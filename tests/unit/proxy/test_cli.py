@@ -5,7 +5,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from fleetpool.proxy.cli import app, build_config
-from fleetpool.proxy.tokens import verify_token
+from fleetpool.tokens import verify_token
 
 
 def test_build_config_from_options() -> None:
