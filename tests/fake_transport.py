@@ -66,7 +66,7 @@ class FakeWorker:
         client.user = client.database = "u"
         client.pg = ClientState({"application_name": ""}, self.engine.interner, 1 << 20)
         client.state = "ready"
-        client._dec = None
+        client._startup = None
         return client
 
     def server(self) -> Any:

@@ -24,8 +24,9 @@ from __future__ import annotations
 import struct
 from itertools import count
 
-from ..errors import RemoteProtocolError
+from ..errors import ProtocolError, RemoteProtocolError
 from . import messages as m
+from .codec import scan_frames
 from .settings import ClientSettings, Interner, ServerSettings, learn_sql
 from .sql import NOTHING, Analysis, analyze, deallocate_target, might_affect_session
 from .statements import ClientStatements, ServerStatements, Statement, server_name
@@ -84,6 +85,29 @@ class Learn:
 
     def __init__(self, names: list[str]) -> None:
         self.names = names
+
+
+class Probe:
+    """Attached to the proxy's own query that looks for state a function body left."""
+
+    __slots__ = ()
+
+
+PROBE = Probe()
+# One row: what kind of session state exists now, or NULL. Each kind is something
+# PostgreSQL keeps per session that the proxy cannot replay (see pg/sql.py).
+PROBE_SQL = m.query(
+    "SELECT CASE"
+    " WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_class WHERE relnamespace ="
+    " pg_catalog.pg_my_temp_schema()) THEN 'temporary object'"
+    " WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE locktype = 'advisory'"
+    " AND pid = pg_catalog.pg_backend_pid()) THEN 'session advisory lock'"
+    " WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_listening_channels()) THEN 'LISTEN'"
+    " WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_cursors WHERE is_holdable) THEN"
+    " 'DECLARE WITH HOLD'"
+    " WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_statements WHERE from_sql) THEN"
+    " 'PREPARE' END"
+)
 
 
 class ClientState:
@@ -312,10 +336,16 @@ class ClientState:
 
     # -- settings -------------------------------------------------------------------------
 
-    def settings_answered(self, server: ServerState, batch: Batch, status: bytes) -> None:
-        """A batch that changed settings (or read them back) was answered."""
+    def answered(self, server: ServerState, batch: Batch, status: bytes) -> None:
+        """A batch with a note was answered: settings changed or read back, or a probe."""
         settings = self.settings
         note = batch.note
+        if note is PROBE:
+            if batch.capture and not batch.failed:
+                (found,) = m.parse_data_row(batch.capture[0])[:1] or [None]
+                if found is not None:
+                    self.pin(f"{found.decode(errors='replace')} (found by state_probe)")
+            return
         self.application_name = server.settings.params.get(
             "application_name", self.application_name
         )
@@ -356,6 +386,10 @@ class ClientState:
             settings.to_learn(effect.learn)
             if effect.reset_all:
                 settings.learn_all(server.settings)
+
+    def probe_query(self) -> tuple[bytes, Probe]:
+        """The query that looks for session state a function body may have left."""
+        return PROBE_SQL, PROBE
 
     def learn_query(self) -> tuple[bytes, Learn] | None:
         """The query that reads back settings changed in ways only the server knows."""
@@ -406,3 +440,48 @@ def whole_answer(tracker: ResponseTracker, data: bytes) -> bool:
         return False
     tracker.batch_answered(data[n - 1 :])
     return True
+
+
+# -- failing requests without a server ----------------------------------------------------
+
+_SYNCING = frozenset((_Q, _S, _F))
+
+
+def fail_requests(
+    buf: bytes | bytearray, max_size: int, code: str, message: str
+) -> tuple[bytes, bool, bool]:
+    """Answer the client's buffered requests with an error each, as a server would.
+
+    Returns ``(bytes, complete, discard)``: what to send, whether ``buf`` held only
+    complete messages (if not, the caller closes the client), and whether the client
+    is in the middle of an extended-protocol batch whose remaining messages must be
+    dropped up to the next Sync.
+    """
+    try:
+        offsets, end = scan_frames(buf, 0, max_size)
+    except ProtocolError:
+        return b"", False, False
+    if end != len(buf):
+        return b"", False, False
+    syncs = sum(1 for off in offsets if buf[off] in _SYNCING)
+    trailing = bool(offsets) and buf[offsets[-1]] not in _SYNCING
+    err = m.error_response(code, message)
+    out = (err + m.ready_for_query()) * syncs
+    if trailing and not syncs:
+        out += err
+    return out, True, trailing
+
+
+def fail_pending(tracker: ResponseTracker, code: str, message: str) -> tuple[bytes, bool]:
+    """Answer every client batch still waiting on a lost server connection.
+
+    Returns the bytes to send and whether the client's open batch must be dropped up
+    to its Sync.
+    """
+    batches = sum(1 for b in tracker.batches if not b.swallow)
+    err = m.error_response(code, message)
+    out = (err + m.ready_for_query()) * batches
+    discard = tracker.open is not None
+    if discard and not batches:
+        out += err
+    return out, discard

@@ -27,7 +27,7 @@ class Listener:
     def batch_done(self, batch: Batch, status: bytes) -> None:
         self.done.append((batch, status))
         if self.client is not None and self.server is not None:
-            self.client.settings_answered(self.server, batch, status)
+            self.client.answered(self.server, batch, status)
 
     def internal_error(self, message: str, critical: bool) -> None:
         self.errors.append((message, critical))

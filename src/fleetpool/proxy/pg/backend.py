@@ -222,7 +222,7 @@ class BackendConnection(Endpoint):
     def batch_done(self, batch: Batch, status: bytes) -> None:
         client = self.attached
         if client is not None:
-            client.settings_answered(self.pg, batch, status)
+            client.answered(self.pg, batch, status)
 
     def internal_error(self, message: str, critical: bool) -> None:
         log.warning("%r: internal query failed: %s", self, message)

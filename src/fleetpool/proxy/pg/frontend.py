@@ -26,23 +26,16 @@ from itertools import count
 from ...errors import ProtocolError, RemoteProtocolError
 from ...pg import messages as m
 from ...pg.codec import (
-    NEED_DATA,
-    CancelRequest,
-    FrontendDecoder,
-    GSSENCRequest,
-    Message,
-    SSLRequest,
-    StartupMessage,
     scan_frames,
 )
-from ...pg.login import AUTH_FAILED, FrontendLogin, scram_verifier
-from ...pg.relay import ClientState, plain_query
-from ...pg.settings import Interner, startup_settings
+from ...pg.login import AUTH_FAILED
+from ...pg.relay import ClientState, fail_pending, fail_requests, plain_query
+from ...pg.settings import Interner
 from .. import policy
-from ..console import Done, Failed, Table
 from ..link import Endpoint, link, unlink
 from ..services import Services
 from .backend import BackendConnection
+from .startup import StartupPhase
 
 log = logging.getLogger("fleetpool.proxy.client")
 
@@ -53,9 +46,8 @@ _Q, _S, _F, _X = (ord(c) for c in "QSFX")
 _PAUSE_BUFFER = 1 << 20
 _SSL_BUFFER = 16
 
-_STARTUP, _AUTH, _LOGIN_WAIT, _READY, _ADMIN, _CLOSED = (
+_STARTUP, _LOGIN_WAIT, _READY, _ADMIN, _CLOSED = (
     "startup",
-    "auth",
     "login-wait",
     "ready",
     "admin",
@@ -91,12 +83,12 @@ class FrontendConnection(Endpoint):
     # Slots: see BackendConnection.
     __slots__ = (
         "_buf",
-        "_dec",
         "_discard_until_sync",
-        "_login",
         "_login_handle",
         "_max",
         "_queued",
+        "_startup",
+        "_state_probe",
         "_transaction_mode",
         "attached_at",
         "connected_at",
@@ -110,6 +102,7 @@ class FrontendConnection(Endpoint):
         "pid",
         "pinned",
         "pool",
+        "probed",
         "releasable",
         "reported",
         "server",
@@ -135,7 +128,9 @@ class FrontendConnection(Endpoint):
         self.server: BackendConnection | None = None
         self.pg: ClientState | None = None
         self.pinned = False
+        self.probed = False  # this transaction's state probe has run (state_probe)
         self._transaction_mode = cfg.mode == "transaction"
+        self._state_probe = cfg.state_probe
         # Goes back to the pool after each transaction (transaction mode, not pinned).
         self.releasable = self._transaction_mode
         self.user = ""
@@ -150,7 +145,7 @@ class FrontendConnection(Endpoint):
         self.tls = False
         self.attached_at = 0.0
         self._max = cfg.max_message_size
-        self._dec: FrontendDecoder | None = FrontendDecoder(min(self._max, 1 << 20))
+        self._startup: StartupPhase | None = StartupPhase(self, services, self._max)
         self._buf = bytearray()
         # A waiting client's request when it is one simple Query without session
         # effects (checked on arrival), kept as received: handing a connection over
@@ -158,7 +153,6 @@ class FrontendConnection(Endpoint):
         # _buf; _unqueue() moves it there when anything else needs it.
         self._queued: bytes | None = None
         self._login_handle: asyncio.TimerHandle | None = None
-        self._login: FrontendLogin | None = None
         self._discard_until_sync = False
 
     def __repr__(self) -> str:
@@ -249,48 +243,16 @@ class FrontendConnection(Endpoint):
     # -- startup and authentication ---------------------------------------------------
 
     def _startup_data(self, data: bytes) -> None:
-        dec = self._dec
-        if dec is None:  # login-wait: keep what arrives until the login completes
+        phase = self._startup
+        if phase is None:  # login-wait: keep what arrives until the login completes
             self._buf += data
             if len(self._buf) > _PAUSE_BUFFER:
                 self.pause_reading()
             return
-        dec.receive_data(data)
-        while self.state in (_STARTUP, _AUTH, _ADMIN):
-            event = dec.next_event()
-            if event is NEED_DATA:
-                return
-            if isinstance(event, SSLRequest):
-                self._ssl_request()
-                return
-            if isinstance(event, GSSENCRequest):
-                self.write(b"N")
-            elif isinstance(event, CancelRequest):
-                self.services.registry.cancel(event.pid, event.key)
-                self.close()
-                return
-            elif isinstance(event, StartupMessage):
-                self._startup(event)
-            elif isinstance(event, Message):
-                if self.state is _AUTH:
-                    self._auth_message(event)
-                elif self.state is _ADMIN:
-                    self._admin_message(event)
-                else:  # pragma: no cover - decoder guarantees ordering
-                    raise RemoteProtocolError("unexpected message before startup")
-        if self.state is _LOGIN_WAIT:
-            self._buf += dec.take_buffer()
-            self._dec = None
+        if phase.receive(data) and self.state is _LOGIN_WAIT:
+            self._buf += phase.rest()
 
-    def _ssl_request(self) -> None:
-        ctx = self.services.client_tls
-        if ctx is None or self.tls:
-            self.write(b"N")
-            return
-        assert self._dec is not None
-        if self._dec.buffered:
-            raise RemoteProtocolError("data after SSLRequest before the TLS handshake")
-        self.write(b"S")
+    def start_tls(self) -> None:
         self.services.spawn(self._start_tls())
 
     async def _start_tls(self) -> None:
@@ -309,85 +271,15 @@ class FrontendConnection(Endpoint):
         self.transport = transport
         self.tls = True
 
-    def _startup(self, msg: StartupMessage) -> None:
-        cfg = self.services.cfg
-        params = msg.params
-        self.user = params.get("user", "")
-        self.database = params.get("database", "") or self.user
-        if not self.user:
-            self.fatal("28000", "no PostgreSQL user name specified in startup packet")
-            return
-        if cfg.client_tls == "require" and not self.tls:
-            self.fatal("28000", "the proxy requires TLS (sslmode=require)")
-            return
-        if self.services.lifecycle.draining:
-            self.fatal("57P01", "the proxy is shutting down")
-            return
-        if len(self.services.registry) > cfg.max_client_connections:
-            self.stats.clients_refused += 1
-            self.fatal(
-                "53300",
-                f"too many client connections (max_client_connections="
-                f"{cfg.max_client_connections})",
-            )
-            return
-        unknown = [k for k in params if k.startswith("_pq_.")]
-        if msg.protocol & 0xFFFF or unknown:
-            # We speak 3.0: say so, as PostgreSQL does for newer minor versions.
-            body = struct.pack("!ii", 0, len(unknown))
-            body += b"".join(k.encode() + b"\x00" for k in unknown)
-            self.write(m.NEGOTIATE_PROTOCOL_VERSION + struct.pack("!i", len(body) + 4) + body)
-        wanted = startup_settings(params)
-        wanted.setdefault("application_name", "")
-        self.pg = ClientState(wanted, self.interner, self._max)
-        self.state = _AUTH
-        users = self.services.users
-        self._login = FrontendLogin(
-            self.user,
-            cfg.auth_method,
-            users.secret(self.user),
-            users.token_secret,
-            lambda user, secret: users.cached((user, secret), lambda: scram_verifier(user, secret)),
-        )
-        self._login_step(self._login.start())
+    def admin_ready(self) -> None:
+        self.state = _ADMIN
+        self._cancel_login_timer()
 
-    def _auth_message(self, msg: Message) -> None:
-        assert self._login is not None
-        self._login_step(self._login.receive(msg, time.time()))
-
-    def _login_step(self, reply: bytes) -> None:
-        login = self._login
-        assert login is not None
-        if reply:
-            self.write(reply)
-        if login.failed:
-            self.stats.auth_failures += 1
-            self.fatal(AUTH_FAILED, f'password authentication failed for user "{self.user}"')
-        elif login.ok:
-            self._login = None
-            self._authenticated()
-
-    def _authenticated(self) -> None:
-        cfg = self.services.cfg
-        if self.database == cfg.admin_database:
-            admins = cfg.admin_users
-            if admins and self.user not in admins:
-                self.fatal("28000", f'user "{self.user}" may not use the admin console')
-                return
-            self.state = _ADMIN
-            self.write(
-                m.auth_ok()
-                + m.parameter_status("server_version", "15.0 (fleetpool)")
-                + m.parameter_status("client_encoding", "UTF8")
-                + m.parameter_status("DateStyle", "ISO, MDY")
-                + m.parameter_status("integer_datetimes", "on")
-                + m.parameter_status("standard_conforming_strings", "on")
-                + m.backend_key_data(0, 0)
-                + m.ready_for_query()
-            )
-            self._cancel_login_timer()
-            return
-        assert self.pg is not None
+    def authenticated(self, user: str, database: str, settings: dict[str, str]) -> None:
+        """The startup phase is over: complete the login with the server's values."""
+        self.user, self.database = user, database
+        settings.setdefault("application_name", "")
+        self.pg = ClientState(settings, self.interner, self._max)
         known = self.reported.by_key.get(self.pg.settings.key)
         self.state = _LOGIN_WAIT
         if known is not None:
@@ -407,9 +299,9 @@ class FrontendConnection(Endpoint):
         self.write(b"".join(parts))
         self._cancel_login_timer()
         self.state = _READY
-        if self._dec is not None:
-            self._buf += self._dec.take_buffer()
-            self._dec = None
+        if self._startup is not None:
+            self._buf += self._startup.rest()
+            self._startup = None
 
     def _cancel_login_timer(self) -> None:
         if self._login_handle is not None:
@@ -417,40 +309,8 @@ class FrontendConnection(Endpoint):
             self._login_handle = None
 
     def _login_timeout(self) -> None:
-        if self.state in (_STARTUP, _AUTH, _LOGIN_WAIT):
+        if self.state in (_STARTUP, _LOGIN_WAIT):
             self.fatal("08006", "login timed out (client_login_timeout)")
-
-    def _admin_message(self, msg: Message) -> None:
-        if msg.type == m.TERMINATE:
-            self.close()
-            return
-        if msg.type != m.QUERY:
-            self.write(
-                m.error_response("08P01", "the admin console accepts simple queries only")
-                + m.ready_for_query()
-            )
-            return
-        sql = m.query_text(msg.body).decode(errors="replace")
-        self.services.spawn(self._console(sql))
-
-    async def _console(self, sql: str) -> None:
-        answers = await self.services.console.execute(sql)
-        out = []
-        for answer in answers:
-            if isinstance(answer, Table):
-                out.append(m.row_description(answer.columns))
-                out.extend(
-                    m.data_row([None if v is None else str(v) for v in row]) for row in answer.rows
-                )
-                out.append(m.command_complete(answer.tag))
-            elif isinstance(answer, Done):
-                out.append(m.command_complete(answer.tag))
-            elif isinstance(answer, Failed):
-                out.append(m.error_response("42601", answer.message, hint=answer.hint or None))
-        if not out:
-            out.append(m.EMPTY_QUERY_MSG)
-        out.append(m.ready_for_query())
-        self.write(b"".join(out))
 
     # -- ready state: buffering and relaying ------------------------------------------
 
@@ -559,6 +419,7 @@ class FrontendConnection(Endpoint):
         link(self, server)
         self.waiting = False
         self.attached_at = now
+        self.probed = False
         if server.pg.settings.synced_for is not pg.settings.key:
             sync = pg.sync_query(server.pg)
             if sync is not None:
@@ -610,6 +471,13 @@ class FrontendConnection(Endpoint):
             elif self.releasable:
                 self._give_back(server)
             return
+        if self._state_probe and self.releasable and not self.probed:
+            self.probed = True
+            sql, probe = pg.probe_query()
+            server.inject(sql, note=probe)
+            return
+        if pg.pin_reason is not None and not self.pinned:
+            self._pinned(pg.pin_reason, b"")  # found by the state probe
         if not self.releasable:
             if server.pg.settings.synced_for is not pg.settings.key:
                 sync = pg.sync_query(server.pg)
@@ -638,13 +506,8 @@ class FrontendConnection(Endpoint):
         if self.state is _LOGIN_WAIT:
             self.pool.acquire(self)  # try another one
             return
-        batches = sum(1 for b in tracker.batches if not b.swallow)
-        err = m.error_response("08006", msg)
-        out = (err + m.ready_for_query()) * batches
-        if tracker.open is not None:
-            if not batches:
-                out += err
-            self._discard_until_sync = True
+        out, discard = fail_pending(tracker, "08006", msg)
+        self._discard_until_sync = discard
         self.write(out)
         if self._buf and not self._discard_until_sync:
             self._ready_data()
@@ -660,22 +523,12 @@ class FrontendConnection(Endpoint):
             return
         if self._queued is not None:
             self._unqueue()
-        try:
-            offsets, end = scan_frames(self._buf, 0, self._max)
-        except ProtocolError:
-            offsets, end = [], -1
-        if end != len(self._buf):
+        out, complete, discard = fail_requests(self._buf, self._max, sqlstate, message)
+        if not complete:
             self.fatal(sqlstate, message)
             return
-        syncs = sum(1 for off in offsets if self._buf[off] in (_Q, _S, _F))
-        trailing = bool(offsets) and self._buf[offsets[-1]] not in (_Q, _S, _F)
         self._buf.clear()
-        err = m.error_response(sqlstate, message)
-        out = (err + m.ready_for_query()) * syncs
-        if trailing:
-            if not syncs:
-                out += err
-            self._discard_until_sync = True
+        self._discard_until_sync = discard
         self.write(out)
         self.resume_reading()
 
