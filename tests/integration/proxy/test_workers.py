@@ -140,7 +140,7 @@ def test_status_sums_all_workers(proxy_process: Any) -> None:
 
 
 def test_admin_console_sees_and_steers_every_worker(proxy_process: Any) -> None:
-    proc, dsn = proxy_process
+    _proc, dsn = proxy_process
     admin_dsn = dsn.rsplit("/", 1)[0] + "/fleetpool"
     conns = [psycopg.connect(dsn, autocommit=True) for _ in range(8)]
     try:
