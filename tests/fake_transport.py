@@ -50,7 +50,7 @@ class FakeWorker:
 
     @property
     def pool(self) -> Any:
-        return self.services.pool
+        return self.services.router.default
 
     @property
     def stats(self) -> Any:
@@ -101,8 +101,8 @@ def fake_worker(servers: int = 2, **settings: Any) -> FakeWorker:
     from fleetpool.proxy import ProxyConfig, parse_upstream
     from fleetpool.proxy.console import Console
     from fleetpool.proxy.pg import PostgresEngine
-    from fleetpool.proxy.pool import Pool
     from fleetpool.proxy.registry import Registry
+    from fleetpool.proxy.router import Router
     from fleetpool.proxy.services import Lifecycle, Services, Users
     from fleetpool.proxy.stats import Stats
 
@@ -118,10 +118,10 @@ def fake_worker(servers: int = 2, **settings: Any) -> FakeWorker:
     async def no_connect(host: str, port: int, timeout: float) -> Any:
         raise OSError("no server in unit tests")
 
-    pool = Pool(cfg, servers, no_connect, stats, primary=("127.0.0.1", 1))
+    router = Router(cfg, servers, lambda up: no_connect, stats, lambda: {"u": "pw"})
     services = Services(
         cfg=cfg,
-        pool=pool,
+        router=router,
         registry=Registry(0, 1),
         stats=stats,
         spawn=lambda coro: coro.close(),

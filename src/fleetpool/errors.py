@@ -106,19 +106,27 @@ class ServerLoginError(DatabaseUnavailable):
     """A database server refused a login (the proxy's, or a probe's).
 
     ``code`` is the engine's own (a SQLSTATE such as ``"28P01"``, a MySQL error number
-    such as ``"1045"``); ``auth`` says the credentials were refused (retrying will not
-    help), ``capacity`` that the server is full.
+    such as ``"1045"``); ``auth`` says the credentials were refused and ``permanent``
+    that retrying will not help (credentials, an unknown database); ``capacity`` that
+    the server is full.
     """
 
     __module__ = "fleetpool"
 
     def __init__(
-        self, message: str, code: str = "", *, auth: bool = False, capacity: bool = False
+        self,
+        message: str,
+        code: str = "",
+        *,
+        auth: bool = False,
+        capacity: bool = False,
+        permanent: bool = False,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.auth = auth
         self.capacity = capacity
+        self.permanent = permanent or auth
 
 
 class ProtocolError(FleetpoolError):

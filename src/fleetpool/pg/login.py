@@ -191,6 +191,7 @@ class BackendLogin:
                 sqlstate,
                 auth=sqlstate.startswith("28"),
                 capacity=sqlstate == "53300",
+                permanent=sqlstate.startswith("3D"),  # no such database
             )
         elif t == m.READY_FOR_QUERY:
             self.tx_status = msg.body[:1] or m.IDLE

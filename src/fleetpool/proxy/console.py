@@ -46,6 +46,8 @@ class Inspect(Protocol):
 
     def clients(self) -> list[dict[str, Any]]: ...
 
+    def pools(self) -> list[dict[str, Any]]: ...
+
     def servers(self) -> list[dict[str, Any]]: ...
 
     def workers(self) -> list[dict[str, Any]]: ...
@@ -117,22 +119,22 @@ class Console:
         return Failed(f"unknown admin command: {stmt[:80]}", _HINT)
 
     def _show_pools(self) -> Answer:
-        snap = self.inspect.snapshot()
-        row = {
-            "database": snap["database"],
-            "user": snap["user"],
-            "cl_active": snap["client_connections_active"],
-            "cl_waiting": snap["client_connections_waiting"],
-            "cl_pinned": snap["client_connections_pinned"],
-            "sv_active": snap["database_connections_borrowed"],
-            "sv_idle": snap["database_connections_idle"],
-            "sv_login": snap["database_connections_connecting"],
-            "maxwait": snap["max_wait_seconds"],
-            "pool_mode": snap["mode"],
-            "pool_size": snap["max_database_connections"],
-            "paused": snap["paused"],
-        }
-        return _table([row], list(row))
+        cols = [
+            "database",
+            "user",
+            "worker",
+            "cl_active",
+            "cl_waiting",
+            "cl_pinned",
+            "sv_active",
+            "sv_idle",
+            "sv_login",
+            "maxwait",
+            "pool_mode",
+            "pool_size",
+            "paused",
+        ]
+        return _table(self.inspect.pools(), cols)
 
     def _show_clients(self) -> Answer:
         cols = [
@@ -150,7 +152,19 @@ class Console:
         return _table(self.inspect.clients(), cols)
 
     def _show_servers(self) -> Answer:
-        cols = ["id", "worker", "addr", "pid", "state", "client", "age", "prepared", "queries"]
+        cols = [
+            "id",
+            "worker",
+            "database",
+            "user",
+            "addr",
+            "pid",
+            "state",
+            "client",
+            "age",
+            "prepared",
+            "queries",
+        ]
         return _table(self.inspect.servers(), cols)
 
     def _show_workers(self) -> Answer:

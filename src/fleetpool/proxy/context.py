@@ -85,7 +85,8 @@ class PoolClient(Protocol):
 
     def borrow_failed(self, kind: str, message: str, code: str = "") -> None:
         """No server connection for this client: ``kind`` is ``timeout``, ``cancelled``,
-        ``auth``, ``unavailable`` or ``shutdown``; ``code`` the engine's own code of the
+        ``auth``, ``refused`` (the server refused the login for good), ``unavailable``
+        or ``shutdown``; ``code`` the engine's own code of the
         server's refusal when there is one."""
 
 

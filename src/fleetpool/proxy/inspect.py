@@ -14,8 +14,8 @@ from typing import Any
 
 from . import workers as channel
 from .config import ProxyConfig
-from .pool import Pool
 from .registry import Registry
+from .router import Router
 from .services import Lifecycle
 from .stats import Histogram, Stats
 
@@ -40,7 +40,7 @@ class Inspector:
     def __init__(
         self,
         cfg: ProxyConfig,
-        pool: Pool,
+        router: Router,
         registry: Registry,
         stats: Stats,
         lifecycle: Lifecycle,
@@ -49,7 +49,7 @@ class Inspector:
         engine: str,
     ) -> None:
         self.cfg = cfg
-        self.pool = pool
+        self.router = router
         self.registry = registry
         self.stats = stats
         self.lifecycle = lifecycle
@@ -68,37 +68,39 @@ class Inspector:
     # -- this worker --------------------------------------------------------------------
 
     def local_snapshot(self) -> dict[str, Any]:
-        pool = self.pool
+        router = self.router
+        pools = list(router)
+        default = router.default
         clients = list(self.registry.clients)
         st = self.stats
         now = time.monotonic()
         up = self.cfg.upstream
+        waiters = [c for p in pools for c in p.waiters]
         return {
             "engine": self.engine,
             "listen": f"{self.cfg.listen[0]}:{self._port()}",
             "upstream": str(up),
             "database": up.database,
             "user": up.user,
-            "primary": f"{pool.primary[0]}:{pool.primary[1]}",
+            "primary": f"{default.primary[0]}:{default.primary[1]}",
             "mode": self.cfg.mode,
             "worker": self.worker,
             "pid": os.getpid(),
-            "paused": pool.paused,
+            "paused": router.paused,
             "draining": self.lifecycle.draining,
             "uptime_seconds": round(time.time() - self.started, 3),
+            "pools": len(pools),
             "client_connections": len(clients),
             "client_connections_active": sum(1 for c in clients if c.server is not None),
-            "client_connections_waiting": len(pool.waiters),
+            "client_connections_waiting": len(waiters),
             "client_connections_pinned": sum(1 for c in clients if c.pinned),
-            "database_connections": len(pool.servers),
-            "database_connections_idle": len(pool.idle),
-            "database_connections_borrowed": pool.active,
-            "database_connections_connecting": pool.connecting,
-            "database_connections_retiring": pool.retiring,
-            "max_database_connections": pool.max_size,
-            "max_wait_seconds": round(
-                max((now - c.wait_started for c in pool.waiters), default=0.0), 3
-            ),
+            "database_connections": sum(len(p.servers) for p in pools),
+            "database_connections_idle": sum(len(p.idle) for p in pools),
+            "database_connections_borrowed": sum(p.active for p in pools),
+            "database_connections_connecting": sum(p.connecting for p in pools),
+            "database_connections_retiring": router.retiring,
+            "max_database_connections": router.limit,
+            "max_wait_seconds": round(max((now - c.wait_started for c in waiters), default=0.0), 3),
             "client_connections_total": self.registry.opened_total,
             "clients_refused_total": st.clients_refused,
             "auth_failures_total": st.auth_failures,
@@ -116,7 +118,7 @@ class Inspector:
             "transaction_latency_p99_seconds": st.transaction_latency.quantile(0.99),
             "pins_by_reason": dict(st.pins),
             "pinned_by_reason": _count(c.pin_reason for c in clients if c.pinned),
-            "last_error": pool.last_error,
+            "last_error": next((p.last_error for p in pools if p.failing), default.last_error),
             "_hist": {
                 "borrow_latency": _hist(st.borrow_latency),
                 "transaction_latency": _hist(st.transaction_latency),
@@ -143,11 +145,38 @@ class Inspector:
             )
         return out
 
-    def local_servers(self) -> list[dict[str, Any]]:
-        pool = self.pool
+    def local_pools(self) -> list[dict[str, Any]]:
         now = time.monotonic()
         out = []
-        for s in sorted(pool.servers, key=lambda s: s.id):
+        for pool in self.router:
+            clients = [c for c in self.registry.clients if c.pool is pool]
+            out.append(
+                {
+                    "database": pool.database,
+                    "user": pool.user,
+                    "worker": self.worker,
+                    "cl_active": sum(1 for c in clients if c.server is not None),
+                    "cl_waiting": len(pool.waiters),
+                    "cl_pinned": sum(1 for c in clients if c.pinned),
+                    "sv_active": pool.active,
+                    "sv_idle": len(pool.idle),
+                    "sv_login": pool.connecting,
+                    "maxwait": round(
+                        max((now - c.wait_started for c in pool.waiters), default=0.0), 3
+                    ),
+                    "pool_mode": self.cfg.mode,
+                    "pool_size": pool.max_size,
+                    "paused": pool.paused,
+                }
+            )
+        return out
+
+    def local_servers(self) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        out = []
+        for pool, s in sorted(
+            ((p, s) for p in self.router for s in p.servers), key=lambda ps: ps[1].id
+        ):
             owner = s.owner
             attached = owner is not None and owner is not pool
             state = "active" if attached else ("idle" if s in pool.idle else "used")
@@ -155,6 +184,8 @@ class Inspector:
                 {
                     "id": s.id,
                     "worker": self.worker,
+                    "database": pool.database,
+                    "user": pool.user,
                     "addr": f"{s.host}:{s.port}",
                     "pid": s.pid,
                     "state": state,
@@ -174,6 +205,7 @@ class Inspector:
             {
                 "snapshot": self.local_snapshot(),
                 "clients": self.local_clients()[:_LIST_LIMIT],
+                "pools": self.local_pools()[:_LIST_LIMIT],
                 "servers": self.local_servers()[:_LIST_LIMIT],
                 "published": time.time(),
             },
@@ -228,6 +260,12 @@ class Inspector:
         rows = self.local_clients()
         for data in self._siblings():
             rows.extend(data.get("clients", []))
+        return rows
+
+    def pools(self) -> list[dict[str, Any]]:
+        rows = self.local_pools()
+        for data in self._siblings():
+            rows.extend(data.get("pools", []))
         return rows
 
     def servers(self) -> list[dict[str, Any]]:

@@ -103,6 +103,7 @@ class Release(enum.Enum):
     BROKEN = "released while broken or busy"  # close it
     EXPIRED = "max_lifetime reached"  # close it
     DRAINING = "shutting down"  # close it
+    YIELD = "room for a pool whose clients waited longer"  # close it
     STATEMENTS = "max_prepared_statements reached"  # drop its prepared statements first
     HAND_OVER = "hand over"  # straight to the oldest waiting client
     IDLE = "idle"
@@ -118,10 +119,14 @@ def plan_release(
     paused: bool,
     prepared: int,
     max_prepared: int,
+    yield_to_other: bool,
     /,
 ) -> Release:
     """Decide the fate of a server connection that just became free.
 
+    ``yield_to_other``: pools share a cap that is reached, and another pool's oldest
+    waiting client waited longer than this pool's: the connection is closed so that
+    pool can open one (first come, first served across pools).
     (Positional arguments: it runs once per transaction.)
     """
     if not alive or busy:
@@ -130,6 +135,8 @@ def plan_release(
         return Release.EXPIRED
     if draining and not waiters:
         return Release.DRAINING
+    if yield_to_other:
+        return Release.YIELD
     if prepared > max_prepared:
         return Release.STATEMENTS
     if waiters and not paused:

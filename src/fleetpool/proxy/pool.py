@@ -19,7 +19,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import FleetpoolError, ServerLoginError
 from . import policy
@@ -33,6 +33,18 @@ log = logging.getLogger("fleetpool.proxy.pool")
 _IDLE = policy.Release.IDLE
 
 
+class Capacity(Protocol):
+    """A cap shared by several pools (the router)."""
+
+    def room(self) -> int: ...
+
+    def make_room(self, needy: Pool) -> bool: ...
+
+    def freed(self) -> None: ...
+
+    def should_yield(self, pool: Pool) -> bool: ...
+
+
 class Pool:
     def __init__(
         self,
@@ -44,6 +56,7 @@ class Pool:
         primary: tuple[str, int],
         leases: LeaseManager | None = None,
         failover: Failover | None = None,
+        capacity: Capacity | None = None,
     ) -> None:
         self.cfg = cfg
         self.max_size = max_size
@@ -51,7 +64,13 @@ class Pool:
         self.stats = stats
         self.leases = leases
         self.failover = failover
+        self.capacity = capacity
         self.primary = primary
+        # Who the pool serves (set by the router) and what a plug-in keeps per pool.
+        self.database = ""
+        self.user = ""
+        self.upstream: Any = None
+        self.plugin: dict[str, Any] = {}
         self.idle: list[ServerConn] = []
         self.servers: set[ServerConn] = set()
         self.waiters: deque[PoolClient] = deque()
@@ -125,7 +144,7 @@ class Pool:
                 min(0.1, self.cfg.connection_borrow_timeout), self._expire_waiters
             )
         if len(self.servers) + self.connecting < self.max_size:  # (a full pool is usual)
-            self._grow()
+            self.grow()
 
     def _expire_waiters(self) -> None:
         """Fail the clients that waited longer than connection_borrow_timeout."""
@@ -178,6 +197,7 @@ class Pool:
             self.paused,
             server.prepared_count,
             self.max_prepared,
+            self.capacity is not None and self.capacity.should_yield(self),
         )
         if action is _IDLE:
             server.idle_since = now
@@ -201,7 +221,7 @@ class Pool:
         else:
             server.close(action.value)
             if action is policy.Release.EXPIRED:
-                self._grow()
+                self.grow()
 
     def give_back(self, server: ServerConn, verdict: policy.GiveBack, reason: str = "") -> None:
         """A client is done with ``server`` (see policy.plan_give_back)."""
@@ -233,8 +253,10 @@ class Pool:
             pass
         if self.leases is not None:
             self.leases.release(server)
-        if self.waiters:
-            self._grow()
+        if self.capacity is not None:
+            self.capacity.freed()
+        elif self.waiters:
+            self.grow()
         self._check_quiet()
 
     # -- pause, reconnect --------------------------------------------------------------
@@ -246,7 +268,7 @@ class Pool:
         self.paused = False
         while self.waiters and self.idle:
             self.release(self.idle.pop())
-        self._grow()
+        self.grow()
 
     @property
     def quiet(self) -> bool:
@@ -294,11 +316,16 @@ class Pool:
 
     # -- opening connections ---------------------------------------------------------
 
-    def _grow(self) -> None:
+    def grow(self) -> None:
         if self.paused or self.draining:
             return
         needed = len(self.waiters) - self.connecting
         room = self.max_size - len(self.servers) - self.connecting
+        if self.capacity is not None and needed > 0 and room > 0:
+            shared = self.capacity.room()
+            if shared <= 0 and self.capacity.make_room(self):
+                return  # the closed connection frees room: freed() grows us again
+            room = min(room, shared)
         for _ in range(min(needed, room)):
             self.connecting += 1  # counted now: the task starts later
             self._spawn(self._open_one())
@@ -361,9 +388,9 @@ class Pool:
         log.warning("cannot open server connection: %s", self.last_error)
         if self.failover is not None:
             self.failover.suspect()
-        if isinstance(exc, ServerLoginError) and exc.auth:
-            # Wrong credentials will not fix themselves: fail the waiters now (and
-            # new ones at once until a login succeeds).
+        if isinstance(exc, ServerLoginError) and exc.permanent:
+            # Wrong credentials or an unknown database will not fix themselves: fail the
+            # waiters now (and new ones at once for a second).
             self._fatal = exc
             self._fatal_at = time.monotonic()
             self._fail_waiters(exc)
@@ -371,13 +398,14 @@ class Pool:
         if self.waiters and not self.paused:
             delay = policy.retry_delay(self._attempt, self._rand.random())
             self._attempt += 1
-            asyncio.get_running_loop().call_later(delay, self._grow)
+            asyncio.get_running_loop().call_later(delay, self.grow)
 
     def _fail_waiters(self, exc: ServerLoginError) -> None:
         for client in list(self.waiters):
             self.waiters.remove(client)
             client.waiting = False
-            client.borrow_failed("auth", f"proxy cannot log in to the server: {exc}", exc.code)
+            kind = "auth" if exc.auth else "refused"
+            client.borrow_failed(kind, f"proxy cannot log in to the server: {exc}", exc.code)
 
     # -- maintenance -----------------------------------------------------------------
 
@@ -403,6 +431,8 @@ class Pool:
         for server in checked:
             self.idle.remove(server)
             server.cleanup(Cleanup.CHECK, now)
+        if self.capacity is not None:
+            to_open = min(to_open, max(0, self.capacity.room()))
         if not self.paused and not self.draining:
             for _ in range(to_open):
                 self.connecting += 1

@@ -12,8 +12,8 @@ from typing import Any
 from .config import ProxyConfig
 from .console import Console
 from .context import Spawner
-from .pool import Pool
 from .registry import Registry
+from .router import Router
 from .stats import Stats
 
 
@@ -48,7 +48,7 @@ class Users:
 @dataclass
 class Services:
     cfg: ProxyConfig
-    pool: Pool
+    router: Router
     registry: Registry
     stats: Stats
     spawn: Spawner

@@ -20,13 +20,13 @@ from ..errors import ConfigError, FleetpoolError
 from .config import ProxyConfig, load_config
 from .console import Console
 from .context import ServerConn
-from .failover import Failover
 from .inspect import Inspector
 from .leases import LeaseManager
 from .pg import PostgresEngine
 from .policy import effective_pool_size, split_pool_size
 from .pool import Pool
 from .registry import Registry
+from .router import Router
 from .services import Lifecycle, Services, Users
 from .stats import Stats
 from .workers import Channel
@@ -55,27 +55,18 @@ class Proxy:
         self.lifecycle = Lifecycle()
         self.engine = PostgresEngine(cfg, self.stats)
         self.registry = Registry(worker_index, workers, forward=self._forward_cancel)
-        hosts = cfg.upstream.hosts
-        self.failover: Failover | None = None
-        if len(hosts) > 1:
-            self.failover = Failover(
-                hosts,
-                self.engine.probe,
-                self._primary_changed,
-                cfg.health_check_interval,
-            )
-        self.pool = Pool(
+        self.users = Users(cfg.user_secrets(), cfg.effective_token_secret())
+        self.router = Router(
             cfg,
             split_pool_size(cfg.pool_size, workers, worker_index),
-            self.engine.connect,
+            self.engine.connector,
             self.stats,
-            primary=hosts[0],
-            failover=self.failover,
+            lambda: self.users.secrets,
+            self.engine.probe,
         )
-        self.users = Users(cfg.user_secrets(), cfg.effective_token_secret())
         self.inspector = Inspector(
             cfg,
-            self.pool,
+            self.router,
             self.registry,
             self.stats,
             self.lifecycle,
@@ -88,7 +79,7 @@ class Proxy:
             client_tls.load_cert_chain(cfg.tls_cert, cfg.tls_key)
         self.services = Services(
             cfg=cfg,
-            pool=self.pool,
+            router=self.router,
             registry=self.registry,
             stats=self.stats,
             spawn=self.spawn,
@@ -112,6 +103,12 @@ class Proxy:
     @property
     def clients(self) -> set[Any]:
         return self.registry.clients
+
+    @property
+    def pool(self) -> Pool:
+        """The pool of the upstream's own database and user (the only one unless clients
+        log in to other databases or as other users)."""
+        return self.router.default
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -144,15 +141,14 @@ class Proxy:
                 spawn=self.spawn,
                 meta={"proxy_port": self.port},
             )
-            self.pool.leases = self.leases
+            self.router.set_leases(self.leases)
         if cfg.admin_listen and self.worker_index == 0:
             from .admin import AdminHTTP
 
             self.admin = AdminHTTP(self.inspector, cfg.admin_listen)
             await self.admin.start()
         self._janitor = asyncio.ensure_future(self._janitor_loop())
-        if self.failover is not None:
-            self.failover.start()
+        self.router.start()
         log.info(
             "proxy listening on %s:%s -> %s (%s mode, pool %d)",
             host,
@@ -166,7 +162,7 @@ class Proxy:
         host, port = self.cfg.upstream.hosts[0]
         value = await self.engine.max_connections(host, port, self.cfg.server_connect_timeout)
         total = effective_pool_size(self.cfg.pool_size, self.cfg.max_connections_percent, value)
-        self.pool.max_size = split_pool_size(total, self.workers, self.worker_index)
+        self.router.set_limit(split_pool_size(total, self.workers, self.worker_index))
 
     async def serve_forever(self) -> None:
         assert self._server is not None
@@ -179,7 +175,7 @@ class Proxy:
         """Stop accepting, let attached clients finish their transaction, then close."""
         timeout = self.cfg.shutdown_timeout if timeout is None else timeout
         self.lifecycle.draining = True
-        self.pool.draining = True
+        self.router.drain()
         if self._server is not None:
             self._server.close()
         deadline = time.monotonic() + timeout
@@ -192,15 +188,14 @@ class Proxy:
             await asyncio.sleep(0.05)
         for client in list(self.registry.clients):
             client.fatal("57P01", "terminating connection: the proxy is shutting down")
-        self.pool.close_all("shutdown")
+        self.router.close_all("shutdown")
         if self._janitor is not None:
             self._janitor.cancel()
-        if self.failover is not None:
-            self.failover.stop()
+        self.router.stop()
         if self.admin is not None:
             await self.admin.stop()
         if self.leases is not None:
-            await self.leases.close(lambda: self.pool.servers)
+            await self.leases.close(lambda: self.router.servers)
         for task in list(self._tasks):
             task.cancel()
         if self._server is not None:
@@ -229,7 +224,7 @@ class Proxy:
                 log.exception("janitor tick failed")
 
     def tick(self, now: float) -> None:
-        self.pool.maintain(now)
+        self.router.maintain(now)
         limit = self.cfg.client_idle_timeout
         if limit:
             for client in list(self.registry.clients):
@@ -243,7 +238,7 @@ class Proxy:
                         "57P05", "terminating connection due to idle timeout (client_idle_timeout)"
                     )
         if self.leases is not None:
-            self.leases.tick(self.pool.servers, self._retire)
+            self.leases.tick(self.router.servers, self._retire)
         if self.workers > 1:
             try:
                 self.inspector.publish()
@@ -252,14 +247,10 @@ class Proxy:
 
     def _retire(self, server: ServerConn) -> None:
         server.expires = 0.0  # closed at its next release
-        if server in self.pool.idle:
-            self.pool.idle.remove(server)
+        owner = server.owner
+        if isinstance(owner, Pool) and server in owner.idle:
+            owner.idle.remove(server)
             server.close("budget lease lost")
-
-    def _primary_changed(self, host: tuple[str, int]) -> None:
-        if host != self.pool.primary:
-            self.engine.forget_reported()
-        self.pool.set_primary(host)
 
     def _forward_cancel(self, worker: int, pid: int, key: int) -> None:
         if self.channel is not None:
@@ -268,22 +259,25 @@ class Proxy:
     # -- Control (admin commands, on every worker) ----------------------------------
 
     async def _local(self, command: str) -> str:
-        pool = self.pool
+        router = self.router
         if command == "PAUSE":
-            pool.pause()
-            return "ok" if await pool.wait_quiet(_WAIT_LIMIT) else "error: timed out"
+            router.pause()
+            deadline = time.monotonic() + _WAIT_LIMIT
+            while not router.quiet and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            return "ok" if router.quiet else "error: timed out"
         if command == "RESUME":
-            pool.resume()
+            router.resume()
             return "ok"
         if command == "RECONNECT":
-            self.engine.forget_reported()
-            pool.reconnect()
+            self.engine.forget_reported(router)
+            router.reconnect()
             return "ok"
         if command == "WAIT_CLOSE":
             deadline = time.monotonic() + _WAIT_LIMIT
-            while pool.retiring and time.monotonic() < deadline:
+            while router.retiring and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
-            return "ok" if not pool.retiring else "error: timed out"
+            return "ok" if not router.retiring else "error: timed out"
         if command == "RELOAD":
             try:
                 return self.reload_local()
@@ -334,15 +328,16 @@ class Proxy:
                     setattr(self.cfg, f.name, getattr(new, f.name))
             self.users.secrets = self.cfg.user_secrets()
             self.users.token_secret = self.cfg.effective_token_secret()
-            self.pool.max_size = split_pool_size(
-                self.cfg.pool_size, self.workers, self.worker_index
+            self.router.set_limit(
+                split_pool_size(self.cfg.pool_size, self.workers, self.worker_index)
             )
-            self.pool.max_prepared = self.cfg.max_prepared_statements
-            if self.cfg.upstream.hosts[0] != self.pool.primary and self.failover is None:
-                self.pool.primary = self.cfg.upstream.hosts[0]
+            for pool in self.router:
+                pool.max_prepared = self.cfg.max_prepared_statements
+                if pool.failover is None and pool is self.router.default:
+                    pool.primary = self.cfg.upstream.hosts[0]
             logging.getLogger("fleetpool").setLevel(self.cfg.log_level.upper())
-        self.engine.forget_reported()
-        self.pool.reconnect()
+        self.engine.forget_reported(self.router)
+        self.router.reconnect()
         log.info(
             "configuration reloaded%s", f" from {self.config_path}" if self.config_path else ""
         )

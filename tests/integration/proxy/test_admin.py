@@ -99,6 +99,7 @@ def test_reload_rereads_the_config_file(upstream: Any, tmp_path: Any) -> None:
     url = f"postgresql://{upstream.user}:{upstream.password}@{host}:{port}/{upstream.database}"
     path = tmp_path / "proxy.toml"
     body = f'upstream = "{url}"\nlisten = "127.0.0.1:0"\npool_size = 2\n'
+    body += 'server_login = "upstream"\n'
     path.write_text(body + '[users]\napp = "app-secret"\n')
     handle = start_proxy(load_config(path), config_path=str(path))
     try:

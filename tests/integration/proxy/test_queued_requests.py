@@ -78,6 +78,7 @@ def proxy_factory(pg_dsn: str) -> Iterator[Callable[..., RunningProxy]]:
             upstream=upstream,
             listen=("127.0.0.1", 0),
             users={USER: PASSWORD},
+            server_login="upstream",
             mode="transaction",
             client_login_timeout=10.0,
             shutdown_timeout=2.0,

@@ -41,7 +41,7 @@ def proxy_process(pg_dsn: str, tmp_path: Path) -> Any:
         f'listen = "127.0.0.1:{listen}"\n'
         "pool_size = 4\nworkers = 2\nshutdown_timeout = 5\n"
         f'admin_listen = "127.0.0.1:{admin_port}"\n'
-        'log_format = "json"\n'
+        'log_format = "json"\nserver_login = "upstream"\n'
         '[users]\napp = "pw"\n'
     )
     env = dict(os.environ, PYTHONPATH=str(SRC))
@@ -57,7 +57,7 @@ def proxy_process(pg_dsn: str, tmp_path: Path) -> Any:
     while time.monotonic() < deadline:
         try:
             with psycopg.connect(
-                f"postgresql://app:pw@127.0.0.1:{listen}/db", connect_timeout=2
+                f"postgresql://app:pw@127.0.0.1:{listen}/{up.database}", connect_timeout=2
             ) as c:
                 c.execute("select 1")
             break
@@ -66,7 +66,7 @@ def proxy_process(pg_dsn: str, tmp_path: Path) -> Any:
     time.sleep(0.5)  # let the second worker bind too
     proc.admin_port = admin_port  # type: ignore[attr-defined]
     try:
-        yield proc, f"postgresql://app:pw@127.0.0.1:{listen}/db"
+        yield proc, f"postgresql://app:pw@127.0.0.1:{listen}/{up.database}"
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)  # the parent forwards it to its workers

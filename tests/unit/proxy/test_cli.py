@@ -54,9 +54,9 @@ def test_bad_set_values_say_what_is_accepted() -> None:
 
 
 def test_bad_upstream_exits_2_with_a_clear_message() -> None:
-    result = CliRunner().invoke(app, ["--upstream", "mysql://x@y/z"])
+    result = CliRunner().invoke(app, ["--upstream", "redis://x@y/z"])
     assert result.exit_code == 2
-    assert "postgresql://" in result.output
+    assert "postgresql://" in result.output and "mysql://" in result.output
 
 
 def test_bad_config_file_names_file_and_line(tmp_path: Path) -> None:

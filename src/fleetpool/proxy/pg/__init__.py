@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..config import ProxyConfig
+from ..config import ProxyConfig, Upstream
+from ..context import Connector
+from ..pool import Pool
 from ..services import Services
 from ..stats import Stats
 from . import backend
 from .backend import BackendConnection
-from .frontend import FrontendConnection, Reported
+from .frontend import REPORTED, FrontendConnection
 
 log = logging.getLogger("fleetpool.proxy")
 
@@ -36,42 +38,44 @@ class PostgresEngine:
         self.cfg = cfg
         self.stats = stats
         self.interner = Interner()
-        self.reported = Reported()
 
-    def startup(self) -> dict[str, str]:
-        up = self.cfg.upstream
-        params = {"user": up.user, "database": up.database, "application_name": "fleetpool"}
-        params.update(up.params)
-        params.pop("sslmode", None)
-        return params
+    def connector(self, up: Upstream) -> Connector:
+        """How a pool opens server connections to ``up`` (its login and database)."""
+        cfg = self.cfg
+        startup = {"user": up.user, "database": up.database, "application_name": "fleetpool"}
+        startup.update(up.params)
+        startup.pop("sslmode", None)
 
-    async def connect(self, host: str, port: int, timeout: float) -> BackendConnection:
-        up = self.cfg.upstream
-        return await backend.connect(
-            host,
-            port,
-            timeout,
-            tls_mode=self.cfg.server_tls,
-            user=up.user,
-            password=up.password,
-            startup=self.startup(),
-            stats=self.stats,
-            max_message_size=self.cfg.max_message_size,
-            reset_query=self.cfg.server_reset_query,
-            init_query=self.cfg.init_query,
-        )
+        async def connect(host: str, port: int, timeout: float) -> BackendConnection:
+            return await backend.connect(
+                host,
+                port,
+                timeout,
+                tls_mode=cfg.server_tls,
+                user=up.user,
+                password=up.password,
+                startup=startup,
+                stats=self.stats,
+                max_message_size=cfg.max_message_size,
+                reset_query=cfg.server_reset_query,
+                init_query=cfg.init_query,
+            )
+
+        return connect
 
     def frontend(self, services: Services) -> Callable[[], FrontendConnection]:
-        return lambda: FrontendConnection(services, self.interner, self.reported)
+        return lambda: FrontendConnection(services, self.interner)
 
-    def forget_reported(self) -> None:
+    @staticmethod
+    def forget_reported(pools: Iterable[Pool]) -> None:
         """Server defaults may have changed (reload, failover): learn them again."""
-        self.reported.by_key.clear()
+        for pool in pools:
+            pool.plugin.pop(REPORTED, None)
 
     async def _query_one(self, host: str, port: int, timeout: float, sql: str) -> Any:
         import psycopg
 
-        up = self.cfg.upstream
+        up = self.cfg.upstream  # (the proxy's own login: its pools may log in as others)
         conn = await asyncio.wait_for(
             psycopg.AsyncConnection.connect(
                 host=host,

@@ -33,6 +33,8 @@ from ...pg.relay import ClientState, fail_pending, fail_requests, plain_query
 from ...pg.settings import Interner
 from .. import policy
 from ..link import Endpoint, unlink
+from ..pool import Pool
+from ..router import Refused
 from ..services import Services
 from .backend import BackendConnection
 from .startup import StartupPhase
@@ -67,17 +69,18 @@ _BORROW_CODES = {
 _UNRESETTABLE = frozenset(("LOAD",))
 
 
-class Reported:
-    """Per pool: the parameters the server reports for each distinct set of settings."""
+# The key of a pool's cache of what the server reports for each distinct set of
+# settings (Pool.plugin): learnt once per set on a real connection, then answered from
+# memory at login.
+REPORTED = "pg-reported"
+_REPORTED_LIMIT = 1000
 
-    def __init__(self, limit: int = 1000) -> None:
-        self.by_key: dict[object, dict[str, str]] = {}
-        self.limit = limit
 
-    def remember(self, key: object, params: dict[str, str]) -> None:
-        if len(self.by_key) >= self.limit:
-            self.by_key.clear()
-        self.by_key[key] = dict(params)
+def _reported(pool: Pool) -> dict[object, dict[str, str]]:
+    cache: dict[object, dict[str, str]] = pool.plugin.setdefault(REPORTED, {})
+    if len(cache) >= _REPORTED_LIMIT:
+        cache.clear()
+    return cache
 
 
 class FrontendConnection(Endpoint):
@@ -105,7 +108,6 @@ class FrontendConnection(Endpoint):
         "pool",
         "probed",
         "releasable",
-        "reported",
         "server",
         "services",
         "state",
@@ -116,14 +118,13 @@ class FrontendConnection(Endpoint):
         "waiting",
     )
 
-    def __init__(self, services: Services, interner: Interner, reported: Reported) -> None:
+    def __init__(self, services: Services, interner: Interner) -> None:
         super().__init__()
         cfg = services.cfg
         self.services = services
-        self.pool = services.pool
+        self.pool: Pool = services.router.default  # until the login picks the client's
         self.stats = services.stats
         self.interner = interner
-        self.reported = reported
         self.id = next(_ids)
         self.state = _STARTUP
         self.server: BackendConnection | None = None
@@ -279,9 +280,14 @@ class FrontendConnection(Endpoint):
     def authenticated(self, user: str, database: str, settings: dict[str, str]) -> None:
         """The startup phase is over: complete the login with the server's values."""
         self.user, self.database = user, database
+        try:
+            self.pool = self.services.router.route(database, user)
+        except Refused as exc:
+            self.fatal("3D000" if exc.kind == "database" else "28000", str(exc))
+            return
         settings.setdefault("application_name", "")
         self.pg = ClientState(settings, self.interner, self._max)
-        known = self.reported.by_key.get(self.pg.settings.key)
+        known = _reported(self.pool).get(self.pg.settings.key)
         self.state = _LOGIN_WAIT
         if known is not None:
             self._complete_login(known)
@@ -465,7 +471,7 @@ class FrontendConnection(Endpoint):
                 server.inject(learn[0], note=learn[1])
                 return
         if self.state is _LOGIN_WAIT:
-            self.reported.remember(pg.settings.key, server.pg.settings.params)
+            _reported(self.pool)[pg.settings.key] = dict(server.pg.settings.params)
             self._complete_login(server.pg.settings.params)
             if self._buf:
                 self._ready_data()
