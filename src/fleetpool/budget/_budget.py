@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, Literal, TypeVar
 
+from ..backoff import SpreadJitterBackoff, spread_jitter
 from ..errors import BudgetUnavailable, ConfigError, LeaseLost, NoConnectionsLeft
 from ..metrics import REGISTRY, BudgetMetrics
 from ._base import AcquireRequest, AcquireResult, BudgetBackend, Lease, Snapshot
@@ -93,6 +94,11 @@ class Budget:
         self.on_unavailable: OnUnavailable = on_unavailable
         self.metrics: BudgetMetrics = REGISTRY.for_budget(backend.name, backend.kind)
         self._rng = random.Random()
+        # Without a notification, polls grow by half each time from POLL_MIN (the first
+        # pause is already one step up) to POLL_MAX, jittered around that curve.
+        self._polls = SpreadJitterBackoff(
+            base=POLL_MIN * 1.5, cap=POLL_MAX, factor=1.5, rng=self._rng
+        )
 
     def __repr__(self) -> str:
         return f"<Budget {self.name!r} on {self.backend.kind}>"
@@ -283,10 +289,8 @@ class Budget:
         # With a notification the pause is only a safety net; without one it is
         # a jittered poll that grows a little, so a crowd of waiters spreads out.
         if self.backend.notifies:
-            base = POLL_MAX * 2
-        else:
-            base = min(POLL_MAX, POLL_MIN * (1.5 ** min(attempt, 8)))
-        return min(remaining, base * (0.5 + self._rng.random()))
+            return min(remaining, spread_jitter(POLL_MAX * 2, self._rng.random()))
+        return min(remaining, self._polls.compute(attempt))
 
     def _fail_open(self, exc: BudgetUnavailable, request: AcquireRequest, start: float) -> Lease:
         if self.on_unavailable == "fail_closed":

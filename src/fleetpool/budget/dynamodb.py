@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, TypeVar
 
+from ..backoff import FullJitterBackoff
 from ..errors import BudgetUnavailable, ConfigError
 from ._base import AcquireRequest, AcquireResult, BudgetBackend, Lease, Snapshot
 from ._policy import GRANTED, BudgetConfig, FunctionLimits
@@ -175,7 +176,8 @@ class DynamoDBBackend(BudgetBackend):
         self._client_obj: Any = None
         self._client_pid = 0
         self._lock = threading.Lock()
-        self._rng = random.Random()
+        # Write conflicts: full jitter from 4 ms, doubling, capped at 100 ms.
+        self._conflict_backoff = FullJitterBackoff(base=0.004, cap=0.1, rng=random.Random())
 
     # -- calling the service ---------------------------------------------------------
 
@@ -317,7 +319,7 @@ class DynamoDBBackend(BudgetBackend):
                 if time.monotonic() >= deadline:
                     break
                 # Spread the retries of a crowd that collided on the same version.
-                time.sleep(self._rng.uniform(0, min(0.1, 0.004 * 2**attempt)))
+                time.sleep(self._conflict_backoff.compute(attempt + 1))
         # The item was busy for the whole timeout. That is no capacity *now*, not an
         # unreachable store: refusing (the front waits and retries) keeps the limit,
         # where BudgetUnavailable would grant unrecorded leases to a busy fleet.

@@ -45,6 +45,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
+from ..backoff import SpreadJitterBackoff
 from ..errors import BudgetUnavailable, ConfigError
 from ._base import AcquireRequest, AcquireResult, BudgetBackend, Lease, Snapshot
 from ._policy import BudgetConfig, FunctionLimits
@@ -213,6 +214,9 @@ def _cleanup(pid: int, conn: sqlite3.Connection, sock: list[Any]) -> None:
             os.unlink(path)
 
 
+_BUSY_BACKOFF = SpreadJitterBackoff(base=0.0002, cap=0.025)
+
+
 def _busy_pause(tries: int) -> None:
     """Sleep before retrying a locked database (``tries`` retries so far).
 
@@ -221,8 +225,7 @@ def _busy_pause(tries: int) -> None:
     cost the writer CPU) and is jittered so that waiting processes do not retry
     in step.
     """
-    pause = min(0.025, 0.0002 * (1 << min(tries, 7)))
-    time.sleep(pause * (0.5 + secrets.randbelow(1000) / 1000))
+    time.sleep(_BUSY_BACKOFF.delay(tries + 1, secrets.randbelow(1000) / 1000))
 
 
 class SQLiteBackend(BudgetBackend):

@@ -43,6 +43,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from ..backoff import Backoff, EqualJitterBackoff, plan_retry
 from ..budget import Budget, Lease, open_budget
 from ..budget._budget import default_holder
 from ..engines import ErrorKind, SessionState
@@ -58,7 +59,6 @@ from .credentials import Credentials, PasswordSource
 from .decisions import plan_checkin, plan_checkout, server_idle_timeout
 from .dsn import Target, budget_key, default_budget_name, parse_dsn
 from .errors import make_error
-from .retry import Backoff, EqualJitterBackoff, plan_retry
 
 if TYPE_CHECKING:
     from ._driver import Driver
