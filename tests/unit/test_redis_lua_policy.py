@@ -154,7 +154,9 @@ def test_lua_decision_equals_admit(backend: RedisBackend, case: Case) -> None:
 
     # And the whole step (waiter bookkeeping included).
     leases, waiters = python_state(case)
-    step = acquire_step(backend.name, case.config, leases, waiters, request, time.time())
+    step = acquire_step(
+        backend.name, case.config, leases, waiters, request, time.time(), request.lease_id
+    )
     assert step.decision == expected
     assert got.in_use == step.in_use == sum(live.values())
     assert got.reclaimed == len(step.expired) == sum(case.expired.values())

@@ -303,7 +303,9 @@ class DynamoDBBackend(BudgetBackend):
                 # botocore retried a write whose first reply was lost: already granted.
                 live = sum(1 for x in state.leases if x.expires_at > now)
                 return AcquireResult(mine, GRANTED, state.config.limit, live - 1)
-            step = acquire_step(self.name, state.config, state.leases, state.waiters, request, now)
+            step = acquire_step(
+                self.name, state.config, state.leases, state.waiters, request, now, request.lease_id
+            )
             result = AcquireResult(
                 lease=step.lease,
                 reason=step.decision.reason,

@@ -61,7 +61,13 @@ class MemoryBackend(BudgetBackend):
         with s.cond:
             now = self.clock()
             step = acquire_step(
-                self.name, s.config, s.leases.values(), s.waiters.values(), request, now
+                self.name,
+                s.config,
+                s.leases.values(),
+                s.waiters.values(),
+                request,
+                now,
+                request.lease_id,
             )
             for lease_id in step.expired:
                 del s.leases[lease_id]

@@ -402,7 +402,7 @@ class SQLiteBackend(BudgetBackend):
                     (name,),
                 )
             ]
-            step = acquire_step(name, config, leases, waiters, request, now)
+            step = acquire_step(name, config, leases, waiters, request, now, request.lease_id)
             if step.expired:
                 conn.executemany(
                     "DELETE FROM fleetpool_leases WHERE id = ?", [(i,) for i in step.expired]
