@@ -26,7 +26,7 @@ from fleetpool.budget._state import Waiter, acquire_step
 from servers import RedisServer
 
 redis_py = pytest.importorskip("redis")
-from fleetpool.budget.redis import RedisBackend, budget_keys, config_to_json  # noqa: E402
+from fleetpool.budget.redis import RedisBackend, budget_keys  # noqa: E402
 
 NAMES = ["api", "jobs", "reports", "other"]
 FAR = 4_000_000_000.0  # an expiry far in the future (server time is ~1.8e9 s)
@@ -87,7 +87,7 @@ def load(client: redis_py.Redis, keys: list[str], case: Case) -> None:
     k_config, k_leases, k_expiry, k_counts, k_wq, k_wexp, k_wfn, k_seq = keys
     pipe = client.pipeline()
     pipe.delete(*keys)
-    pipe.set(k_config, config_to_json(case.config))
+    pipe.set(k_config, case.config.to_json())
     for kind, table, expiry in (("live", case.live, FAR), ("dead", case.expired, PAST)):
         for fn, n in table.items():
             for i in range(n):

@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 from ..backoff import FullJitterBackoff
 from ..errors import BudgetUnavailable, ConfigError
 from ._base import AcquireRequest, AcquireResult, BudgetBackend, Lease, Snapshot
-from ._policy import GRANTED, BudgetConfig, FunctionLimits
+from ._policy import GRANTED, BudgetConfig
 from ._state import Step, Waiter, acquire_step, in_use_by_function
 
 T = TypeVar("T")
@@ -54,27 +54,6 @@ MAX_CONFLICT_RETRIES = 50
 WAITER_SLACK = 0.25
 #: The refusal reason when every conditional write of a call collided.
 WRITE_CONTENTION = "write_contention"
-
-
-def config_to_json(config: BudgetConfig) -> str:
-    return json.dumps(
-        {
-            "limit": config.limit,
-            "functions": {n: [f.min, f.max] for n, f in config.functions.items()},
-        },
-        separators=(",", ":"),
-    )
-
-
-def config_from_json(raw: str) -> BudgetConfig:
-    data = json.loads(raw)
-    return BudgetConfig(
-        limit=int(data["limit"]),
-        functions={
-            n: FunctionLimits(int(lo), None if hi is None else int(hi))
-            for n, (lo, hi) in data["functions"].items()
-        },
-    )
 
 
 def _n(x: float) -> dict[str, str]:
@@ -105,7 +84,7 @@ class _State:
         item = item or {}
         self.version = int(item["version"]["N"]) if "version" in item else 0
         raw = item.get("config", {}).get("S")
-        self.config = config_from_json(raw) if raw else BudgetConfig(limit=0)
+        self.config = BudgetConfig.from_json(raw) if raw else BudgetConfig(limit=0)
         self.has_maps = "leases" in item and "waiters" in item
         self.leases: list[Lease] = []
         self.size = 200 + len(raw or "")
@@ -282,7 +261,7 @@ class DynamoDBBackend(BudgetBackend):
                 "leases = if_not_exists(leases, :empty), waiters = if_not_exists(waiters, :empty)"
             ),
             ExpressionAttributeValues={
-                ":c": {"S": config_to_json(config)},
+                ":c": {"S": config.to_json()},
                 ":zero": {"N": "0"},
                 ":one": {"N": "1"},
                 ":empty": {"M": {}},

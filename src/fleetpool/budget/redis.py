@@ -61,7 +61,7 @@ from ._base import (
     Snapshot,
     granted_lease,
 )
-from ._policy import BudgetConfig, FunctionLimits
+from ._policy import BudgetConfig
 
 if TYPE_CHECKING:
     import redis as redis_py
@@ -520,27 +520,6 @@ def wake_channel(name: str) -> str:
     return "{fleetpool:" + name + "}:wake"
 
 
-def config_to_json(config: BudgetConfig) -> str:
-    return json.dumps(
-        {
-            "limit": config.limit,
-            "functions": {n: [f.min, f.max] for n, f in config.functions.items()},
-        },
-        separators=(",", ":"),
-    )
-
-
-def config_from_json(raw: bytes | str) -> BudgetConfig:
-    data = json.loads(raw)
-    return BudgetConfig(
-        limit=int(data["limit"]),
-        functions={
-            n: FunctionLimits(int(lo), None if hi is None else int(hi))
-            for n, (lo, hi) in data["functions"].items()
-        },
-    )
-
-
 #: The admission reasons as the server sends them (decoding each reply costs more).
 _REASONS = {
     r.encode(): r
@@ -759,11 +738,11 @@ class RedisBackend(BudgetBackend):
     # -- the interface -------------------------------------------------------------
 
     def configure(self, config: BudgetConfig) -> None:
-        self._script("configure", (config_to_json(config), self.channel))
+        self._script("configure", (config.to_json(), self.channel))
 
     def get_config(self) -> BudgetConfig:
         raw = self._call(lambda: self._client.get(self.keys[0]))
-        return BudgetConfig(limit=0) if raw is None else config_from_json(raw)
+        return BudgetConfig(limit=0) if raw is None else BudgetConfig.from_json(raw)
 
     def try_acquire(self, request: AcquireRequest) -> AcquireResult:
         waits = self._thread_waits()
@@ -895,7 +874,7 @@ class RedisBackend(BudgetBackend):
 
     def snapshot(self) -> Snapshot:
         raw_config, flat, waiting = self._script("snapshot", ())
-        config = config_from_json(raw_config) if raw_config else BudgetConfig(limit=0)
+        config = BudgetConfig.from_json(raw_config) if raw_config else BudgetConfig(limit=0)
         counts = {_text(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
         return Snapshot.from_counts(self.name, config, counts, int(waiting))
 

@@ -48,7 +48,7 @@ from typing import Any, TypeVar
 from ..backoff import SpreadJitterBackoff
 from ..errors import BudgetUnavailable, ConfigError
 from ._base import AcquireRequest, AcquireResult, BudgetBackend, Lease, Snapshot
-from ._policy import BudgetConfig, FunctionLimits
+from ._policy import BudgetConfig
 from ._state import Waiter, acquire_step
 
 T = TypeVar("T")
@@ -90,25 +90,6 @@ _SOCK_NAME_MAX = 44
 log = logging.getLogger("fleetpool.budget")
 
 _INHERITED: list[object] = []
-
-
-def config_to_json(config: BudgetConfig) -> str:
-    return json.dumps(
-        {
-            "limit": config.limit,
-            "functions": {n: [f.min, f.max] for n, f in config.functions.items()},
-        },
-        separators=(",", ":"),
-        sort_keys=True,
-    )
-
-
-def config_from_json(text: str) -> BudgetConfig:
-    raw = json.loads(text)
-    return BudgetConfig(
-        limit=int(raw["limit"]),
-        functions={n: FunctionLimits(int(lo), hi) for n, (lo, hi) in raw["functions"].items()},
-    )
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
@@ -344,7 +325,7 @@ class SQLiteBackend(BudgetBackend):
         cached = self._config_cache
         if cached is not None and cached[0] == text:
             return cached[1]
-        config = config_from_json(text)
+        config = BudgetConfig.from_json(text)
         self._config_cache = (text, config)
         return config
 
@@ -359,7 +340,7 @@ class SQLiteBackend(BudgetBackend):
     # -- the interface ----------------------------------------------------------
 
     def configure(self, config: BudgetConfig) -> None:
-        text = config_to_json(config)
+        text = config.to_json()
 
         def tx(conn: sqlite3.Connection) -> bool:
             conn.execute(
@@ -651,4 +632,4 @@ class SQLiteBackend(BudgetBackend):
         self._waker.close()
 
 
-__all__ = ["SQLiteBackend", "config_from_json", "config_to_json", "wake_dir"]
+__all__ = ["SQLiteBackend", "wake_dir"]
