@@ -24,7 +24,7 @@ from dataclasses import replace
 from typing import Any, Literal, TypeVar
 
 from ..backoff import SpreadJitterBackoff, spread_jitter
-from ..errors import BudgetUnavailable, ConfigError, LeaseLost, NoConnectionsLeft
+from ..errors import BudgetUnavailable, ConfigError, NoConnectionsLeft
 from ..metrics import REGISTRY, BudgetMetrics
 from ._base import AcquireRequest, AcquireResult, BudgetBackend, Lease, Snapshot
 from ._policy import BudgetConfig, validate_config
@@ -382,10 +382,3 @@ class AsyncBudget:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-
-def lease_lost(lease: Lease) -> LeaseLost:
-    return LeaseLost(
-        f"lease {lease.id} of function {lease.function!r} in budget {lease.budget!r} "
-        "expired or was released; acquire a new one"
-    )

@@ -36,7 +36,7 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from ..backoff import FullJitterBackoff
-from ..errors import BudgetUnavailable, ConfigError
+from ..errors import BudgetUnavailable, ConfigError, LeaseLost
 from ._base import AcquireRequest, AcquireResult, BudgetBackend, Lease, Snapshot
 from ._policy import GRANTED, BudgetConfig
 from ._state import Step, Waiter, acquire_step, in_use_by_function
@@ -401,9 +401,7 @@ class DynamoDBBackend(BudgetBackend):
                 },
             )
         except _Conflict:
-            from ._budget import lease_lost
-
-            raise lease_lost(lease) from None
+            raise LeaseLost.of(lease) from None
 
     def renew(self, lease: Lease, ttl: float) -> Lease:
         expires_at = time.time() + ttl

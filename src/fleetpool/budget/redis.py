@@ -52,7 +52,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
 
-from ..errors import BudgetUnavailable, ConfigError
+from ..errors import BudgetUnavailable, ConfigError, LeaseLost
 from ._base import (
     AcquireRequest,
     AcquireResult,
@@ -829,9 +829,7 @@ class RedisBackend(BudgetBackend):
     def renew(self, lease: Lease, ttl: float) -> Lease:
         expires = self._script("renew", (lease.id, _micros(ttl)))
         if expires is None:
-            from ._budget import lease_lost
-
-            raise lease_lost(lease)
+            raise LeaseLost.of(lease)
         return replace(lease, expires_at=expires / 1e6)
 
     def annotate(self, lease: Lease, meta: Mapping[str, Any]) -> Lease:
@@ -842,9 +840,7 @@ class RedisBackend(BudgetBackend):
             raise ConfigError(f"lease meta must be JSON-serialisable: {exc}") from exc
         expires = self._script("annotate", (lease.id, text))
         if expires is None:
-            from ._budget import lease_lost
-
-            raise lease_lost(lease)
+            raise LeaseLost.of(lease)
         return replace(lease, meta=merged, expires_at=expires / 1e6)
 
     def release(self, lease: Lease) -> bool:

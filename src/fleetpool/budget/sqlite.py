@@ -46,7 +46,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from ..backoff import SpreadJitterBackoff
-from ..errors import BudgetUnavailable, ConfigError
+from ..errors import BudgetUnavailable, ConfigError, LeaseLost
 from ._base import AcquireRequest, AcquireResult, BudgetBackend, Lease, Snapshot
 from ._policy import BudgetConfig
 from ._state import Waiter, acquire_step
@@ -459,9 +459,7 @@ class SQLiteBackend(BudgetBackend):
 
         expires_at = self._run(tx)
         if expires_at is None:
-            from ._budget import lease_lost
-
-            raise lease_lost(lease)
+            raise LeaseLost.of(lease)
         return replace(lease, expires_at=expires_at)
 
     def annotate(self, lease: Lease, meta: Mapping[str, Any]) -> Lease:
@@ -485,9 +483,7 @@ class SQLiteBackend(BudgetBackend):
         except TypeError as exc:  # meta that JSON cannot hold
             raise ConfigError(f"lease meta must be JSON-serialisable: {exc}") from exc
         if annotated is None:
-            from ._budget import lease_lost
-
-            raise lease_lost(lease)
+            raise LeaseLost.of(lease)
         return annotated
 
     def release(self, lease: Lease) -> bool:
