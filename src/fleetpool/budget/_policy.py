@@ -84,6 +84,8 @@ AT_FUNCTION_MAX = "at_function_max"
 BUDGET_FULL = "budget_full"
 RESERVED = "reserved_for_others"
 QUEUED_BEHIND = "queued_behind_earlier_waiters"
+#: Every reason :func:`admit` gives.
+REASONS = (GRANTED, GRANTED_RESERVE, AT_FUNCTION_MAX, BUDGET_FULL, RESERVED, QUEUED_BEHIND)
 
 
 @dataclass(frozen=True)
