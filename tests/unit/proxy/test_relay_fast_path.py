@@ -15,12 +15,12 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fake_transport import FakeTransport
 from fleetpool.pg import messages as m
 from fleetpool.pg.codec import encode_message
 from fleetpool.proxy import Proxy, ProxyConfig, parse_upstream
 from fleetpool.proxy.client import ClientConnection
 from fleetpool.proxy.server import PLAIN, ServerConnection
+from tests.fake_transport import FakeTransport
 
 QUERY = m.query("SELECT abalance FROM pgbench_accounts WHERE aid = 7")
 ROWS = (

@@ -7,11 +7,11 @@ import asyncio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fake_transport import FakeTransport
 from fleetpool.pg.codec import encode_message
 from fleetpool.proxy import Proxy, ProxyConfig, parse_upstream
 from fleetpool.proxy.client import ClientConnection
 from fleetpool.proxy.server import ServerConnection
+from tests.fake_transport import FakeTransport
 
 messages = st.builds(
     lambda t, body: encode_message(t, body),

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from fleetpool.budget import AcquireRequest, BudgetConfig, FunctionLimits, Lease, admit
 from fleetpool.budget._state import Waiter, acquire_step
-from servers import RedisServer
+from fleetpool_testing import RedisServer
 
 redis_py = pytest.importorskip("redis")
 from fleetpool.budget.redis import RedisBackend, budget_keys  # noqa: E402
