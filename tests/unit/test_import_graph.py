@@ -9,9 +9,6 @@ from pathlib import Path
 import fleetpool
 
 ROOT = Path(fleetpool.__file__).resolve().parent
-#: Known cycles to be removed (issue 10: the proxy's object graph); a cycle that
-#: leaves this package, or one anywhere else, fails.
-KNOWN_CYCLE_PACKAGES = ("fleetpool.proxy",)
 
 
 def module_name(path: Path) -> str:
@@ -114,13 +111,8 @@ def test_the_graph_is_read_from_the_source() -> None:
     assert "fleetpool.client.database" not in g["fleetpool.client.reaper"]
 
 
-def test_no_import_cycle_outside_the_known_exceptions() -> None:
-    unexpected = [
-        c
-        for c in cycles(graph())
-        if not any(all(m.startswith(p + ".") for m in c) for p in KNOWN_CYCLE_PACKAGES)
-    ]
-    assert unexpected == [], f"import cycles: {unexpected}"
+def test_no_import_cycle() -> None:
+    assert cycles(graph()) == []
 
 
 def test_the_cycle_finder_finds_cycles() -> None:
