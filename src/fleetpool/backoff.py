@@ -69,91 +69,65 @@ def _check(base: float, cap: float, factor: float) -> None:
 
 
 @dataclass
-class ExponentialBackoff:
-    """``min(cap, base * factor**(attempt-1))`` -- no jitter (for tests and single clients)."""
+class _Curve:
+    """An exponential ceiling per attempt, turned into a delay by the class's jitter."""
 
     base: float = 0.05
     cap: float = 2.0
+    rng: random.Random = field(default_factory=random.Random, repr=False, compare=False)
     factor: float = field(default=2.0, kw_only=True)
 
     def __post_init__(self) -> None:
         _check(self.base, self.cap, self.factor)
+
+    def delay(self, attempt: int, rand: float) -> float:
+        """Seconds before retry ``attempt`` (1-based) for the random number ``rand``."""
+        return self._jitter(exponential(attempt, self.base, self.cap, self.factor), rand)
+
+    def _jitter(self, ceiling: float, rand: float) -> float:
+        raise NotImplementedError
+
+    def compute(self, attempt: int) -> float:
+        return self.delay(attempt, self.rng.random())
+
+    def reset(self) -> None:
+        pass
+
+
+@dataclass
+class ExponentialBackoff(_Curve):
+    """``min(cap, base * factor**(attempt-1))`` -- no jitter (for tests and single clients)."""
 
     def delay(self, attempt: int, rand: float = 0.0) -> float:
         return exponential(attempt, self.base, self.cap, self.factor)
 
     def compute(self, attempt: int) -> float:
-        return exponential(attempt, self.base, self.cap, self.factor)
-
-    def reset(self) -> None:
-        pass
+        return self.delay(attempt)
 
 
 @dataclass
-class FullJitterBackoff:
+class FullJitterBackoff(_Curve):
     """Uniform in ``[0, min(cap, base * factor**(attempt-1))]``: the widest spread."""
 
-    base: float = 0.05
-    cap: float = 2.0
-    factor: float = field(default=2.0, kw_only=True)
-    rng: random.Random = field(default_factory=random.Random, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        _check(self.base, self.cap, self.factor)
-
-    def delay(self, attempt: int, rand: float) -> float:
-        return full_jitter(exponential(attempt, self.base, self.cap, self.factor), rand)
-
-    def compute(self, attempt: int) -> float:
-        return self.delay(attempt, self.rng.random())
-
-    def reset(self) -> None:
-        pass
+    def _jitter(self, ceiling: float, rand: float) -> float:
+        return full_jitter(ceiling, rand)
 
 
 @dataclass
-class EqualJitterBackoff:
+class EqualJitterBackoff(_Curve):
     """Half the exponential delay fixed, half random: never retries immediately (default)."""
 
-    base: float = 0.05
-    cap: float = 2.0
-    factor: float = field(default=2.0, kw_only=True)
-    rng: random.Random = field(default_factory=random.Random, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        _check(self.base, self.cap, self.factor)
-
-    def delay(self, attempt: int, rand: float) -> float:
-        return equal_jitter(exponential(attempt, self.base, self.cap, self.factor), rand)
-
-    def compute(self, attempt: int) -> float:
-        return self.delay(attempt, self.rng.random())
-
-    def reset(self) -> None:
-        pass
+    def _jitter(self, ceiling: float, rand: float) -> float:
+        return equal_jitter(ceiling, rand)
 
 
 @dataclass
-class SpreadJitterBackoff:
+class SpreadJitterBackoff(_Curve):
     """Between half and one and a half times the exponential delay: a poll whose mean
     follows the curve while a crowd of pollers drifts apart."""
 
-    base: float = 0.05
-    cap: float = 2.0
-    factor: float = field(default=2.0, kw_only=True)
-    rng: random.Random = field(default_factory=random.Random, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        _check(self.base, self.cap, self.factor)
-
-    def delay(self, attempt: int, rand: float) -> float:
-        return spread_jitter(exponential(attempt, self.base, self.cap, self.factor), rand)
-
-    def compute(self, attempt: int) -> float:
-        return self.delay(attempt, self.rng.random())
-
-    def reset(self) -> None:
-        pass
+    def _jitter(self, ceiling: float, rand: float) -> float:
+        return spread_jitter(ceiling, rand)
 
 
 @dataclass

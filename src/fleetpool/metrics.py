@@ -204,6 +204,27 @@ def register_prometheus(registry: Any = None) -> Any:
     return prometheus.register("fleetpool_budget", _collect_prometheus, registry)
 
 
+#: Per-function counters: (Prometheus name, help, FunctionStats attribute).
+_COUNTERS = (
+    ("fleetpool_budget_grants", "Leases granted", "grants"),
+    (
+        "fleetpool_budget_no_connections_left",
+        "Acquires that ended in NoConnectionsLeft (NoConnectionsLeftError)",
+        "no_connections_left",
+    ),
+    (
+        "fleetpool_budget_expired_leases_reclaimed",
+        "Expired leases whose capacity was given back",
+        "reclaimed",
+    ),
+    (
+        "fleetpool_budget_fail_open_grants",
+        "Leases granted locally while the store was unavailable",
+        "fail_open",
+    ),
+)
+
+
 def _collect_prometheus() -> Iterator[Any]:
     core = prometheus.families()
     remaining = core.GaugeMetricFamily(
@@ -214,24 +235,10 @@ def _collect_prometheus() -> Iterator[Any]:
     limit = core.GaugeMetricFamily(
         "fleetpool_budget_limit", "The budget's connection limit", labels=["budget"]
     )
-    grants = core.CounterMetricFamily(
-        "fleetpool_budget_grants", "Leases granted", labels=["budget", "function"]
-    )
-    refused = core.CounterMetricFamily(
-        "fleetpool_budget_no_connections_left",
-        "Acquires that ended in NoConnectionsLeft (NoConnectionsLeftError)",
-        labels=["budget", "function"],
-    )
-    reclaimed = core.CounterMetricFamily(
-        "fleetpool_budget_expired_leases_reclaimed",
-        "Expired leases whose capacity was given back",
-        labels=["budget", "function"],
-    )
-    fail_open = core.CounterMetricFamily(
-        "fleetpool_budget_fail_open_grants",
-        "Leases granted locally while the store was unavailable",
-        labels=["budget", "function"],
-    )
+    counters = [
+        (core.CounterMetricFamily(name, doc, labels=["budget", "function"]), attr)
+        for name, doc, attr in _COUNTERS
+    ]
     wait = core.HistogramMetricFamily(
         "fleetpool_budget_wait_seconds",
         "Time spent waiting for a lease",
@@ -244,9 +251,7 @@ def _collect_prometheus() -> Iterator[Any]:
             limit.add_metric([m.budget], m.limit)
         for function, s in m.functions().items():
             labels = [m.budget, function]
-            grants.add_metric(labels, s.grants)
-            refused.add_metric(labels, s.no_connections_left)
-            reclaimed.add_metric(labels, s.reclaimed)
-            fail_open.add_metric(labels, s.fail_open)
+            for family, attr in counters:
+                family.add_metric(labels, getattr(s, attr))
             prometheus.add_histogram(wait, labels, s.wait)
-    yield from (remaining, limit, grants, refused, reclaimed, fail_open, wait)
+    yield from (remaining, limit, *(family for family, _ in counters), wait)

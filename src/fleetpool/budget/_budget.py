@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, Literal, TypeVar
 
+from .._check import seconds
 from ..backoff import SpreadJitterBackoff, spread_jitter
 from ..errors import BudgetUnavailable, ConfigError, NoConnectionsLeft
 from ..metrics import REGISTRY, BudgetMetrics
@@ -60,15 +61,6 @@ def default_holder() -> str:
     if _holder is None:
         _holder = f"{socket.gethostname()}:{os.getpid()}"
     return _holder
-
-
-def _check_seconds(name: str, value: object, *, positive: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{name} must be a number of seconds, got {value!r}")
-    v = float(value)
-    if v != v or (positive and v <= 0) or v < 0:
-        raise ConfigError(f"{name} must be {'> 0' if positive else '>= 0'} seconds, got {value!r}")
-    return v
 
 
 class Budget:
@@ -194,8 +186,8 @@ class Budget:
 
         Raises :class:`fleetpool.LeaseLost` if it already expired or was released.
         """
-        ttl_s = _check_seconds(
-            "ttl", ttl if ttl is not None else lease.expires_at - lease.acquired_at, positive=True
+        ttl_s = seconds(
+            "ttl", ttl if ttl is not None else lease.expires_at - lease.acquired_at, inf_ok=True
         )
         if not lease.recorded:
             # A fail-open lease lives only here: extend it locally.
@@ -281,8 +273,8 @@ class Budget:
         return (
             fn,
             hold,
-            _check_seconds("ttl", ttl, positive=True),
-            _check_seconds("wait", wait, positive=False),
+            seconds("ttl", ttl, inf_ok=True),
+            seconds("wait", wait, zero_ok=True, inf_ok=True),
         )
 
     def _pause(self, remaining: float, attempt: int) -> float:

@@ -115,36 +115,17 @@ def _busy_pause(tries: int) -> None:
     time.sleep(_BUSY_BACKOFF.delay(tries + 1, secrets.randbelow(1000) / 1000))
 
 
-def _open_handles(path: str, timeout: float, name: str) -> _Handles:
-    """A new connection to the budget file (schema created, WAL mode on)."""
+def _while_busy(attempt: Callable[[], T], timeout: float, name: str, path: str) -> T:
+    """Run ``attempt`` again while the database is locked, for up to ``timeout`` seconds.
+
+    Any other SQLite error, or a lock held past the timeout, is BudgetUnavailable.
+    """
     deadline = time.monotonic() + timeout
     tries = 0
-    try:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    except OSError as exc:
-        raise BudgetUnavailable(
-            f"cannot create the directory of sqlite budget {path!r}: {exc}"
-        ) from exc
     while True:
         try:
-            conn = sqlite3.connect(
-                path,
-                timeout=0.0,  # busy: fail at once, _run_locked retries (see above)
-                isolation_level=None,
-                check_same_thread=False,
-                cached_statements=64,
-            )
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.executescript(SCHEMA)
-            except BaseException:
-                conn.close()
-                raise
-            return _Handles(conn)
+            return attempt()
         except sqlite3.Error as exc:
-            # Switching to WAL and creating the schema need a brief exclusive
-            # lock; several processes starting at once may meet here.
             if _is_busy(exc) and time.monotonic() < deadline:
                 _busy_pause(tries)
                 tries += 1
@@ -152,6 +133,37 @@ def _open_handles(path: str, timeout: float, name: str) -> _Handles:
             raise BudgetUnavailable(
                 f"sqlite budget {name!r} at {path!r} unavailable: {exc}"
             ) from exc
+
+
+def _open_handles(path: str, timeout: float, name: str) -> _Handles:
+    """A new connection to the budget file (schema created, WAL mode on)."""
+    try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    except OSError as exc:
+        raise BudgetUnavailable(
+            f"cannot create the directory of sqlite budget {path!r}: {exc}"
+        ) from exc
+
+    def connect() -> _Handles:
+        conn = sqlite3.connect(
+            path,
+            timeout=0.0,  # busy: fail at once, _while_busy retries (see above)
+            isolation_level=None,
+            check_same_thread=False,
+            cached_statements=64,
+        )
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
+        return _Handles(conn)
+
+    # Switching to WAL and creating the schema need a brief exclusive lock;
+    # several processes starting at once may meet here.
+    return _while_busy(connect, timeout, name, path)
 
 
 class SQLiteBackend(BudgetBackend):
@@ -186,28 +198,19 @@ class SQLiteBackend(BudgetBackend):
     def _run_locked(
         self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], write: bool
     ) -> T:
-        deadline = time.monotonic() + self.timeout
-        tries = 0
-        while True:
+        def transaction() -> T:
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
-                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                try:
-                    result = fn(conn)
-                    conn.execute("COMMIT")
-                    return result
-                except BaseException:
-                    if conn.in_transaction:
-                        with contextlib.suppress(sqlite3.Error):
-                            conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                if _is_busy(exc) and time.monotonic() < deadline:
-                    _busy_pause(tries)
-                    tries += 1
-                    continue
-                raise BudgetUnavailable(
-                    f"sqlite budget {self.name!r} at {self.path!r} unavailable: {exc}"
-                ) from exc
+                result = fn(conn)
+                conn.execute("COMMIT")
+                return result
+            except BaseException:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+
+        return _while_busy(transaction, self.timeout, self.name, self.path)
 
     def _config(self, conn: sqlite3.Connection) -> BudgetConfig:
         row = conn.execute(

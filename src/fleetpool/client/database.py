@@ -43,6 +43,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from .._check import seconds
 from ..backoff import Backoff, EqualJitterBackoff
 from ..budget import Budget, Lease, default_holder, open_budget
 from ..engines import ErrorKind, SessionState
@@ -94,17 +95,6 @@ class Stats:
     renewals: int = 0
     releases: int = 0
     reaps: int = 0
-
-
-def _positive(name: str, value: object, *, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{name} must be a number of seconds, got {value!r}")
-    v = float(value)
-    if not (v >= 0 if allow_zero else v > 0) or v != v or v == float("inf"):
-        raise ConfigError(
-            f"{name} must be {'>= 0' if allow_zero else '> 0'} seconds, got {value!r}"
-        )
-    return v
 
 
 class Database:
@@ -198,22 +188,22 @@ class Database:
             raise ConfigError("on_connect must be a callable taking the connection")
         if reap_threshold is not None and not (0 < reap_threshold <= 1):
             raise ConfigError(f"reap_threshold must be in (0, 1] or None, got {reap_threshold!r}")
-        self.lease_ttl = _positive("lease_ttl", lease_ttl)
-        self.max_wait = _positive("max_wait", max_wait, allow_zero=True)
-        self.connect_timeout = _positive("connect_timeout", connect_timeout)
+        self.lease_ttl = seconds("lease_ttl", lease_ttl)
+        self.max_wait = seconds("max_wait", max_wait, zero_ok=True)
+        self.connect_timeout = seconds("connect_timeout", connect_timeout)
         self.statement_timeout = (
-            None if statement_timeout is None else _positive("statement_timeout", statement_timeout)
+            None if statement_timeout is None else seconds("statement_timeout", statement_timeout)
         )
         if idle_timeout == "auto":
             self.idle_timeout: float | None = server_idle_timeout(self.lease_ttl)
         else:
             self.idle_timeout = (
-                None if idle_timeout is None else _positive("idle_timeout", idle_timeout)
+                None if idle_timeout is None else seconds("idle_timeout", idle_timeout)
             )
         self.reap_idle_after = (
-            None if reap_idle_after is None else _positive("reap_idle_after", reap_idle_after)
+            None if reap_idle_after is None else seconds("reap_idle_after", reap_idle_after)
         )
-        self.reap_interval = _positive("reap_interval", reap_interval)
+        self.reap_interval = seconds("reap_interval", reap_interval)
         self.reap_threshold = reap_threshold
         self.mode: Mode = mode
         self.reset_policy = reset
