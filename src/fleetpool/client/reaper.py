@@ -19,8 +19,10 @@ the reaper runs is always seen with its lease. ``Database`` runs the reaper
 when server utilisation passes a threshold (the pure :func:`should_reap`), at
 most once per interval across the fleet (:class:`ReapToken`: a lease on the
 budget's ``__reaper__`` function). This module is mechanism and policy only;
-the entry points that own a connection (``Database.reap``, ``fleetpool.reap``)
-sit above it in :mod:`fleetpool.client.database`.
+the entry point that owns a connection (``fleetpool.reap``) sits above it in
+:mod:`fleetpool.client.database`. The engines' SQL modules are imported when the
+reaper runs, not with ``Database``: a MySQL function never loads the PostgreSQL
+wire codec.
 """
 
 from __future__ import annotations
@@ -32,8 +34,6 @@ from typing import TYPE_CHECKING, Any
 
 from ..budget import Budget
 from ..engines import SessionRow
-from ..engines import mysql as my
-from ..engines import postgres as pg
 from ..errors import NoConnectionsLeft
 
 if TYPE_CHECKING:
@@ -156,8 +156,11 @@ def choose_victims(
 
 def utilisation(driver: Driver, conn: Any) -> tuple[int, int]:
     """(sessions in use, sessions ordinary users may open) as the server sees them."""
-    sql = pg.UTILISATION_SQL if driver.engine == "postgresql" else my.UTILISATION_SQL
-    used, limit = driver.fetch(conn, sql)[0]
+    if driver.engine == "postgresql":
+        from ..engines.postgres import UTILISATION_SQL
+    else:
+        from ..engines.mysql import UTILISATION_SQL
+    used, limit = driver.fetch(conn, UTILISATION_SQL)[0]
     return int(used), int(limit)
 
 
@@ -223,6 +226,8 @@ def reap_with(
     rds: bool = False,
 ) -> ReapReport:
     """Run the reaper on an open connection (``Database`` passes its own)."""
+    from ..engines import postgres as pg
+
     start = time.monotonic()
     report = ReapReport(engine=driver.engine, dry_run=dry_run)
     if driver.engine == "postgresql":
@@ -261,6 +266,8 @@ def _pg_row(r: tuple[Any, ...]) -> SessionRow:
 def _pg_kill(
     driver: Driver, conn: Any, report: ReapReport, tag_prefix: str, idle_after: float | None
 ) -> None:
+    from ..engines import postgres as pg
+
     # One statement per reason, so each carries its own minimum idle time.
     for reason, min_idle in (("expired_lease", EXPIRED_GRACE), ("idle", idle_after)):
         group = [v.row for v in report.candidates if v.reason == reason]
@@ -279,6 +286,8 @@ def _pg_kill(
 def _mysql_rows(
     driver: Driver, conn: Any, report: ReapReport
 ) -> tuple[list[SessionRow], bool, bool]:
+    from ..engines import mysql as my
+
     with_tags = bool(driver.fetch(conn, my.TAGS_AVAILABLE_SQL)[0][0])
     if not with_tags:
         report.notes.append("performance_schema is off: session tags are not visible")
@@ -307,6 +316,8 @@ def _mysql_kill(
     with_trx: bool,
     rds: bool,
 ) -> None:
+    from ..engines import mysql as my
+
     recheck = my.recheck_sql(with_tags=with_tags, with_transactions=with_trx)
     for victim in report.candidates:
         row = victim.row
