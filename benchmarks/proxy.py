@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python benchmarks/proxy.py [--seconds 5] [--rounds 3] [--clients 20,200]
+    .venv/bin/python -m benchmarks.proxy [--seconds 5] [--rounds 3] [--clients 20,200]
                                          [--workers 1,2] [--baseline REF] [--state-probe]
 
 Strategy: one throwaway PostgreSQL (max_connections=300) is started for the run, with
@@ -43,22 +43,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from fleetpool_testing import HOST, PostgresServer, free_port
+
+from . import _results
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from servers import PostgresServer  # noqa: E402
-
-HOST = "127.0.0.1"
 POOL = 20
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def process_tree_cpu(pid: int) -> float:
@@ -329,6 +322,7 @@ def main() -> int:
     seconds = args.seconds
     rounds = args.rounds
     both = ("simple", "prepared")
+    started = _results.now()
 
     server = PostgresServer(
         max_connections=300,
@@ -401,6 +395,17 @@ def main() -> int:
         )
         if args.baseline:
             print_against(f"fleetpool @{args.baseline[:10]}", results + prepared)
+        path = _results.save(
+            "proxy",
+            {
+                "seconds": seconds,
+                "rounds": rounds,
+                "simple": [asdict(r) for r in results],
+                "prepared": [asdict(r) for r in prepared],
+            },
+            started,
+        )
+        print(f"results: {path}")
     finally:
         server.close()
         shutil.rmtree(workdir, ignore_errors=True)

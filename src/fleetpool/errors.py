@@ -18,6 +18,8 @@ clauses keep working.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 
 class FleetpoolError(Exception):
     """Root of every error raised by fleetpool."""
@@ -75,6 +77,16 @@ class NoConnectionsLeft(CapacityError):
         super().__init__(message)
 
 
+class _LeaseNames(Protocol):
+    # What the message names; a structural type keeps errors.py free of imports.
+    @property
+    def id(self) -> str: ...
+    @property
+    def function(self) -> str: ...
+    @property
+    def budget(self) -> str: ...
+
+
 class LeaseLost(FleetpoolError):
     """The lease expired (or was released) before it was renewed.
 
@@ -82,6 +94,14 @@ class LeaseLost(FleetpoolError):
     """
 
     __module__ = "fleetpool"
+
+    @classmethod
+    def of(cls, lease: _LeaseNames) -> LeaseLost:
+        """The error for ``lease``, as every budget backend words it."""
+        return cls(
+            f"lease {lease.id} of function {lease.function!r} in budget {lease.budget!r} "
+            "expired or was released; acquire a new one"
+        )
 
 
 class UnavailableError(FleetpoolError):

@@ -4,7 +4,8 @@ Strategy: the core keeps its own tiny counters (no third-party import), because
 the code a function deploys must stay small. Two exporters read them:
 
 * :func:`register_prometheus` adds a collector to a prometheus-client registry
-  (the ``metrics`` extra) -- for the proxy, the demo and long-running services.
+  (the ``metrics`` extra, through :mod:`fleetpool.prometheus`) -- for the
+  proxy, the demo and long-running services.
 * :func:`emf_records` / :func:`flush_emf` turn what happened since the last flush
   into CloudWatch Embedded Metric Format log lines: on Lambda a JSON line on
   stdout *is* a metric, with no API call and no extra latency.
@@ -15,7 +16,6 @@ The seed's two metrics keep their names (``RemainingConnections``,
 
 from __future__ import annotations
 
-import bisect
 import json
 import sys
 import threading
@@ -24,25 +24,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from . import prometheus
+from .histogram import Histogram
+
 NAMESPACE = "fleetpool"
 # Seconds; chosen around the interesting range for a lease wait (a connect is 5-20 ms).
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
-@dataclass
-class Histogram:
-    buckets: tuple[float, ...] = WAIT_BUCKETS
-    counts: list[int] = field(default_factory=lambda: [0] * (len(WAIT_BUCKETS) + 1))
-    total: float = 0.0
-    count: int = 0
-    recent: list[float] = field(default_factory=list)
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.buckets, value)] += 1
-        self.total += value
-        self.count += 1
-        if len(self.recent) < 100:  # EMF carries at most 100 values per metric
-            self.recent.append(value)
+#: EMF carries at most 100 values per metric.
+EMF_MAX_VALUES = 100
 
 
 @dataclass
@@ -51,7 +42,9 @@ class FunctionStats:
     no_connections_left: int = 0
     reclaimed: int = 0
     fail_open: int = 0
-    wait: Histogram = field(default_factory=Histogram)
+    wait: Histogram = field(default_factory=lambda: Histogram(WAIT_BUCKETS))
+    #: Waits since the last EMF flush (at most EMF_MAX_VALUES).
+    recent_waits: list[float] = field(default_factory=list)
     # Deltas since the last EMF flush.
     d_grants: int = 0
     d_no_connections_left: int = 0
@@ -99,6 +92,8 @@ class BudgetMetrics:
             s.reclaimed += reclaimed
             s.d_reclaimed += reclaimed
             s.wait.observe(waited)
+            if len(s.recent_waits) < EMF_MAX_VALUES:
+                s.recent_waits.append(waited)
 
     def refused(self, function: str, waited: float) -> None:
         with self._lock:
@@ -106,6 +101,8 @@ class BudgetMetrics:
             s.no_connections_left += 1
             s.d_no_connections_left += 1
             s.wait.observe(waited)
+            if len(s.recent_waits) < EMF_MAX_VALUES:
+                s.recent_waits.append(waited)
 
     def failed_open(self, function: str) -> None:
         with self._lock:
@@ -155,10 +152,10 @@ class BudgetMetrics:
                     "LeaseGrants": s.d_grants,
                     "ExpiredLeasesReclaimed": s.d_reclaimed,
                     "FailOpenGrants": s.d_fail_open,
-                    "LeaseWaitTime": [round(v * 1000, 3) for v in s.wait.recent],
+                    "LeaseWaitTime": [round(v * 1000, 3) for v in s.recent_waits],
                 }
                 s.d_grants = s.d_no_connections_left = s.d_reclaimed = s.d_fail_open = 0
-                s.wait.recent = []
+                s.recent_waits = []
                 out.append(record)
         return out
 
@@ -182,7 +179,6 @@ class _Registry:
 
 
 REGISTRY = _Registry()
-_COLLECTORS: dict[int, Any] = {}
 
 
 def emf_records() -> list[dict[str, Any]]:
@@ -205,79 +201,57 @@ def register_prometheus(registry: Any = None) -> Any:
 
     Requires the ``metrics`` extra. Returns the collector (idempotent per registry).
     """
-    try:
-        from prometheus_client import REGISTRY as DEFAULT_REGISTRY
-        from prometheus_client.core import (
-            CounterMetricFamily,
-            GaugeMetricFamily,
-            HistogramMetricFamily,
-        )
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        from .errors import ConfigError
+    return prometheus.register("fleetpool_budget", _collect_prometheus, registry)
 
-        raise ConfigError(
-            "Prometheus export needs prometheus-client: pip install 'fleetpool[metrics]'"
-        ) from exc
 
-    target = registry if registry is not None else DEFAULT_REGISTRY
+#: Per-function counters: (Prometheus name, help, FunctionStats attribute).
+_COUNTERS = (
+    ("fleetpool_budget_grants", "Leases granted", "grants"),
+    (
+        "fleetpool_budget_no_connections_left",
+        "Acquires that ended in NoConnectionsLeft (NoConnectionsLeftError)",
+        "no_connections_left",
+    ),
+    (
+        "fleetpool_budget_expired_leases_reclaimed",
+        "Expired leases whose capacity was given back",
+        "reclaimed",
+    ),
+    (
+        "fleetpool_budget_fail_open_grants",
+        "Leases granted locally while the store was unavailable",
+        "fail_open",
+    ),
+)
 
-    class _Collector:
-        def collect(self) -> Iterator[Any]:
-            remaining = GaugeMetricFamily(
-                "fleetpool_budget_remaining_connections",
-                "Connections the fleet may still open (RemainingConnections)",
-                labels=["budget"],
-            )
-            limit = GaugeMetricFamily(
-                "fleetpool_budget_limit", "The budget's connection limit", labels=["budget"]
-            )
-            grants = CounterMetricFamily(
-                "fleetpool_budget_grants", "Leases granted", labels=["budget", "function"]
-            )
-            refused = CounterMetricFamily(
-                "fleetpool_budget_no_connections_left",
-                "Acquires that ended in NoConnectionsLeft (NoConnectionsLeftError)",
-                labels=["budget", "function"],
-            )
-            reclaimed = CounterMetricFamily(
-                "fleetpool_budget_expired_leases_reclaimed",
-                "Expired leases whose capacity was given back",
-                labels=["budget", "function"],
-            )
-            fail_open = CounterMetricFamily(
-                "fleetpool_budget_fail_open_grants",
-                "Leases granted locally while the store was unavailable",
-                labels=["budget", "function"],
-            )
-            wait = HistogramMetricFamily(
-                "fleetpool_budget_wait_seconds",
-                "Time spent waiting for a lease",
-                labels=["budget", "function"],
-            )
-            for m in REGISTRY:
-                if m.remaining is not None:
-                    remaining.add_metric([m.budget], m.remaining)
-                if m.limit is not None:
-                    limit.add_metric([m.budget], m.limit)
-                for function, s in m.functions().items():
-                    labels = [m.budget, function]
-                    grants.add_metric(labels, s.grants)
-                    refused.add_metric(labels, s.no_connections_left)
-                    reclaimed.add_metric(labels, s.reclaimed)
-                    fail_open.add_metric(labels, s.fail_open)
-                    cumulative, buckets = 0, []
-                    for bound, count in zip(
-                        (*s.wait.buckets, float("inf")), s.wait.counts, strict=True
-                    ):
-                        cumulative += count
-                        buckets.append(
-                            (str(bound) if bound != float("inf") else "+Inf", cumulative)
-                        )
-                    wait.add_metric(labels, buckets, s.wait.total)
-            yield from (remaining, limit, grants, refused, reclaimed, fail_open, wait)
 
-    collector = _COLLECTORS.get(id(target))
-    if collector is None:
-        collector = _COLLECTORS[id(target)] = _Collector()
-        target.register(collector)
-    return collector
+def _collect_prometheus() -> Iterator[Any]:
+    core = prometheus.families()
+    remaining = core.GaugeMetricFamily(
+        "fleetpool_budget_remaining_connections",
+        "Connections the fleet may still open (RemainingConnections)",
+        labels=["budget"],
+    )
+    limit = core.GaugeMetricFamily(
+        "fleetpool_budget_limit", "The budget's connection limit", labels=["budget"]
+    )
+    counters = [
+        (core.CounterMetricFamily(name, doc, labels=["budget", "function"]), attr)
+        for name, doc, attr in _COUNTERS
+    ]
+    wait = core.HistogramMetricFamily(
+        "fleetpool_budget_wait_seconds",
+        "Time spent waiting for a lease",
+        labels=["budget", "function"],
+    )
+    for m in REGISTRY:
+        if m.remaining is not None:
+            remaining.add_metric([m.budget], m.remaining)
+        if m.limit is not None:
+            limit.add_metric([m.budget], m.limit)
+        for function, s in m.functions().items():
+            labels = [m.budget, function]
+            for family, attr in counters:
+                family.add_metric(labels, getattr(s, attr))
+            prometheus.add_histogram(wait, labels, s.wait)
+    yield from (remaining, limit, *(family for family, _ in counters), wait)

@@ -7,7 +7,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from cases.pg_session import CASES, Case
+from tests.cases.pg_session import CASES, Case
 
 from .conftest import ProxyHandle
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from cases.pg_session import CASES, Case
 from fleetpool.engines import ErrorKind, SessionState
 from fleetpool.engines import mysql as my
 from fleetpool.engines import postgres as pg
+from tests.cases.pg_session import CASES, Case
 
 S = SessionState
 

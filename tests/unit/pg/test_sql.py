@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cases.pg_session import CASES, Case
 from fleetpool.pg.sql import analyze, deallocate_target, might_affect_session
+from tests.cases.pg_session import CASES, Case
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.sql[:60])

@@ -13,10 +13,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fake_transport import FakeWorker, run
 from fleetpool.pg import messages as m
 from fleetpool.pg.codec import encode_message
 from fleetpool.pg.tracker import PLAIN
+from tests.fake_transport import FakeWorker, run
 
 QUERY = m.query("SELECT abalance FROM pgbench_accounts WHERE aid = 7")
 ROWS = (

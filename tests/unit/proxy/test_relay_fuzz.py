@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fake_transport import FakeWorker, run
 from fleetpool.pg.codec import encode_message
+from tests.fake_transport import FakeWorker, run
 
 messages = st.builds(
     lambda t, body: encode_message(t, body),

@@ -9,22 +9,7 @@ from hypothesis import strategies as st
 from fleetpool import ConfigError
 from fleetpool.budget import BudgetConfig, FunctionLimits, admit, validate_config
 from fleetpool.budget._policy import AT_FUNCTION_MAX, BUDGET_FULL, GRANTED_RESERVE
-
-NAMES = ["api", "jobs", "reports", "other"]
-
-
-@st.composite
-def configs(draw: st.DrawFn) -> BudgetConfig:
-    limit = draw(st.integers(0, 12))
-    functions: dict[str, FunctionLimits] = {}
-    budget_left = limit
-    for name in draw(st.lists(st.sampled_from(NAMES[:3]), unique=True, max_size=3)):
-        lo = draw(st.integers(0, budget_left))
-        budget_left -= lo
-        hi = draw(st.one_of(st.none(), st.integers(lo, limit + 2)))
-        functions[name] = FunctionLimits(lo, hi)
-    return BudgetConfig(limit, functions)
-
+from tests.cases.budget import NAMES, configs
 
 in_use_maps = st.dictionaries(st.sampled_from(NAMES), st.integers(0, 8), max_size=4)
 waiter_lists = st.lists(st.sampled_from(NAMES), max_size=6)

@@ -1,6 +1,6 @@
 """A container stand-in for the lifecycle tests: one process, a global Database, a handler.
 
-Usage: fp_container.py DSN BUDGET_URL BUDGET_NAME LEASE_TTL
+Usage: container.py DSN BUDGET_URL BUDGET_NAME LEASE_TTL
 
 Reads one command per line on stdin: ``q`` runs one invocation and prints
 ``ok <session_id> <lease_id>``; ``exit`` ends. Prints ``ready`` first.

@@ -30,7 +30,7 @@ import pytest
 
 import fleetpool
 from fleetpool import BudgetUnavailable, NoConnectionsLeft
-from servers import RedisServer
+from fleetpool_testing import RedisServer
 
 pytestmark = pytest.mark.integration
 

@@ -1,6 +1,6 @@
 """A worker process for the budget stress and crash tests.
 
-Usage: budget_worker.py URL NAME LOG SECONDS HOLD_MS TTL [hold-forever]
+Usage: worker.py URL NAME LOG SECONDS HOLD_MS TTL [hold-forever]
 
 It loops acquire -> hold -> release until SECONDS have passed and appends one
 line per event to LOG, flushed at once so a SIGKILL loses nothing written:

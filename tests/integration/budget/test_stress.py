@@ -22,7 +22,7 @@ import pytest
 
 import fleetpool
 
-WORKER = Path(__file__).parent / "helpers" / "budget_worker.py"
+WORKER = Path(__file__).parent / "worker.py"
 STORES = ["sqlite", "redis"]
 
 

@@ -21,14 +21,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fleetpool.budget import AcquireRequest, BudgetConfig, FunctionLimits, Lease, admit
+from fleetpool.budget import AcquireRequest, BudgetConfig, Lease, admit
 from fleetpool.budget._state import Waiter, acquire_step
-from servers import RedisServer
+from fleetpool_testing import RedisServer
+from tests.cases.budget import NAMES, configs
 
 redis_py = pytest.importorskip("redis")
-from fleetpool.budget.redis import RedisBackend, budget_keys, config_to_json  # noqa: E402
+from fleetpool.budget.redis import RedisBackend, budget_keys  # noqa: E402
 
-NAMES = ["api", "jobs", "reports", "other"]
 FAR = 4_000_000_000.0  # an expiry far in the future (server time is ~1.8e9 s)
 PAST = 1_000_000.0  # an expiry long gone
 
@@ -62,14 +62,7 @@ class Case:
 
 @st.composite
 def cases(draw: st.DrawFn) -> Case:
-    limit = draw(st.integers(0, 12))
-    functions: dict[str, FunctionLimits] = {}
-    left = limit
-    for name in draw(st.lists(st.sampled_from(NAMES[:3]), unique=True, max_size=3)):
-        lo = draw(st.integers(0, left))
-        left -= lo
-        hi = draw(st.one_of(st.none(), st.integers(lo, limit + 2)))
-        functions[name] = FunctionLimits(lo, hi)
+    config = draw(configs())
     live = draw(st.dictionaries(st.sampled_from(NAMES), st.integers(0, 8), max_size=4))
     expired = draw(st.dictionaries(st.sampled_from(NAMES), st.integers(0, 3), max_size=4))
     queue = draw(st.lists(st.tuples(st.sampled_from(NAMES), st.booleans()), max_size=8))
@@ -79,7 +72,7 @@ def cases(draw: st.DrawFn) -> Case:
         position = draw(st.integers(0, len(queue) - 1))
         queue[position] = (function, queue[position][1])
     queue_for = draw(st.sampled_from([0.0, 5.0]))
-    return Case(BudgetConfig(limit, functions), live, expired, queue, function, position, queue_for)
+    return Case(config, live, expired, queue, function, position, queue_for)
 
 
 def load(client: redis_py.Redis, keys: list[str], case: Case) -> None:
@@ -87,7 +80,7 @@ def load(client: redis_py.Redis, keys: list[str], case: Case) -> None:
     k_config, k_leases, k_expiry, k_counts, k_wq, k_wexp, k_wfn, k_seq = keys
     pipe = client.pipeline()
     pipe.delete(*keys)
-    pipe.set(k_config, config_to_json(case.config))
+    pipe.set(k_config, case.config.to_json())
     for kind, table, expiry in (("live", case.live, FAR), ("dead", case.expired, PAST)):
         for fn, n in table.items():
             for i in range(n):
@@ -154,7 +147,9 @@ def test_lua_decision_equals_admit(backend: RedisBackend, case: Case) -> None:
 
     # And the whole step (waiter bookkeeping included).
     leases, waiters = python_state(case)
-    step = acquire_step(backend.name, case.config, leases, waiters, request, time.time())
+    step = acquire_step(
+        backend.name, case.config, leases, waiters, request, time.time(), request.lease_id
+    )
     assert step.decision == expected
     assert got.in_use == step.in_use == sum(live.values())
     assert got.reclaimed == len(step.expired) == sum(case.expired.values())
