@@ -30,7 +30,8 @@ from ..stats import Stats
 
 log = logging.getLogger("fleetpool.proxy.server")
 
-_TLS, _LOGIN, _READY, _CLOSED = "tls", "login", "ready", "closed"
+_TLS, _LOGIN, _READY, _CLOSING, _CLOSED = "tls", "login", "ready", "closing", "closed"
+_LINGER = 2.0  # seconds a closed connection waits for the server to let go
 _ids = count(1)
 
 
@@ -316,19 +317,32 @@ class BackendConnection(Endpoint):
             log.warning("cancel request to %s:%s failed: %s", self.host, self.port, exc)
 
     def close(self, reason: str = "") -> None:
-        if self.state is _CLOSED:
+        """Close the connection; it counts as open until the server has let go of it.
+
+        After Terminate the server's backend exits and closes its end: waiting for
+        that (bounded) before reporting the connection closed keeps the server's own
+        count of sessions within the pool's cap, not just the proxy's.
+        """
+        if self.state is _CLOSED or self.state is _CLOSING:
             return
         self.close_reason = self.close_reason or reason
         self.alive = False
-        if self.transport is not None:
-            if self.state is _READY:
-                try:
-                    self.transport.write(m.TERMINATE_MSG)
-                except Exception:  # pragma: no cover - transport already gone
-                    pass
-            self.transport.close()
-        else:  # pragma: no cover
+        transport = self.transport
+        if transport is None:  # pragma: no cover
             self.state = _CLOSED
+            return
+        if self.state is _READY and not transport.is_closing():
+            try:
+                transport.write(m.TERMINATE_MSG)
+                self.state = _CLOSING
+                asyncio.get_running_loop().call_later(_LINGER, transport.close)
+                return
+            except Exception:  # pragma: no cover - transport already gone
+                pass
+        transport.close()
+
+    def eof_received(self) -> bool:
+        return False  # the server closed its end: close ours (connection_lost follows)
 
 
 def _ssl_context(mode: str) -> ssl.SSLContext:
