@@ -43,8 +43,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from ..budget import Budget, Lease, open_budget
 from ..aws.emf import InvocationMetrics, MetricsMode
+from ..budget import Budget, Lease, open_budget
 from ..budget._budget import default_holder
 from ..engines import ErrorKind, SessionState
 from ..errors import (

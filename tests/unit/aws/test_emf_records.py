@@ -11,9 +11,9 @@ import io
 import uuid
 
 import pytest
-from emf_check import check_emf, emf_lines
 
 import fleetpool
+from emf_check import check_emf, emf_lines
 from fleetpool import metrics
 from fleetpool.aws.emf import InvocationMetrics
 
