@@ -72,13 +72,16 @@ class InvocationMetrics:
 
     def flush(self, metrics: BudgetMetrics | None, context: Any = None) -> int:
         """Write what ``metrics`` counted since the last flush; returns the records written."""
+        if self.writer() is None or metrics is None:
+            return 0
+        return self.write(metrics.emf_records(namespace=self.namespace), context)
+
+    def write(self, records: list[dict[str, Any]], context: Any = None) -> int:
+        """Write EMF records with the chosen writer; returns how many were written."""
         writer = self.writer()
-        if writer is None or metrics is None:
+        if writer is None or not records:
             return 0
         try:
-            records = metrics.emf_records(namespace=self.namespace)
-            if not records:
-                return 0
             request_id = getattr(context, "aws_request_id", None)
             if writer == "powertools":
                 from .powertools import emit
