@@ -6,7 +6,8 @@ Everything comes from the environment the SAM template sets:
   (no password: it comes from the secret);
 * ``BUDGET_URL``     dynamodb://<table>?create=false (the template creates the table);
 * ``BUDGET_NAME``    the budget shared by every function using this database;
-* ``DB_SECRET_ARN``  a Secrets Manager secret with ``username`` and ``password``.
+* ``DB_SECRET_ARN``  a Secrets Manager secret with ``username`` and ``password``,
+  or ``FLEETPOOL_IAM_AUTH=true`` for RDS IAM tokens instead.
 
 The Database is built in the global section (no I/O until the first invocation);
 ``@db.handler`` checks the connection in after every invocation and writes the
@@ -25,6 +26,7 @@ db = fleetpool.Database(
     budget=os.environ["BUDGET_URL"],
     budget_name=os.environ.get("BUDGET_NAME") or None,
     secret=os.environ.get("DB_SECRET_ARN") or None,
+    iam_auth=os.environ.get("FLEETPOOL_IAM_AUTH") == "true",
     lease_ttl=float(os.environ.get("FLEETPOOL_LEASE_TTL", "120")),
     max_wait=float(os.environ.get("FLEETPOOL_MAX_WAIT", "5")),
 )

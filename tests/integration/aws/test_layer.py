@@ -141,31 +141,8 @@ def test_handler_runs_from_the_layer_alone(
         assert budget.leases() == []
 
 
-def test_arm64_layer_builds_from_the_command_line(tmp_path: Path) -> None:
-    out = tmp_path / "layer-arm64.zip"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fleetpool.cli",
-            "layer",
-            "build",
-            "--runtime",
-            "python3.12",
-            "--arch",
-            "arm64",
-            "--extras",
-            "postgres,aws",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "MB zipped" in done.stdout and "MB unzipped" in done.stdout
-    with zipfile.ZipFile(out) as zf:
+def test_arm64_layer_builds_from_the_command_line(arm64_layer: Path) -> None:
+    with zipfile.ZipFile(arm64_layer) as zf:
         names = zf.namelist()
         assert "python/fleetpool/__init__.py" in names
         native = [n for n in names if n.startswith("python/psycopg_binary/") and ".so" in n]
