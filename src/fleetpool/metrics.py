@@ -17,6 +17,7 @@ The seed's two metrics keep their names (``RemainingConnections``,
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -121,43 +122,98 @@ class BudgetMetrics:
         with self._lock:
             return dict(self._functions)
 
-    def emf_records(self, now: float | None = None) -> list[dict[str, Any]]:
-        """EMF records for what happened since the last call (and reset the deltas)."""
+    def emf_records(
+        self, now: float | None = None, namespace: str | None = None
+    ) -> list[dict[str, Any]]:
+        """EMF records for what happened since the last call (and reset the deltas).
+
+        Only functions that did something since the last call get a record, and a
+        record carries only what is known: no ``RemainingConnections`` before the
+        budget's capacity was first seen, no ``LeaseWaitTime`` without a wait
+        (CloudWatch rejects an empty value array; a 0 would be a made-up value).
+        """
         ts = int((time.time() if now is None else now) * 1000)
+        ns = emf_namespace(namespace)
         out: list[dict[str, Any]] = []
         with self._lock:
             for function, s in self._functions.items():
-                record: dict[str, Any] = {
-                    "_aws": {
-                        "Timestamp": ts,
-                        "CloudWatchMetrics": [
-                            {
-                                "Namespace": NAMESPACE,
-                                "Dimensions": [["Budget", "Function"], ["Budget"]],
-                                "Metrics": [
-                                    {"Name": "RemainingConnections", "Unit": "Count"},
-                                    {"Name": "NoConnectionsLeftError", "Unit": "Count"},
-                                    {"Name": "LeaseGrants", "Unit": "Count"},
-                                    {"Name": "ExpiredLeasesReclaimed", "Unit": "Count"},
-                                    {"Name": "FailOpenGrants", "Unit": "Count"},
-                                    {"Name": "LeaseWaitTime", "Unit": "Milliseconds"},
-                                ],
-                            }
-                        ],
-                    },
-                    "Budget": self.budget,
-                    "Function": function,
-                    "RemainingConnections": self.remaining if self.remaining is not None else 0,
+                waits = [round(v * 1000, 3) for v in s.recent_waits]
+                counts = {
                     "NoConnectionsLeftError": s.d_no_connections_left,
                     "LeaseGrants": s.d_grants,
                     "ExpiredLeasesReclaimed": s.d_reclaimed,
                     "FailOpenGrants": s.d_fail_open,
-                    "LeaseWaitTime": [round(v * 1000, 3) for v in s.recent_waits],
                 }
+                if not waits and not any(counts.values()):
+                    continue  # nothing happened to this function since the last flush
+                values: dict[str, Any] = {}
+                if self.remaining is not None:
+                    values["RemainingConnections"] = self.remaining
+                values.update(counts)
+                if waits:
+                    values["LeaseWaitTime"] = waits
+                out.append(
+                    emf_record(
+                        ns, ts, {"Budget": self.budget, "Function": function}, values, [["Budget"]]
+                    )
+                )
                 s.d_grants = s.d_no_connections_left = s.d_reclaimed = s.d_fail_open = 0
                 s.recent_waits = []
-                out.append(record)
         return out
+
+
+#: Units of the metrics fleetpool writes as EMF (anything else is a plain count).
+EMF_UNITS = {"LeaseWaitTime": "Milliseconds"}
+
+
+def emf_namespace(namespace: str | None = None) -> str:
+    """The CloudWatch namespace: the argument, else ``$FLEETPOOL_METRICS_NAMESPACE``, else
+    ``fleetpool``."""
+    ns = namespace if namespace is not None else os.environ.get("FLEETPOOL_METRICS_NAMESPACE")
+    if ns is None:
+        return NAMESPACE
+    ns = ns.strip()
+    if not ns or len(ns) > 255:
+        from .errors import ConfigError
+
+        raise ConfigError(
+            f"metrics namespace must be 1 to 255 characters, got {namespace!r}"
+            " (argument or FLEETPOOL_METRICS_NAMESPACE)"
+        )
+    return ns
+
+
+def emf_record(
+    namespace: str,
+    timestamp_ms: int,
+    dimensions: dict[str, str],
+    values: dict[str, Any],
+    extra_dimension_sets: list[list[str]] | None = None,
+    properties: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One EMF record: every name in ``values`` is a metric under every dimension set.
+
+    ``values`` holds only known numbers (or non-empty lists of them): the caller leaves
+    out what it does not know instead of writing a 0.
+    """
+    record: dict[str, Any] = {
+        "_aws": {
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [
+                {
+                    "Namespace": namespace,
+                    "Dimensions": [list(dimensions), *(extra_dimension_sets or [])],
+                    "Metrics": [
+                        {"Name": name, "Unit": EMF_UNITS.get(name, "Count")} for name in values
+                    ],
+                }
+            ],
+        },
+        **(properties or {}),
+        **dimensions,
+        **values,
+    }
+    return record
 
 
 class _Registry:
@@ -181,19 +237,29 @@ class _Registry:
 REGISTRY = _Registry()
 
 
-def emf_records() -> list[dict[str, Any]]:
+def emf_records(namespace: str | None = None) -> list[dict[str, Any]]:
     """EMF records for every budget in this process (deltas since the last call)."""
-    return [r for m in REGISTRY for r in m.emf_records()]
+    return [r for m in REGISTRY for r in m.emf_records(namespace=namespace)]
 
 
-def flush_emf(stream: TextIO | None = None) -> int:
-    """Write one EMF JSON line per budget and function; returns the number written."""
-    records = emf_records()
+def write_emf(records: list[dict[str, Any]], stream: TextIO | None = None) -> int:
+    """Write each record as one JSON line (stdout by default); returns the number written."""
     out = stream or sys.stdout
     for record in records:
         out.write(json.dumps(record, separators=(",", ":")) + "\n")
-    out.flush()
+    if records:
+        out.flush()
     return len(records)
+
+
+def flush_emf(stream: TextIO | None = None, namespace: str | None = None) -> int:
+    """Write one EMF JSON line per budget and active function; returns the number written.
+
+    ``namespace`` defaults to ``$FLEETPOOL_METRICS_NAMESPACE``, else ``fleetpool``.
+    ``@db.handler`` calls this for its own budget at the end of each invocation on
+    Lambda (see :mod:`fleetpool.aws.emf`); call it yourself elsewhere.
+    """
+    return write_emf(emf_records(namespace), stream)
 
 
 def register_prometheus(registry: Any = None) -> Any:

@@ -12,7 +12,6 @@ hand-written async implementation of every backend.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import random
@@ -21,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .._check import seconds
 from ..backoff import SpreadJitterBackoff, spread_jitter
@@ -29,6 +28,9 @@ from ..errors import BudgetUnavailable, ConfigError, NoConnectionsLeft
 from ..metrics import REGISTRY, BudgetMetrics
 from ._base import AcquireRequest, AcquireResult, BudgetBackend, Lease, Snapshot
 from ._policy import BudgetConfig, validate_config
+
+if TYPE_CHECKING:
+    import asyncio
 
 log = logging.getLogger("fleetpool.budget")
 
@@ -321,6 +323,10 @@ class AsyncBudget:
         return f"<AsyncBudget {self.name!r} on {self.backend.kind}>"
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        # asyncio is imported here, not at module level: a function's cold start
+        # (import fleetpool) would pay about 30 ms for it and never use it.
+        import asyncio
+
         return await asyncio.to_thread(fn, *args, **kwargs)
 
     async def configure(
@@ -338,6 +344,8 @@ class AsyncBudget:
     ) -> Lease:
         # One thread per waiting acquire; a cancelled coroutine leaves the thread
         # to finish its bounded wait, and any lease it got is released.
+        import asyncio
+
         task = asyncio.ensure_future(
             self._run(self.sync.acquire, function, holder, ttl, wait, meta)
         )

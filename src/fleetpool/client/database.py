@@ -37,13 +37,13 @@ import logging
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .._check import seconds
+from ..aws.emf import InvocationMetrics, MetricsMode
 from ..backoff import Backoff, EqualJitterBackoff
 from ..budget import Budget, Lease, default_holder, open_budget
 from ..engines import ErrorKind, SessionState
@@ -145,6 +145,12 @@ class Database:
             outside :meth:`transaction` commit at once). ``False`` suits code
             that manages transactions itself (SQLAlchemy); a transaction left
             open at check-in is rolled back either way.
+        metrics: what :meth:`handler` does with the budget's metrics at the end of
+            each invocation: ``"auto"`` (default: on Lambda, one CloudWatch EMF
+            blob, through aws-lambda-powertools when installed; nothing
+            elsewhere), ``"emf"``, ``"powertools"`` or ``"off"``.
+        metrics_namespace: the EMF namespace; default
+            ``$FLEETPOOL_METRICS_NAMESPACE``, else ``fleetpool``.
 
     Raises:
         fleetpool.ConfigError: for a malformed URL or argument (at construction).
@@ -176,6 +182,8 @@ class Database:
         reap_interval: float = 60.0,
         handle_signals: bool = True,
         autocommit: bool = True,
+        metrics: MetricsMode = "auto",
+        metrics_namespace: str | None = None,
     ) -> None:
         self.target: Target = parse_dsn(dsn)
         if mode not in ("reuse", "per_invocation"):
@@ -223,6 +231,7 @@ class Database:
         self.backoff: Backoff = backoff or EqualJitterBackoff()
         self.handle_signals = handle_signals
         self.autocommit = bool(autocommit)
+        self.metrics = InvocationMetrics(metrics, metrics_namespace)
         self.stats = Stats()
         self._driver: Driver | None = None
         self._conn: Any = None
@@ -301,14 +310,19 @@ class Database:
         """Decorate a Lambda-style ``handler(event, context)``.
 
         The connection is checked in (cleaned, or closed) after every
-        invocation, also when the handler raises. Inside, use
-        :meth:`connection` or :meth:`transaction` as usual.
+        invocation, also when the handler raises; then the budget's metrics
+        are written (see ``metrics``). Inside, use :meth:`connection` or
+        :meth:`transaction` as usual.
         """
 
         @functools.wraps(fn)
         def wrapper(event: Any, context: Any) -> R:
-            with _InvocationScope(self):
-                return fn(event, context)
+            try:
+                with _InvocationScope(self):
+                    return fn(event, context)
+            finally:
+                if self._budget is not None:
+                    self.metrics.flush(self._budget.metrics, context)
 
         return wrapper
 
@@ -429,7 +443,8 @@ class Database:
         self._checked_out = True
 
     def _new_tag(self) -> str:
-        token = uuid.uuid4().hex[:12]
+        # os.urandom, not uuid: importing uuid (and platform) costs a cold start ~2 ms.
+        token = os.urandom(6).hex()
         return f"{self.tag_prefix}{token}:{self.function}"[:63]
 
     def _acquire(self, budget: Budget, deadline: float) -> None:
