@@ -14,14 +14,6 @@ from ..proxy.tokens import PREFIX, make_token, verify_token
 from .protocol import api_error
 
 
-def token_credentials(token: str) -> tuple[str, str]:
-    """(access key id, secret access key) for a fleetpool token, for any SigV4 client."""
-    key_id, sep, _ = token.rpartition(".")
-    if not sep or not key_id.startswith(PREFIX + "."):
-        raise ValueError("not a fleetpool token (expected fp1.<user>.<expiry>.<signature>)")
-    return key_id, token
-
-
 class KeyRing:
     """Answers "what is the secret of this access key id at ``now``?"."""
 
@@ -48,14 +40,3 @@ class KeyRing:
                 "ExpiredTokenException", "The security token included in the request is expired"
             )
         return token
-
-    @staticmethod
-    def user_of(key_id: str) -> str:
-        """The user a token key id names (the key id itself for a configured key)."""
-        parts = key_id.split(".")
-        if len(parts) == 3 and parts[0] == PREFIX:
-            try:
-                return base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)).decode()
-            except (binascii.Error, ValueError):
-                pass
-        return key_id

@@ -399,6 +399,15 @@ def python_of(field: Mapping[str, Any]) -> Any:
     return None
 
 
+def token_credentials(token: str) -> tuple[str, str]:
+    """(access key id, secret access key) for a fleetpool signed token: the key id is the
+    token without its signature, the secret the whole token (see ``dataapi/auth.py``)."""
+    key_id, sep, signature = token.rpartition(".")
+    if not sep or not signature or key_id.count(".") != 2:
+        raise ValueError("not a fleetpool token (expected fp1.<user>.<expiry>.<signature>)")
+    return key_id, token
+
+
 # ----------------------------------------------------------------- named parameters
 
 # One alternation per engine: the literal-like tokens to skip come first, then the

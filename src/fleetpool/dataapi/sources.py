@@ -243,10 +243,16 @@ class PostgresSession(Session):
         columns = []
         for col in desc:
             info = types.get(col.type_code)
+            if info is None:
+                name = "unknown"
+            elif info.array_oid == col.type_code:  # psycopg files arrays under the element
+                name = "_" + info.name
+            else:
+                name = info.name
             columns.append(
                 column(
                     col.name,
-                    info.name if info is not None else "unknown",
+                    name,
                     col.precision or col.internal_size or 0,
                     col.scale or 0,
                 )
@@ -411,9 +417,11 @@ class PostgresSource(ConnectionSource):
 
     def stats(self) -> dict[str, int]:
         s = self.pool.get_stats()
+        size, available = s.get("pool_size", 0), s.get("pool_available", 0)
         return {
-            "pool_size": s.get("pool_size", 0),
-            "pool_available": s.get("pool_available", 0),
+            "pool_size": size,
+            "pool_available": available,
+            "in_use": size - available,
             "requests_waiting": s.get("requests_waiting", 0),
         }
 
@@ -620,7 +628,8 @@ class MySQLSource(ConnectionSource):
     def stats(self) -> dict[str, int]:
         if self.pool is None:
             return {}
-        return {"pool_size": self.pool.size, "pool_available": self.pool.freesize}
+        size, available = self.pool.size, self.pool.freesize
+        return {"pool_size": size, "pool_available": available, "in_use": size - available}
 
 
 def source_for(target: Target, size: int, connect_timeout: float) -> ConnectionSource:
