@@ -153,6 +153,26 @@ def sign(
     }
 
 
+_stamps: dict[str, float] = {}
+
+
+def _parse_stamp(stamp: str) -> float:
+    # Clients sign many requests per second with the same stamp: parse each once.
+    signed_at = _stamps.get(stamp)
+    if signed_at is None:
+        try:
+            parsed = dt.datetime.strptime(stamp, _AMZ_DATE).replace(tzinfo=dt.UTC)
+        except ValueError:
+            raise api_error(
+                "IncompleteSignatureException", "X-Amz-Date must be an ISO 8601 basic time (Z)"
+            ) from None
+        signed_at = parsed.timestamp()
+        if len(_stamps) >= 4096:
+            _stamps.clear()
+        _stamps[stamp] = signed_at
+    return signed_at
+
+
 def verify(
     method: str,
     target: str,
@@ -184,12 +204,7 @@ def verify(
                 "IncompleteSignatureException", f"SignedHeaders must include {required!r}"
             )
     stamp = headers.get("x-amz-date", "")
-    try:
-        signed_at = dt.datetime.strptime(stamp, _AMZ_DATE).replace(tzinfo=dt.UTC).timestamp()
-    except ValueError:
-        raise api_error(
-            "IncompleteSignatureException", "X-Amz-Date must be an ISO 8601 basic time (Z)"
-        ) from None
+    signed_at = _parse_stamp(stamp)
     if abs(now - signed_at) > skew:
         edge = "earlier" if signed_at < now else "later"
         raise api_error(

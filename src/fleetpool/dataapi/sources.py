@@ -236,28 +236,34 @@ class PostgresSession(Session):
         raise api_error("BadRequestException", TOO_LARGE)
 
     def _outcome(self, cur: psycopg.AsyncCursor[Any], rows: list[tuple[Any, ...]]) -> Outcome:
-        desc = cur.description
-        if desc is None:
+        res = cur.pgresult
+        if res is None or not res.nfields:
             return Outcome(None, rows, max(cur.rowcount, 0))
-        types = self.conn.adapters.types
-        columns = []
-        for col in desc:
-            info = types.get(col.type_code)
-            if info is None:
-                name = "unknown"
-            elif info.array_oid == col.type_code:  # psycopg files arrays under the element
-                name = "_" + info.name
-            else:
-                name = info.name
-            columns.append(
-                column(
-                    col.name,
-                    name,
-                    col.precision or col.internal_size or 0,
-                    col.scale or 0,
-                )
-            )
+        # Read the result's field names and types straight from libpq and build the
+        # column list once per result shape: the hot path repeats a few shapes.
+        fields = tuple((res.fname(i) or b"", res.ftype(i), res.fmod(i)) for i in range(res.nfields))
+        columns = _pg_columns.get(fields)
+        if columns is None:
+            columns = [self._column(*field) for field in fields]
+            if len(_pg_columns) >= 512:
+                _pg_columns.clear()
+            _pg_columns[fields] = columns
         return Outcome(columns, rows, 0)
+
+    def _column(self, name: bytes, oid: int, fmod: int) -> Column:
+        info = self.conn.adapters.types.get(oid)
+        if info is None:
+            type_name = "unknown"
+        elif info.array_oid == oid:  # psycopg files arrays under their element type
+            type_name = "_" + info.name
+        else:
+            type_name = info.name
+        precision, scale = 0, 0
+        if type_name == "numeric" and fmod >= 4:
+            precision, scale = (fmod - 4) >> 16, (fmod - 4) & 0xFFFF
+        elif type_name in ("varchar", "bpchar") and fmod >= 4:
+            precision = fmod - 4
+        return column(name.decode(self.conn.info.encoding), type_name, precision, scale)
 
     async def run_many(
         self, sql: str, param_sets: Sequence[Mapping[str, Any]], max_bytes: int
@@ -298,6 +304,9 @@ def returns_rows(sql: str) -> bool:
             _rows_memo.clear()
         _rows_memo[sql] = verdict
     return verdict
+
+
+_pg_columns: dict[tuple[tuple[bytes, int, int], ...], list[Column]] = {}
 
 
 def _pg_configure_adapters(conn: psycopg.AsyncConnection[Any]) -> None:
