@@ -104,6 +104,25 @@ class DatabaseUnavailable(UnavailableError):
     __module__ = "fleetpool"
 
 
+class ServerLoginError(DatabaseUnavailable):
+    """A database server refused a login (the proxy's, or a probe's).
+
+    ``code`` is the engine's own (a SQLSTATE such as ``"28P01"``, a MySQL error number
+    such as ``"1045"``); ``auth`` says the credentials were refused (retrying will not
+    help), ``capacity`` that the server is full.
+    """
+
+    __module__ = "fleetpool"
+
+    def __init__(
+        self, message: str, code: str = "", *, auth: bool = False, capacity: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.auth = auth
+        self.capacity = capacity
+
+
 class ProtocolError(FleetpoolError):
     """A wire-protocol rule was broken."""
 
@@ -164,5 +183,6 @@ __all__ = [
     "NoConnectionsLeft",
     "ProtocolError",
     "RemoteProtocolError",
+    "ServerLoginError",
     "UnavailableError",
 ]

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 import tomllib
@@ -17,6 +18,11 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from ..errors import ConfigError
 
 ENV_USER_PREFIX = "FLEETPOOL_PROXY_USER_"
+# Keys older configuration files may hold, and why they no longer matter.
+RETIRED_KEYS = {
+    "exclude_variable_sets": "SET/RESET are tracked per client and never pin",
+}
+log = logging.getLogger("fleetpool.proxy.config")
 
 Mode = Literal["transaction", "session"]
 AuthMethod = Literal["scram-sha-256", "md5", "password", "trust"]
@@ -104,7 +110,7 @@ class ProxyConfig:
     client_idle_timeout: float = 1800.0
     client_login_timeout: float = 60.0
     max_message_size: int = 64 * 1024 * 1024
-    exclude_variable_sets: bool = False
+    state_probe: bool = False  # check for hidden session state after each transaction
     auth_method: AuthMethod = "scram-sha-256"
     users: dict[str, str] = field(default_factory=dict)
     token_secret: str = ""
@@ -222,7 +228,7 @@ _FILE_KEYS: dict[str, type | tuple[type, ...]] = {
     "client_idle_timeout": (int, float),
     "client_login_timeout": (int, float),
     "max_message_size": int,
-    "exclude_variable_sets": bool,
+    "state_probe": bool,
     "auth_method": str,
     "users": dict,
     "token_secret": str,
@@ -272,6 +278,9 @@ def load_config(path: str | Path, **overrides: Any) -> ProxyConfig:
         line = _line_of(text, key)
         return f"{path}:{line}" if line else str(path)
 
+    for key in RETIRED_KEYS:
+        if data.pop(key, None) is not None:
+            log.warning("%s: %r has no effect any more: %s", where(key), key, RETIRED_KEYS[key])
     for key, value in data.items():
         if key not in _FILE_KEYS:
             known = ", ".join(sorted(_FILE_KEYS))
@@ -301,8 +310,71 @@ def load_config(path: str | Path, **overrides: Any) -> ProxyConfig:
         raise ConfigError(f"{path}: {exc}") from exc
 
 
+def parse_settings(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings from the command line (``--set``), typed like the file's keys.
+
+    Every setting of the file is accepted except ``users`` (secrets do not belong on a
+    command line: use the config file or FLEETPOOL_PROXY_USER_<name> variables).
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        if key == "users":
+            raise ConfigError(
+                "--set users: give users in the config file or as "
+                f"{ENV_USER_PREFIX}<name>=<secret> environment variables"
+            )
+        if key not in _FILE_KEYS:
+            known = ", ".join(sorted(k for k in _FILE_KEYS if k != "users"))
+            raise ConfigError(f"--set {key}: unknown setting; known settings: {known}")
+        out[key] = _typed(key, text.strip(), _FILE_KEYS[key])
+    return out
+
+
+def _typed(key: str, text: str, expected: type | tuple[type, ...]) -> Any:
+    kinds = expected if isinstance(expected, tuple) else (expected,)
+    if bool in kinds:
+        if text.lower() in ("true", "1", "yes", "on"):
+            return True
+        if text.lower() in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"--set {key}={text}: expected true or false")
+    if list in kinds:
+        return [part.strip() for part in text.split(",") if part.strip()]
+    if float in kinds:
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"--set {key}={text}: expected a number") from None
+    if int in kinds:
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(f"--set {key}={text}: expected an integer") from None
+    return text
+
+
+def setting_defaults() -> dict[str, Any]:
+    """Every setting and its default (for ``fleetpool proxy settings``)."""
+    out: dict[str, Any] = {"upstream": "(required)"}
+    for f in dataclasses.fields(ProxyConfig):
+        if f.name == "upstream":
+            continue
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
 def config_from_mapping(data: dict[str, Any]) -> ProxyConfig:
     data = dict(data)
+    for key in RETIRED_KEYS:
+        if data.pop(key, None) is not None:
+            log.warning("%r has no effect any more: %s", key, RETIRED_KEYS[key])
     upstream = data.pop("upstream", None)
     if upstream is None:
         raise ConfigError("upstream is required (postgresql://user:password@host:port/db)")

@@ -3,9 +3,12 @@
 # unit tests call them directly with made-up clocks, no sockets and no mocks.
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from ..client.decisions import RENEW_FRACTION
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,3 +92,94 @@ def retry_delay(attempt: int, rand: float, base: float = 0.1, cap: float = 2.0) 
     """Equal-jitter exponential backoff for reconnect attempts."""
     ceiling = min(cap, base * 2.0 ** min(attempt, 30))
     return ceiling / 2 + rand * ceiling / 2
+
+
+# -- returning a server connection ------------------------------------------------------
+
+
+class Release(enum.Enum):
+    """What to do with a server connection handed back to the pool."""
+
+    CLOSE = "close"
+    STATEMENTS = "statements"  # drop its cached prepared statements first
+    HAND_OVER = "hand-over"  # straight to the oldest waiting client
+    IDLE = "idle"
+
+
+def plan_release(
+    *,
+    alive: bool,
+    busy: bool,
+    now: float,
+    expires: float,
+    draining: bool,
+    waiters: int,
+    paused: bool,
+    prepared: int,
+    max_prepared: int,
+) -> tuple[Release, str]:
+    """Decide the fate of a server connection that just became free."""
+    if not alive or busy:
+        return Release.CLOSE, "released while broken or busy"
+    if now >= expires:
+        return Release.CLOSE, "max_lifetime reached"
+    if draining and not waiters:
+        return Release.CLOSE, "shutting down"
+    if prepared > max_prepared:
+        return Release.STATEMENTS, "max_prepared_statements reached"
+    if waiters and not paused:
+        return Release.HAND_OVER, ""
+    return Release.IDLE, ""
+
+
+class GiveBack(enum.Enum):
+    """How a client that no longer needs its server connection returns it."""
+
+    RELEASE = "release"  # clean: straight back to the pool
+    ROLLBACK = "rollback"  # a transaction is open: roll it back first
+    RESET = "reset"  # session state left behind: run the reset first
+    CLOSE = "close"
+    GONE = "gone"  # the connection is already dead
+
+
+def plan_give_back(
+    *,
+    alive: bool,
+    busy: bool,
+    session_state: bool,
+    in_transaction: bool,
+    can_reset: bool,
+) -> tuple[GiveBack, str]:
+    """Decide how a server connection comes back when its client is done with it.
+
+    ``session_state``: the client was pinned or in session mode, so the session may hold
+    its state; ``can_reset``: a reset undoes that state (false without a reset query,
+    or for state no reset removes, such as a loaded library).
+    """
+    if not alive:
+        return GiveBack.GONE, ""
+    if busy:
+        return GiveBack.CLOSE, "client disconnected with a request in flight"
+    if session_state:
+        if can_reset:
+            return GiveBack.RESET, ""
+        return GiveBack.CLOSE, "session state left behind that no reset removes"
+    if in_transaction:
+        return GiveBack.ROLLBACK, ""
+    return GiveBack.RELEASE, ""
+
+
+def should_renew(remaining: float, ttl: float) -> bool:
+    """Renew a server connection's budget lease once less than half its TTL remains
+    (the rule the client library applies to its own lease)."""
+    return remaining < ttl * RENEW_FRACTION
+
+
+def waiters_expired(started: list[float], now: float, limit: float) -> int:
+    """How many of the oldest waiters (``started`` in queue order) waited ``limit``."""
+    count = 0
+    for t in started:
+        if now - t < limit:
+            break
+        count += 1
+    return count

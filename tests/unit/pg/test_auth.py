@@ -13,7 +13,7 @@ from fleetpool.pg.auth import (
     md5_response_from_hash,
     md5_stored,
 )
-from fleetpool.proxy.tokens import make_token, verify_token
+from fleetpool.tokens import make_token, verify_token
 
 
 def test_scram_rfc7677_vector() -> None:
