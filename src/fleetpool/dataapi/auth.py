@@ -10,7 +10,7 @@ import base64
 import binascii
 from collections.abc import Mapping
 
-from ..proxy.tokens import PREFIX, make_token, verify_token
+from ..tokens import PREFIX, make_token, verify_token
 from .protocol import api_error
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from ..errors import ConfigError
-from ..proxy.tokens import make_token
+from ..tokens import make_token
 from .config import DataApiConfig, from_mapping
 from .sources import PostgresSource
 
@@ -114,15 +114,20 @@ def config_for_proxy(
 
 
 async def start_in_proxy(
-    proxy_cfg: ProxyConfig, proxy_port: int, user_secrets: Mapping[str, str], cfg: DataApiConfig
+    proxy_cfg: ProxyConfig,
+    proxy_port: int,
+    cfg: DataApiConfig,
+    user_secrets: Mapping[str, str] | None = None,
 ) -> DataApiServer:
     """Start the Data API in the running proxy's event loop; ``await server.stop()`` on
-    shutdown. Call after the proxy's listener is up (``proxy_port`` is its real port)."""
+    shutdown. Call after the proxy's listener is up (``proxy_port`` is its real port);
+    ``user_secrets`` defaults to ``proxy_cfg.user_secrets()``."""
     from .server import DataApiServer
     from .service import DataApiService
 
+    secrets = proxy_cfg.user_secrets() if user_secrets is None else user_secrets
     source = proxy_source(
-        proxy_cfg, proxy_port, user_secrets, size=cfg.pool_size, connect_timeout=cfg.connect_timeout
+        proxy_cfg, proxy_port, secrets, size=cfg.pool_size, connect_timeout=cfg.connect_timeout
     )
     server = DataApiServer(cfg, DataApiService(cfg, [source]))
     await server.start()

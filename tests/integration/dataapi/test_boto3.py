@@ -383,7 +383,7 @@ def test_unsigned_badly_signed_and_expired_requests_are_refused(api: ApiHandle) 
 
 def test_fleetpool_tokens_work_as_short_lived_keys(api_factory: Callable[..., ApiHandle]) -> None:
     from fleetpool.dataapi.protocol import token_credentials
-    from fleetpool.proxy.tokens import make_token
+    from fleetpool.tokens import make_token
 
     api = api_factory(token_secret="s3cret-for-tokens")
     key_id, secret = token_credentials(make_token("s3cret-for-tokens", "lambda-a", time.time(), 60))

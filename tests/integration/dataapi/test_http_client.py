@@ -121,7 +121,7 @@ def test_reconnects_before_sending_after_a_long_idle(api_factory: Callable[..., 
 
 
 def test_token_login(api_factory: Callable[..., ApiHandle]) -> None:
-    from fleetpool.proxy.tokens import make_token
+    from fleetpool.tokens import make_token
 
     api = api_factory(token_secret="tok")
     token = make_token("tok", "fn", time.time(), 60)

@@ -42,7 +42,7 @@ def proxied(pg_dsn: str) -> Iterator[tuple[ApiHandle, Any]]:
     )
 
     async def start() -> Any:
-        return await start_in_proxy(proxy.cfg, proxy.port, proxy.user_secrets, cfg)
+        return await start_in_proxy(proxy.cfg, proxy.port, cfg)
 
     server = asyncio.run_coroutine_threadsafe(start(), handle.loop).result(30)
     api = ApiHandle(server, handle.loop, handle.thread, "postgresql", pg_dsn)
@@ -110,7 +110,7 @@ def test_token_login_to_the_proxy(pg_dsn: str) -> None:
         cfg = config_for_proxy(proxy.cfg, "127.0.0.1:0", {"access_keys": {KEY_ID: SECRET}})
 
         async def start() -> Any:
-            return await start_in_proxy(proxy.cfg, proxy.port, proxy.user_secrets, cfg)
+            return await start_in_proxy(proxy.cfg, proxy.port, cfg)
 
         server = asyncio.run_coroutine_threadsafe(start(), handle.loop).result(30)
         api = ApiHandle(server, handle.loop, handle.thread, "postgresql", pg_dsn)
