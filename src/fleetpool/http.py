@@ -119,6 +119,35 @@ class Result:
             yield row
 
 
+class Cursor:
+    """The DB-API cursor shape over :meth:`Connection.execute` (for code written to it)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.result: Result | None = None
+
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> Cursor:
+        self.result = self.conn.execute(sql, params)
+        return self
+
+    @property
+    def description(self) -> list[tuple[str, str, None, None, None, None, None]] | None:
+        return self.result.description if self.result else None
+
+    @property
+    def rowcount(self) -> int:
+        return self.result.rowcount if self.result else -1
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return self.result.fetchone() if self.result else None
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return self.result.fetchall() if self.result else []
+
+    def close(self) -> None:
+        self.result = None
+
+
 class Connection:
     """A keep-alive HTTP connection to a Data API endpoint. Not thread-safe."""
 
@@ -280,6 +309,9 @@ class Connection:
         if tx_id:
             self.call("RollbackTransaction", {"transactionId": tx_id})
 
+    def cursor(self) -> Cursor:
+        return Cursor(self)
+
     def transaction(self) -> Transaction:
         """``with conn.transaction() as tx:`` commits on success, rolls back on error."""
         return Transaction(self)
@@ -326,4 +358,4 @@ def connect(url: str, **kwargs: Any) -> Connection:
     return Connection(url, **kwargs)
 
 
-__all__ = ["Connection", "Result", "Transaction", "connect"]
+__all__ = ["Connection", "Cursor", "Result", "Transaction", "connect"]
