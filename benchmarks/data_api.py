@@ -4,7 +4,7 @@ Usage::
 
     .venv/bin/python benchmarks/data_api.py [--engine postgresql|mysql] [--seconds 10]
                                             [--clients 50] [--pool 10] [--boto3-calls 300]
-                                            [--drivers]
+                                            [--drivers] [--placement split|none]
 
 Strategy: one throwaway database (from tests/servers.py) with a 10,000-row table; one
 Data API worker process (the endpoint, uvloop, a pool of ``--pool`` connections); and,
@@ -22,6 +22,13 @@ in the same run:
 * **Direct driver**: the same statement from ``--clients`` concurrent connections of
   the same async driver (psycopg 3 / asyncmy) in one process, no HTTP: the peer figure.
 * **boto3 end to end**: one unmodified boto3 ``rds-data`` client, sequential calls, p50.
+
+CPU placement (``--placement split``, the default): the database and the Data API worker
+share one CPU, the load generator, the direct driver and boto3 (this process and wrk)
+run on the other, so each path -- HTTP client -> worker -> database, and driver ->
+database -- crosses CPUs exactly once per request (a cross-CPU wake-up costs several
+times a same-CPU one here: see benchmarks/_placement.py). ``none`` leaves the scheduler
+alone.
 
 ``--drivers`` adds the measurement that chose asyncmy over aiomysql for MySQL (point
 selects from 10 connections in one process: queries/s and client CPU per query).
@@ -44,6 +51,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from _placement import pin_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -367,6 +376,7 @@ def main() -> int:
     ap.add_argument("--pool", type=int, default=10)
     ap.add_argument("--boto3-calls", type=int, default=300)
     ap.add_argument("--drivers", action="store_true", help="also compare asyncmy and aiomysql")
+    ap.add_argument("--placement", choices=("split", "none"), default="split")
     ap.add_argument(
         "--serve", nargs=4, metavar=("DSN", "POOL", "PORTFILE", "STATSFILE"), help=argparse.SUPPRESS
     )
@@ -388,10 +398,18 @@ def main() -> int:
                 raise SystemExit("the Data API worker did not start")
             time.sleep(0.1)
         port = int(port_file.read_text())
+        cpus = sorted(os.sched_getaffinity(0))
+        placement = "left to the scheduler"
+        if args.placement == "split" and len(cpus) >= 2 and db.pid is not None:
+            pin_tree(db.pid, {cpus[0]})
+            pin_tree(worker.pid, {cpus[0]})
+            os.sched_setaffinity(0, {cpus[1]})
+            placement = f"database + worker on CPU {cpus[0]}, clients on CPU {cpus[1]}"
         print(
             f"{args.engine}: {ROWS}-row table, point select by primary key; Data API worker "
             f"pid {worker.pid} with a pool of {args.pool}; {args.clients} clients; "
-            f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} (figures are "
+            f"placement: {placement}; {os.cpu_count()} CPUs, "
+            f"load average {os.getloadavg()[0]:.2f} (figures are "
             "provisional on a shared machine)"
         )
         load = wrk_load if shutil.which("wrk") else lambda p, c, s, w: python_load(p, c, s)

@@ -259,7 +259,9 @@ class DataApiService:
             raise
         finally:
             if not handed_off:
-                await _shielded(source.give_back(session))
+                # Returned by a task of its own: a disconnect (cancellation) arriving
+                # now cannot interrupt the return, and the response need not wait.
+                release()
 
     async def _in_transaction(
         self,
