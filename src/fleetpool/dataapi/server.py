@@ -126,6 +126,7 @@ class HttpConnection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._body_size = 0
         self._refused = False
+        self._reading = False  # between the first byte of a request and its end
         self._paused = False
         self._drained: asyncio.Event | None = None
 
@@ -174,6 +175,7 @@ class HttpConnection(asyncio.Protocol):
     # ------------------------------------------------------------- httptools callbacks
 
     def on_message_begin(self) -> None:
+        self._reading = True
         self._url = b""
         self._headers = {}
         self._header_bytes = 0
@@ -206,6 +208,8 @@ class HttpConnection(asyncio.Protocol):
         length = self._headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.cfg.max_request_bytes:
             self._too_large()
+        if self._headers.get("expect", "").lower() == "100-continue" and self.transport:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
@@ -214,6 +218,7 @@ class HttpConnection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        self._reading = False
         request = Request(
             self.parser.get_method().decode("latin-1"),
             self._url.decode("latin-1"),
@@ -301,7 +306,7 @@ class HttpConnection(asyncio.Protocol):
 
     def expire(self, now: float) -> None:
         if self.deadline and now > self.deadline:
-            if self._headers or self._body_size or self._url:
+            if self._reading:
                 self._refuse(
                     api_error("BadRequestException", "request not received in time"), status=408
                 )

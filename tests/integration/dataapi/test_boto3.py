@@ -435,6 +435,14 @@ def test_oversized_headers_and_garbage(api: ApiHandle) -> None:
     assert raw_exchange(api.url, b"NOT HTTP AT ALL\r\n\r\n")[0] == 400
     status, _, _ = raw_exchange(api.url, b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
     assert status == 200
+    # A client that waits for "100 Continue" gets it (and then its answer).
+    request = signed_request(api.url, "/Execute", {**ARNS, "sql": "SELECT 1"})
+    head, _, body = request.partition(b"\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", int(api.url.rsplit(":", 1)[1])), timeout=5) as s:
+        s.sendall(head + b"\r\nExpect: 100-continue\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.1 100 Continue")
+        s.sendall(body)
+        assert s.recv(65536).startswith(b"HTTP/1.1 200 OK")
 
 
 # ----------------------------------------------------------------- disconnects, concurrency
@@ -594,3 +602,17 @@ def test_resource_arn_mapping(
         )
     assert code_of(err.value) == "BadRequestException"
     rds.rollback_transaction(**ARNS, transactionId=tx)
+
+
+def test_slow_senders_are_cut_off_and_idle_connections_closed(
+    api_factory: Callable[..., ApiHandle],
+) -> None:
+    api = api_factory(request_read_timeout=1.0, keepalive_timeout=1.0)
+    port = int(api.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
+        slow.sendall(b"POST /Execute HTTP/1.1\r\nHost: x\r\n")  # ... and nothing more
+        assert slow.recv(200).startswith(b"HTTP/1.1 408")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as idle:
+        started = time.monotonic()
+        assert idle.recv(200) == b""  # closed without a word: it owed no answer
+        assert time.monotonic() - started < 5

@@ -9,10 +9,10 @@ import pytest
 
 pytest.importorskip("httptools")
 
-from fleetpool.fleet.emulator import FunctionConfig  # noqa: E402
-from fleetpool.fleet.run import run_scenario  # noqa: E402
-from fleetpool.fleet.scenario import Scenario  # noqa: E402
-from fleetpool.fleet.traffic import Phase, Workload  # noqa: E402
+from fleetpool.fleet.emulator import FunctionConfig
+from fleetpool.fleet.run import run_scenario
+from fleetpool.fleet.scenario import Scenario
+from fleetpool.fleet.traffic import Phase, Workload
 
 pytestmark = pytest.mark.slow
 

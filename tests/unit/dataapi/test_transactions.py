@@ -56,3 +56,15 @@ def test_config_validation() -> None:
     )
     assert cfg.listen == ("0.0.0.0", 9) and cfg.databases[0].engine == "mysql"
     assert cfg.access_keys == {"k": "s"}
+
+
+def test_example_config_loads() -> None:
+    from pathlib import Path
+
+    import fleetpool.dataapi
+    from fleetpool.dataapi.config import load
+
+    cfg = load(Path(fleetpool.dataapi.__file__).parent / "example.toml")
+    assert cfg.listen == ("127.0.0.1", 8080)
+    assert cfg.databases[0].engine == "postgresql"
+    assert cfg.max_response_bytes == 1024 * 1024
