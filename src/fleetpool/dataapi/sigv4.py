@@ -24,7 +24,6 @@ from .protocol import api_error
 ALGORITHM = "AWS4-HMAC-SHA256"
 DEFAULT_SKEW = 300.0  # seconds; AWS allows 5 minutes between signer and service
 _AMZ_DATE = "%Y%m%dT%H%M%SZ"
-_SPACES = re.compile(r"\s+")
 _AUTH = re.compile(
     r"AWS4-HMAC-SHA256\s+Credential=(?P<cred>[^,\s]+)\s*,\s*"
     r"SignedHeaders=(?P<signed>[^,\s]+)\s*,\s*Signature=(?P<sig>[0-9a-f]{64})\s*$"
@@ -75,18 +74,27 @@ def canonical_request(
 ) -> str:
     """The canonical request; ``path`` is as sent (already percent-encoded) and is
     encoded once more, as every service but S3 does; ``headers`` have lower-case names."""
-    pairs = sorted(
-        (quote(k, safe="-_.~"), quote(v, safe="-_.~"))
-        for k, v in parse_qsl(query, keep_blank_values=True)
-    )
-    canonical_query = "&".join(f"{k}={v}" for k, v in pairs)
+    if query:
+        pairs = sorted(
+            (quote(k, safe="-_.~"), quote(v, safe="-_.~"))
+            for k, v in parse_qsl(query, keep_blank_values=True)
+        )
+        canonical_query = "&".join(f"{k}={v}" for k, v in pairs)
+    else:
+        canonical_query = ""
+    # Trim each value and collapse runs of whitespace (" ".join(split()) does both in C).
     canonical_headers = "".join(
-        f"{name}:{_SPACES.sub(' ', headers.get(name, '').strip())}\n" for name in signed_headers
+        f"{name}:{' '.join(headers.get(name, '').split())}\n" for name in signed_headers
     )
+    canonical_path = _paths.get(path)
+    if canonical_path is None:
+        canonical_path = quote(path or "/", safe="/~")
+        if len(_paths) < 256:
+            _paths[path] = canonical_path
     return "\n".join(
         (
             method,
-            quote(path or "/", safe="/~"),
+            canonical_path,
             canonical_query,
             canonical_headers,
             ";".join(signed_headers),
@@ -95,6 +103,7 @@ def canonical_request(
     )
 
 
+_paths: dict[str, str] = {}
 _key_cache: dict[tuple[str, str, str, str], bytes] = {}
 
 
@@ -104,7 +113,7 @@ def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
     if key is None:
         key = ("AWS4" + secret).encode()
         for part in (date, region, service, "aws4_request"):
-            key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+            key = hmac.digest(key, part.encode(), "sha256")
         if len(_key_cache) >= 1024:
             _key_cache.clear()  # keys change daily; stay bounded
         _key_cache[cache_key] = key
@@ -114,7 +123,7 @@ def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
 def signature(key: bytes, amz_date: str, scope: str, canonical: str) -> str:
     digest = hashlib.sha256(canonical.encode()).hexdigest()
     to_sign = f"{ALGORITHM}\n{amz_date}\n{scope}\n{digest}"
-    return hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(key, to_sign.encode(), "sha256").hex()
 
 
 def amz_date(now: float) -> str:
