@@ -127,3 +127,22 @@ def test_token_login(api_factory: Callable[..., ApiHandle]) -> None:
     token = make_token("tok", "fn", time.time(), 60)
     with fleetpool.http.connect(api.url, token=token) as db:
         assert db.execute("SELECT 4").fetchall() == [(4,)]
+
+
+def test_timeouts_and_limits_through_the_client(api_factory: Callable[..., ApiHandle]) -> None:
+    api = api_factory(statement_timeout=0.5, max_response_bytes=64 * 1024)
+    sleep = "SELECT pg_sleep(10)" if api.engine == "postgresql" else "SELECT SLEEP(10)"
+    many = (
+        "SELECT repeat('x', 100) FROM generate_series(1, 100000)"
+        if api.engine == "postgresql"
+        else "SELECT repeat('x', 100) FROM seq_1_to_100000"
+    )
+    with connect(api) as db:
+        with pytest.raises(DataApiError) as err:
+            db.execute(sleep)
+        assert err.value.code == "StatementTimeoutException"
+        assert err.value.connection_id
+        with pytest.raises(DataApiError) as err:
+            db.execute(many)
+        assert "response-size limit" in err.value.message
+        assert db.execute("SELECT 6").fetchall() == [(6,)]

@@ -68,3 +68,23 @@ def test_example_config_loads() -> None:
     assert cfg.listen == ("127.0.0.1", 8080)
     assert cfg.databases[0].engine == "postgresql"
     assert cfg.max_response_bytes == 1024 * 1024
+
+
+def test_command_line_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    pytest.importorskip("typer")
+    from fleetpool.dataapi.cli import build_config
+
+    monkeypatch.setenv("FLEETPOOL_DATA_API_ACCESS_KEYS", "envkey:envsecret")
+    cfg = build_config(None, ["mysql://u:p@h/db"], ["k:s"], listen="127.0.0.1:9", pool_size=3)
+    assert cfg.access_keys == {"envkey": "envsecret", "k": "s"}
+    assert (cfg.listen, cfg.pool_size, cfg.databases[0].engine) == (("127.0.0.1", 9), 3, "mysql")
+    monkeypatch.delenv("FLEETPOOL_DATA_API_ACCESS_KEYS")
+    with pytest.raises(ConfigError, match="access key"):
+        build_config(None, ["postgresql://u@h/db"], None)
+    with pytest.raises(ConfigError, match="ID:SECRET"):
+        build_config(None, ["postgresql://u@h/db"], ["no-colon"])
+    path = tmp_path / "d.toml"
+    path.write_text('upstream = "postgresql://u@h/db"\naccess_keys = ["a:b"]\npool_size = 4\n')
+    cfg = build_config(path, None, ["c:d"], listen="127.0.0.1:7")
+    assert cfg.access_keys == {"a": "b", "c": "d"} and cfg.pool_size == 4
+    assert cfg.listen == ("127.0.0.1", 7)
