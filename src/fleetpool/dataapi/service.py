@@ -57,7 +57,7 @@ class DataApiService:
             raise ValueError("one connection source per configured database")
         self.transactions = TransactionTable()
         self._janitor: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background: set[asyncio.Future[Any]] = set()
         self.operations: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
             "ExecuteStatement": self.execute_statement,
             "BatchExecuteStatement": self.batch_execute_statement,
@@ -184,14 +184,14 @@ class DataApiService:
                         connection_id=session.connection_id,
                     ) from None
             task = asyncio.ensure_future(work(session))
-            done, _ = await asyncio.wait({task}, timeout=limit)
+            try:
+                done, _ = await asyncio.wait({task}, timeout=limit)
+            except asyncio.CancelledError:
+                self._hand_off(session, task, when_done)  # the client left; it goes on
+                raise
             if done:
                 return task.result()
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-            if when_done is not None:
-                task.add_done_callback(lambda _t: when_done())
-            task.add_done_callback(_consume)
+            self._hand_off(session, task, when_done)
             raise api_error(
                 "StatementTimeoutException",
                 f"the statement is still running after {limit:g} s (continueAfterTimeout); "
@@ -199,10 +199,28 @@ class DataApiService:
                 connection_id=session.connection_id,
             )
         except asyncio.CancelledError:
-            await _shielded(session.interrupted())
+            if not session.handed_off:
+                await _shielded(session.interrupted())
             raise
         finally:
             timing.db += time.perf_counter() - started
+
+    def _hand_off(
+        self, session: Session, task: asyncio.Future[Any], when_done: Callable[[], None] | None
+    ) -> None:
+        """Let a continueAfterTimeout statement finish in the background; the session
+        belongs to it (``handed_off``) until then, and ``when_done`` releases it."""
+        session.handed_off = True
+
+        def done(_task: asyncio.Future[Any]) -> None:
+            session.handed_off = False
+            if when_done is not None:
+                when_done()
+
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(done)
+        task.add_done_callback(_consume)
 
     def _bind(
         self, source: ConnectionSource, sql: str, values: dict[str, Any]
@@ -247,18 +265,14 @@ class DataApiService:
         keep_running: bool = False,
     ) -> T:
         session = await self._borrow(source, timing)
-        handed_off = False
 
         def release() -> None:
             self._spawn(source.give_back(session))
 
         try:
             return await self._run(session, work, timing, keep_running, release)
-        except DataApiError as exc:
-            handed_off = keep_running and exc.code == "StatementTimeoutException"
-            raise
         finally:
-            if not handed_off:
+            if not session.handed_off:
                 # Returned by a task of its own: a disconnect (cancellation) arriving
                 # now cannot interrupt the return, and the response need not wait.
                 release()
@@ -278,7 +292,6 @@ class DataApiService:
                 "BadRequestException", f"Transaction {tx_id} belongs to another resourceArn"
             )
         tx.busy += 1
-        handed_off = False
 
         def finish() -> None:
             tx.busy -= 1
@@ -295,23 +308,26 @@ class DataApiService:
                 raise self.transactions.not_found(tx_id)
             try:
                 return await self._run(tx.session, work, timing, keep_running, finish)
-            except DataApiError as exc:
-                handed_off = keep_running and exc.code == "StatementTimeoutException"
+            except DataApiError:
                 if tx.session.broken:
                     self.transactions.end(tx_id, "was rolled back: its connection was lost")
                     await _shielded(tx.source.give_back(tx.session))
                 raise
             except asyncio.CancelledError:
-                await _shielded(
-                    self._end(
-                        tx,
-                        "was rolled back because its client disconnected during a statement",
-                        rollback=True,
+                # A client gone mid-statement: stop it and roll back. (One that asked for
+                # continueAfterTimeout leaves its statement running; the transaction
+                # then ends by commit, rollback or the idle timeout as usual.)
+                if not tx.session.handed_off:
+                    await _shielded(
+                        self._end(
+                            tx,
+                            "was rolled back because its client disconnected during a statement",
+                            rollback=True,
+                        )
                     )
-                )
                 raise
         finally:
-            if not handed_off:
+            if not tx.session.handed_off:
                 finish()
 
     async def _end(self, tx: Transaction, reason: str, rollback: bool) -> None:

@@ -132,6 +132,7 @@ class Session(abc.ABC):
     engine: Engine
     connection_id: int = 0
     broken: bool = False  # set when the connection must not go back to the pool
+    handed_off: bool = False  # a continueAfterTimeout statement still owns it
 
     @abc.abstractmethod
     async def run(self, sql: str, params: Mapping[str, Any] | None, max_bytes: int) -> Outcome: ...

@@ -616,3 +616,47 @@ def test_slow_senders_are_cut_off_and_idle_connections_closed(
         started = time.monotonic()
         assert idle.recv(200) == b""  # closed without a word: it owed no answer
         assert time.monotonic() - started < 5
+
+
+def test_continue_after_timeout_survives_its_client_and_releases_the_connection(
+    api_factory: Callable[..., ApiHandle], table: str
+) -> None:
+    api = api_factory(statement_timeout=5.0)
+    rds = api.client()
+    create(rds, api.engine, table, "id int primary key")
+    pause = "pg_sleep(1)" if api.engine == "postgresql" else "SLEEP(1)"
+    body = {
+        **ARNS,
+        "sql": f"INSERT INTO {table} SELECT 1 FROM (SELECT {pause}) AS s",
+        "continueAfterTimeout": True,
+    }
+    port = int(api.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(signed_request(api.url, "/Execute", body))
+        time.sleep(0.3)
+    # The client is gone; the statement it asked to continue still finishes...
+    deadline = time.monotonic() + 10
+    while db_rows(api.engine, api.dsn, f"SELECT count(*) FROM {table}") != [(1,)]:
+        assert time.monotonic() < deadline, "the statement did not go on without its client"
+        time.sleep(0.1)
+    # ... and its connection goes back to the pool afterwards.
+    while api.call(lambda: api.server.service.stats()["sources"][0]["in_use"]):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_a_database_timeout_with_continue_after_timeout_frees_the_transaction(
+    api: ApiHandle, rds: Any
+) -> None:
+    if api.engine != "postgresql":
+        pytest.skip("SET LOCAL statement_timeout is PostgreSQL's")
+    tx = rds.begin_transaction(**ARNS)["transactionId"]
+    rds.execute_statement(**ARNS, sql="SET LOCAL statement_timeout = '100ms'", transactionId=tx)
+    with pytest.raises(ClientError) as err:
+        rds.execute_statement(
+            **ARNS, sql="SELECT pg_sleep(2)", transactionId=tx, continueAfterTimeout=True
+        )
+    assert code_of(err.value) == "StatementTimeoutException"  # the database's own timeout
+    started = time.monotonic()
+    assert rds.rollback_transaction(**ARNS, transactionId=tx)["transactionStatus"]
+    assert time.monotonic() - started < 2  # the transaction was not left locked
