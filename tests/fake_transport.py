@@ -84,6 +84,7 @@ class FakeWorker:
         )
         server.transport = FakeTransport()
         server.state = "ready"
+        server.alive = True
         server.ready.set_result(None)
         # Its settings as if the proxy had already applied a default client's.
         server.pg.settings.applied["application_name"] = (

@@ -407,12 +407,13 @@ class ClientState:
 # -- fast paths ---------------------------------------------------------------------------
 
 
-def plain_query(data: bytes, n: int) -> bool:
-    """``data`` is exactly one complete simple Query without session effects."""
+def plain_query(data: bytes, n: int, length: int) -> bool:
+    """``data`` (``n`` bytes, its first message ``length`` + 1) is exactly one simple
+    Query without session effects."""
     return (
-        n > 5
+        length + 1 == n
+        and length >= 4
         and data[0] == _Q
-        and _unpack(data, 1)[0] + 1 == n
         and not might_affect_session(data, 5, n - 1)
     )
 
@@ -427,7 +428,7 @@ def whole_answer(tracker: ResponseTracker, data: bytes) -> bool:
     """
     n = len(data)
     last = n - 6
-    if tracker.swallowing or tracker.buffered or not data.endswith(_RFQ_HEAD, 0, n - 1):
+    if tracker.swallowing or tracker.pending or not data.endswith(_RFQ_HEAD, 0, n - 1):
         return False
     pos = 0
     interesting = INTERESTING

@@ -105,13 +105,13 @@ class ResponseTracker:
     """Batches in flight, transaction status and reported parameters of one connection."""
 
     __slots__ = (
-        "_buf",
         "batches",
         "errors",
         "listener",
         "max_size",
         "open",
         "params",
+        "pending",
         "statements",
         "swallowing",
         "tx_status",
@@ -133,16 +133,12 @@ class ResponseTracker:
         self.max_size = max_size
         self.params: dict[str, str] = {} if params is None else params
         self.errors = 0
-        self._buf = bytearray()
+        self.pending = bytearray()  # the start of a message still arriving
 
     @property
     def busy(self) -> bool:
         """A response is still expected (or the client has not closed its batch)."""
         return bool(self.batches) or self.open is not None
-
-    @property
-    def buffered(self) -> bool:
-        return bool(self._buf)
 
     # -- what the client side reports it sent -------------------------------------------
 
@@ -208,10 +204,10 @@ class ResponseTracker:
 
         Complete messages are processed; a partial one waits for more bytes.
         """
-        if self._buf:
-            self._buf += data
-            data = bytes(self._buf)
-            self._buf.clear()
+        if self.pending:
+            self.pending += data
+            data = bytes(self.pending)
+            self.pending.clear()
         n = len(data)
         pos = 0
         out: list[bytes] | None = None
@@ -238,7 +234,7 @@ class ResponseTracker:
                     seg = end
             pos = end
         if pos < n:
-            self._buf += data[pos:]
+            self.pending += data[pos:]
         if out is None:
             if pos == n:
                 return data

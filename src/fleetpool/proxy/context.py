@@ -45,14 +45,14 @@ class ServerConn(Protocol):
     last_checked: float
     expires: float
     lease: Any
+    generation: int  # the pool's generation when it was opened (see Pool.reconnect)
     owner: ServerOwner | None
     close_reason: str
 
     @property
     def queries(self) -> int: ...
 
-    @property
-    def alive(self) -> bool: ...
+    alive: bool  # logged in, not closing, trusted: may be reused
 
     @property
     def busy(self) -> bool: ...

@@ -98,16 +98,17 @@ def retry_delay(attempt: int, rand: float, base: float = 0.1, cap: float = 2.0) 
 
 
 class Release(enum.Enum):
-    """What to do with a server connection handed back to the pool."""
+    """What to do with a server connection handed back to the pool (value: why)."""
 
-    CLOSE = "close"
-    STATEMENTS = "statements"  # drop its cached prepared statements first
-    HAND_OVER = "hand-over"  # straight to the oldest waiting client
+    BROKEN = "released while broken or busy"  # close it
+    EXPIRED = "max_lifetime reached"  # close it
+    DRAINING = "shutting down"  # close it
+    STATEMENTS = "max_prepared_statements reached"  # drop its prepared statements first
+    HAND_OVER = "hand over"  # straight to the oldest waiting client
     IDLE = "idle"
 
 
 def plan_release(
-    *,
     alive: bool,
     busy: bool,
     now: float,
@@ -117,19 +118,23 @@ def plan_release(
     paused: bool,
     prepared: int,
     max_prepared: int,
-) -> tuple[Release, str]:
-    """Decide the fate of a server connection that just became free."""
+    /,
+) -> Release:
+    """Decide the fate of a server connection that just became free.
+
+    (Positional arguments: it runs once per transaction.)
+    """
     if not alive or busy:
-        return Release.CLOSE, "released while broken or busy"
+        return Release.BROKEN
     if now >= expires:
-        return Release.CLOSE, "max_lifetime reached"
+        return Release.EXPIRED
     if draining and not waiters:
-        return Release.CLOSE, "shutting down"
+        return Release.DRAINING
     if prepared > max_prepared:
-        return Release.STATEMENTS, "max_prepared_statements reached"
+        return Release.STATEMENTS
     if waiters and not paused:
-        return Release.HAND_OVER, ""
-    return Release.IDLE, ""
+        return Release.HAND_OVER
+    return Release.IDLE
 
 
 class GiveBack(enum.Enum):

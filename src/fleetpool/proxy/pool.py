@@ -30,6 +30,7 @@ from .leases import LeaseManager
 from .stats import Stats
 
 log = logging.getLogger("fleetpool.proxy.pool")
+_IDLE = policy.Release.IDLE
 
 
 class Pool:
@@ -61,7 +62,7 @@ class Pool:
         self.paused = False
         self.draining = False
         self.generation = 0  # bumped by RECONNECT/RELOAD: older connections retire
-        self._generations: dict[ServerConn, int] = {}
+        self.max_prepared = cfg.max_prepared_statements
         self._attempt = 0
         self._expiry_handle: asyncio.TimerHandle | None = None
         self._fatal: ServerLoginError | None = None
@@ -166,21 +167,25 @@ class Pool:
         if now is None:
             now = time.monotonic()
         server.owner = self
-        action, reason = policy.plan_release(
-            alive=server.alive,
-            busy=server.busy,
-            now=now,
-            expires=server.expires
-            if self._generations.get(server, self.generation) >= self.generation
-            else now,
-            draining=self.draining,
-            waiters=len(self.waiters),
-            paused=self.paused,
-            prepared=server.prepared_count,
-            max_prepared=self.cfg.max_prepared_statements,
+        waiters = self.waiters
+        action = policy.plan_release(
+            server.alive,
+            server.busy,
+            now,
+            server.expires if server.generation == self.generation else now,
+            self.draining,
+            len(waiters),
+            self.paused,
+            server.prepared_count,
+            self.max_prepared,
         )
+        if action is _IDLE:
+            server.idle_since = now
+            self.idle.append(server)
+            if self._quiet:
+                self._check_quiet()
+            return
         if action is policy.Release.HAND_OVER:
-            waiters = self.waiters
             while waiters:
                 client = waiters.popleft()
                 if client.closed:
@@ -189,16 +194,13 @@ class Pool:
                 self.stats.borrowed(now - client.wait_started)
                 client.attach(server, now)
                 return
-            action = policy.Release.IDLE
-        if action is policy.Release.IDLE:
             server.idle_since = now
             self.idle.append(server)
-            self._check_quiet()
         elif action is policy.Release.STATEMENTS:
             server.cleanup(Cleanup.STATEMENTS, now)  # comes back through server_idle
         else:
-            server.close(reason)
-            if reason == "max_lifetime reached":
+            server.close(action.value)
+            if action is policy.Release.EXPIRED:
                 self._grow()
 
     def give_back(self, server: ServerConn, verdict: policy.GiveBack, reason: str = "") -> None:
@@ -225,7 +227,6 @@ class Pool:
     def forget(self, server: ServerConn) -> None:
         """A server connection closed: drop it from every list."""
         self.servers.discard(server)
-        self._generations.pop(server, None)
         try:
             self.idle.remove(server)
         except ValueError:
@@ -284,7 +285,7 @@ class Pool:
     @property
     def retiring(self) -> int:
         """Connections opened before the latest reconnect that are still open."""
-        return sum(1 for g in self._generations.values() if g < self.generation)
+        return sum(1 for s in self.servers if s.generation < self.generation)
 
     def set_primary(self, host: tuple[str, int]) -> None:
         old, self.primary = self.primary, host
@@ -332,7 +333,7 @@ class Pool:
                 self.leases.release(server)
             return
         self.servers.add(server)
-        self._generations[server] = self.generation
+        server.generation = self.generation
         server.owner = self
         if self.cfg.init_query:
             server.cleanup(Cleanup.INIT, time.monotonic())  # comes back through server_idle

@@ -337,6 +337,7 @@ class Proxy:
             self.pool.max_size = split_pool_size(
                 self.cfg.pool_size, self.workers, self.worker_index
             )
+            self.pool.max_prepared = self.cfg.max_prepared_statements
             if self.cfg.upstream.hosts[0] != self.pool.primary and self.failover is None:
                 self.pool.primary = self.cfg.upstream.hosts[0]
             logging.getLogger("fleetpool").setLevel(self.cfg.log_level.upper())

@@ -137,3 +137,48 @@ def test_status_sums_all_workers(proxy_process: Any) -> None:
     finally:
         for conn in conns:
             conn.close()
+
+
+def test_admin_console_sees_and_steers_every_worker(proxy_process: Any) -> None:
+    _proc, dsn = proxy_process
+    admin_dsn = dsn.rsplit("/", 1)[0] + "/fleetpool"
+    conns = [psycopg.connect(dsn, autocommit=True) for _ in range(8)]
+    try:
+        for conn in conns:
+            conn.execute("select 1")
+        with psycopg.connect(admin_dsn, autocommit=True) as console:
+            rows: list[Any] = []
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # siblings publish once a second
+                rows = console.execute("SHOW CLIENTS").fetchall()
+                if len(rows) == 9:  # the 8 clients and this console, on any worker
+                    break
+                time.sleep(0.3)
+            assert len(rows) == 9
+            workers = console.execute("SHOW WORKERS").fetchall()
+            assert sorted(int(r[0]) for r in workers) == [0, 1]
+            # PAUSE reaches every worker: no client gets a server connection until RESUME.
+            console.execute("PAUSE")
+            done: list[int] = []
+
+            def query(i: int) -> None:
+                conns[i].execute("select 2")
+                done.append(i)
+
+            threads = [threading.Thread(target=query, args=(i,)) for i in range(8)]
+            for t in threads:
+                t.start()
+            time.sleep(0.7)
+            assert done == []
+            console.execute("RESUME")
+            for t in threads:
+                t.join(15)
+            assert sorted(done) == list(range(8))
+            # RECONNECT retires every server connection; WAIT_CLOSE waits for it.
+            console.execute("RECONNECT")
+            console.execute("WAIT_CLOSE")
+            stats = dict(console.execute("SHOW STATS").fetchall())
+            assert int(stats["database_connections_retiring"]) == 0
+    finally:
+        for conn in conns:
+            conn.close()

@@ -95,7 +95,8 @@ def drive(messages: list[bytes], cuts: list[int], fast: bool) -> tuple[bytes, li
     for piece in pieces:
         data = buf + piece
         buf = b""
-        if fast and plain_query(data, len(data)) and server.tracker.open is None:
+        length = int.from_bytes(data[1:5], "big") if len(data) > 5 else 0
+        if fast and plain_query(data, len(data), length) and server.tracker.open is None:
             server.plain_query_sent()
             out += data
             continue
@@ -113,11 +114,10 @@ def test_client_fast_path_matches_forward(messages: list[bytes], cuts: list[int]
 
 def test_plain_query_is_only_a_whole_simple_query_without_effects() -> None:
     q = m.query("SELECT 1")
-    assert plain_query(q, len(q))
-    assert not plain_query(q + m.SYNC_MSG, len(q) + 5)
-    assert not plain_query(q[:-1], len(q) - 1)
+    assert plain_query(q, len(q), len(q) - 1)
+    assert not plain_query(q + m.SYNC_MSG, len(q) + 5, len(q) - 1)
     setting = m.query("SET x.y = 1")
-    assert not plain_query(setting, len(setting))
+    assert not plain_query(setting, len(setting), len(setting) - 1)
 
 
 def test_named_statements_are_renamed_and_prepared_once_per_server() -> None:

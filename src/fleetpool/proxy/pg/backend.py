@@ -41,11 +41,11 @@ class BackendConnection(Endpoint):
     __slots__ = (
         "_dec",
         "_login",
-        "attached",
-        "broken",
+        "alive",
         "close_reason",
         "created",
         "expires",
+        "generation",
         "host",
         "id",
         "idle_since",
@@ -91,7 +91,6 @@ class BackendConnection(Endpoint):
         self.port = port
         self.id = next(_ids)
         self.owner: ServerOwner | None = None
-        self.attached: ClientState | None = None  # the attached client's relay state
         self.state = _LOGIN
         self.stats = stats
         self.startup = startup
@@ -108,7 +107,10 @@ class BackendConnection(Endpoint):
         self.idle_since = now
         self.last_checked = now
         self.expires = float("inf")
-        self.broken = False
+        self.generation = 0
+        # Logged in, not closing, and every piece of the proxy's own work on it
+        # succeeded (a failed critical query makes it untrustworthy): may be reused.
+        self.alive = False
         self.lease: Any = None
         self.work: Cleanup | None = None
         self.close_reason = ""
@@ -119,12 +121,9 @@ class BackendConnection(Endpoint):
     # -- what the core reads ------------------------------------------------------------
 
     @property
-    def alive(self) -> bool:
-        return self.state is _READY and not self.broken
-
-    @property
     def busy(self) -> bool:
-        return self.tracker.busy
+        tracker = self.tracker
+        return bool(tracker.batches) or tracker.open is not None
 
     @property
     def in_transaction(self) -> bool:
@@ -132,7 +131,7 @@ class BackendConnection(Endpoint):
 
     @property
     def prepared_count(self) -> int:
-        return len(self.pg.statements)
+        return len(self.pg.statements.prepared)
 
     @property
     def queries(self) -> int:
@@ -155,7 +154,7 @@ class BackendConnection(Endpoint):
     def connection_lost(self, exc: Exception | None) -> None:
         was = self.state
         self.state = _CLOSED
-        self.broken = True
+        self.alive = False
         if not self.ready.done():
             self.ready.set_exception(
                 ServerLoginError(f"server closed the connection during login: {exc or 'EOF'}")
@@ -173,9 +172,12 @@ class BackendConnection(Endpoint):
             tracker = self.tracker
             # The hot path: the whole answer to a client's batch in one chunk.
             if whole_answer(tracker, data):
-                peer.write(data)
+                peer.transport.write(data)
                 if not tracker.batches and tracker.open is None:
-                    self._idle()
+                    if self.work is None:  # (_idle, inlined for the common case)
+                        self.owner.server_idle(self)  # type: ignore[union-attr]
+                    else:
+                        self._idle()
                 return
         if self.state is _READY:
             self._relay(data)
@@ -220,14 +222,16 @@ class BackendConnection(Endpoint):
     # -- tracker listener -----------------------------------------------------------------
 
     def batch_done(self, batch: Batch, status: bytes) -> None:
-        client = self.attached
+        # Only a client's batches and the queries made for it carry notes; the owner is
+        # that client (a client connection keeps its relay state in ``pg``).
+        client: ClientState | None = getattr(self.owner, "pg", None)
         if client is not None:
             client.answered(self.pg, batch, status)
 
     def internal_error(self, message: str, critical: bool) -> None:
         log.warning("%r: internal query failed: %s", self, message)
         if critical:
-            self.broken = True  # closed instead of reused (see policy.plan_release)
+            self.alive = False  # closed instead of reused (see policy.plan_release)
 
     # -- login -----------------------------------------------------------------------
 
@@ -253,6 +257,7 @@ class BackendConnection(Endpoint):
         self.pg.settings.params.update(login.params)
         self.tracker.tx_status = login.tx_status
         self.state = _READY
+        self.alive = True
         self.ready.set_result(None)
         rest = self._dec.take_buffer()
         if rest:
@@ -314,7 +319,7 @@ class BackendConnection(Endpoint):
         if self.state is _CLOSED:
             return
         self.close_reason = self.close_reason or reason
-        self.broken = True
+        self.alive = False
         if self.transport is not None:
             if self.state is _READY:
                 try:

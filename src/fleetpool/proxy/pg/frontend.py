@@ -32,7 +32,7 @@ from ...pg.login import AUTH_FAILED
 from ...pg.relay import ClientState, fail_pending, fail_requests, plain_query
 from ...pg.settings import Interner
 from .. import policy
-from ..link import Endpoint, link, unlink
+from ..link import Endpoint, unlink
 from ..services import Services
 from .backend import BackendConnection
 from .startup import StartupPhase
@@ -44,6 +44,7 @@ _unpack = _I32.unpack_from
 _monotonic = time.monotonic
 _Q, _S, _F, _X = (ord(c) for c in "QSFX")
 _PAUSE_BUFFER = 1 << 20
+_IDLE = m.IDLE
 _SSL_BUFFER = 16
 
 _STARTUP, _LOGIN_WAIT, _READY, _ADMIN, _CLOSED = (
@@ -202,7 +203,7 @@ class FrontendConnection(Endpoint):
                     now = _monotonic()
                     # (checkout() says None when clients wait: skip the call then)
                     server = None if pool.waiters else pool.checkout(now)
-                    plain = plain_query(data, n)
+                    plain = plain_query(data, n, length)
                     if server is None:
                         # No idle server connection (the usual case with more clients
                         # than connections): queue. A plain Query is kept as received,
@@ -415,8 +416,8 @@ class FrontendConnection(Endpoint):
         assert pg is not None
         self.server = server
         server.owner = self
-        server.attached = pg
-        link(self, server)
+        self.peer = server  # (link(), inlined: the pair's flow control)
+        server.peer = self
         self.waiting = False
         self.attached_at = now
         self.probed = False
@@ -428,7 +429,8 @@ class FrontendConnection(Endpoint):
             if not server.busy:
                 self.server_idle(server)
             return
-        self.resume_reading()
+        if self.reading_paused:
+            self.resume_reading()
         queued = self._queued
         if queued is not None:
             self._queued = None
@@ -446,18 +448,17 @@ class FrontendConnection(Endpoint):
 
     def detach(self, server: BackendConnection, now: float) -> None:
         self.server = None
-        server.attached = None
-        unlink(self, server)
+        self.peer = server.peer = None  # (unlink(), inlined)
+        if server.reading_paused:
+            server.resume_reading()
         self.last_activity = now
 
     # ServerOwner: the server connection attached to this client
     def server_idle(self, server: BackendConnection) -> None:
         """Nothing is pending on our server connection."""
-        pg = self.pg
-        assert pg is not None
-        tracker = server.tracker
-        if tracker.tx_status != m.IDLE:
+        if server.tracker.tx_status != _IDLE:
             return  # inside a transaction: keep it
+        pg: ClientState = self.pg  # type: ignore[assignment]
         if pg.settings.learn:
             learn = pg.learn_query()
             if learn is not None:
@@ -492,7 +493,6 @@ class FrontendConnection(Endpoint):
     def server_closed(self, server: BackendConnection, reason: str) -> None:
         """Our server connection died: fail only this client's work."""
         self.server = None
-        server.attached = None
         unlink(self, server)
         self.pool.forget(server)
         if self.closed:
