@@ -8,6 +8,7 @@ what the client got through the proxy next to what the server itself said.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from fleetpool.pg import messages as m
@@ -113,9 +114,22 @@ def first_difference(a: Transcript, b: Transcript) -> int | None:
     return None if len(a) == len(b) else min(len(a), len(b))
 
 
+def listing(a: Transcript, b: Transcript, labels: tuple[str, str]) -> str:
+    """Both transcripts whole, side by side."""
+    width = 78
+    out = [f"   {labels[0]:<{width}} | {labels[1]}"]
+    for i in range(max(len(a), len(b))):
+        x = a[i] if i < len(a) else None
+        y = b[i] if i < len(b) else None
+        out.append(f"   {_line(x)[:width]:<{width}} | {_line(y)[:width]}")
+    return "\n".join(out)
+
+
 def side_by_side(
     a: Transcript, b: Transcript, at: int, labels: tuple[str, str] = ("direct", "proxy")
 ) -> str:
+    """Both transcripts around message ``at`` (the first difference), then the two
+    differing messages in full."""
     width = 78
     lo, hi = max(0, at - 8), min(max(len(a), len(b)), at + 10)
     at_msg = a[at] if at < len(a) else b[at] if at < len(b) else None
@@ -150,9 +164,12 @@ def compare(script: Script, direct: Target, proxy: Target) -> str | None:
     raw_b, err_b = run_script(script, proxy)
     a, b = normalise(raw_a), normalise(raw_b)
     at = first_difference(a, b)
+    labels = (direct.label, proxy.label)
+    if os.environ.get("FLEETPOOL_FIDELITY_SHOW"):  # whole transcripts, for `pytest -s`
+        print(listing(a, b, labels))
     if at is None and err_b is None:
         return None
-    report = side_by_side(a, b, len(b) if at is None else at)
+    report = side_by_side(a, b, len(b) if at is None else at, labels)
     if err_b is not None:
         report += f"\nthrough the proxy the script stopped: {err_b}"
     return report

@@ -19,7 +19,15 @@ from dataclasses import dataclass, field
 
 from fleetpool.pg import messages as m
 from fleetpool.pg.auth import ScramClient, md5_password
-from fleetpool.pg.codec import NEED_DATA, BackendDecoder, CancelRequest, Message, StartupMessage
+from fleetpool.pg.codec import (
+    NEED_DATA,
+    PROTOCOL_3_0,
+    BackendDecoder,
+    CancelRequest,
+    Message,
+    SSLRequest,
+    StartupMessage,
+)
 
 READ_TIMEOUT = 15.0  # seconds one read may wait for its terminator
 CONNECT_TIMEOUT = 5.0
@@ -57,15 +65,25 @@ class Run:
     transcript: list[Received] = field(default_factory=list)
     sessions: list[Session] = field(default_factory=list)
 
-    def session(self, name: str = "a", *, bare: bool = False, **params: str) -> Session:
+    def session(
+        self,
+        name: str = "a",
+        *,
+        bare: bool = False,
+        protocol: int = PROTOCOL_3_0,
+        ssl_request: bool = False,
+        **params: str,
+    ) -> Session:
         """A logged-in session; ``params`` go into the startup packet as given.
 
         Unless ``bare``, the session names itself (application_name=fidelity): a login
         without one differs through the proxy (login_plain records that), and one
-        difference at login would hide everything a script checks after it."""
+        difference at login would hide everything a script checks after it.
+        ``ssl_request`` sends an SSLRequest first, as libpq does by default
+        (sslmode=prefer), and records the one-byte answer (only "N" lets it go on)."""
         if not bare:
             params.setdefault("application_name", "fidelity")
-        s = Session(self, name, params)
+        s = Session(self, name, params, protocol=protocol, ssl_request=ssl_request)
         self.sessions.append(s)
         s.login()
         return s
@@ -93,15 +111,27 @@ class Run:
 
 
 class Session:
-    def __init__(self, run: Run, name: str, params: dict[str, str], *, record: bool = True) -> None:
+    def __init__(
+        self,
+        run: Run,
+        name: str,
+        params: dict[str, str],
+        *,
+        record: bool = True,
+        protocol: int = PROTOCOL_3_0,
+        ssl_request: bool = False,
+    ) -> None:
         self.run = run
         self.record = record
+        self.protocol = protocol
+        self.ssl_request = ssl_request
         self.name = name
         self.params = params
         self.pid = 0
         self.key = 0
         self.closed = False
         self._eof_recorded = False
+        self._timeout = READ_TIMEOUT
         self._sock: socket.socket | None = None
         self._dec = BackendDecoder()
         self._step = "login"
@@ -132,7 +162,7 @@ class Session:
                 got = [r.msg.type for r in self.run.transcript if r.step == self._step]
                 raise ScriptTimeout(
                     f"[{self.target.label}] session {self.name!r}, step {self._step!r}: "
-                    f"no {awaiting} within {READ_TIMEOUT}s; received types {got}"
+                    f"no {awaiting} within {self._timeout}s; received types {got}"
                 )
             self._sock.settimeout(min(left, 1.0))
             try:
@@ -148,8 +178,14 @@ class Session:
     def login(self) -> None:
         t = self.target
         self._sock = socket.create_connection((t.host, t.port), timeout=CONNECT_TIMEOUT)
+        if self.ssl_request:
+            self._sock.sendall(SSLRequest().encode())
+            answer = self._sock.recv(1)
+            self._record(Message(b"?", answer))  # a pseudo-message, to show in transcripts
+            if answer != b"N":
+                raise ConnectionError(f"[{t.label}] SSLRequest answered {answer!r}")
         startup = {"user": t.user, "database": t.database, **self.params}
-        self._sock.sendall(StartupMessage(startup).encode())
+        self._sock.sendall(StartupMessage(startup, self.protocol).encode())
         scram: ScramClient | None = None
         deadline = time.monotonic() + READ_TIMEOUT
         while True:
@@ -194,11 +230,19 @@ class Session:
             if not self.closed:
                 raise
 
-    def read(self, stop: Callable[[Message], bool], awaiting: str, step: str = "") -> None:
-        """Record messages until one satisfies ``stop`` (inclusive)."""
+    def read(
+        self,
+        stop: Callable[[Message], bool],
+        awaiting: str,
+        step: str = "",
+        timeout: float | None = None,
+    ) -> None:
+        """Record messages until one satisfies ``stop`` (inclusive), for at most
+        ``timeout`` seconds (READ_TIMEOUT by default)."""
         if step:
             self._step = step
-        deadline = time.monotonic() + READ_TIMEOUT
+        self._timeout = READ_TIMEOUT if timeout is None else timeout
+        deadline = time.monotonic() + self._timeout
         while True:
             msg = self._next(deadline, awaiting)
             if msg is None:
@@ -209,7 +253,9 @@ class Session:
             if stop(msg):
                 return
 
-    def until(self, type_: bytes, count: int = 1, step: str = "") -> None:
+    def until(
+        self, type_: bytes, count: int = 1, step: str = "", timeout: float | None = None
+    ) -> None:
         """Read until the ``count``-th message of ``type_`` (e.g. ``b"G"``: CopyInResponse)."""
         seen = 0
 
@@ -218,19 +264,21 @@ class Session:
             seen += msg.type == type_
             return seen >= count
 
-        self.read(stop, f"{count} message(s) of type {type_!r}", step)
+        self.read(stop, f"{count} message(s) of type {type_!r}", step, timeout)
 
-    def until_ready(self, count: int = 1, step: str = "") -> None:
-        self.until(m.READY_FOR_QUERY, count, step)
+    def until_ready(self, count: int = 1, step: str = "", timeout: float | None = None) -> None:
+        self.until(m.READY_FOR_QUERY, count, step, timeout)
 
-    def exchange(self, step: str, *frames: bytes, ready: int = 1) -> None:
+    def exchange(
+        self, step: str, *frames: bytes, ready: int = 1, timeout: float | None = None
+    ) -> None:
         """Send ``frames``, read until ``ready`` ReadyForQuery messages arrived."""
         self.send(*frames)
-        self.until_ready(ready, step)
+        self.until_ready(ready, step, timeout)
 
-    def query(self, sql: str, step: str = "") -> None:
+    def query(self, sql: str, step: str = "", timeout: float | None = None) -> None:
         """A simple Query, read to its ReadyForQuery."""
-        self.exchange(step or sql[:60], m.query(sql))
+        self.exchange(step or sql[:60], m.query(sql), timeout=timeout)
 
     def cancel(self) -> None:
         """Send a CancelRequest with this session's key on a fresh connection."""

@@ -110,6 +110,21 @@ def login_client_encoding_lowercase(run: Run) -> None:
 
 
 @script
+def login_after_ssl_request(run: Run) -> None:
+    """libpq's default (sslmode=prefer) asks for TLS first; neither side offers it here."""
+    s = run.session(ssl_request=True)
+    s.query("SELECT 1")
+
+
+@script
+def login_newer_protocol_minor(run: Run) -> None:
+    """A client asking for protocol 3.1 and an unknown _pq_ option is told what the
+    server supports (NegotiateProtocolVersion) and goes on with 3.0."""
+    s = run.session(protocol=(3 << 16) | 1, **{"_pq_.fidelity_option": "1"})
+    s.query("SELECT 1")
+
+
+@script
 def login_unknown_database(run: Run) -> None:
     s = run.session(database="fidelity_no_such_database")
     s.query("SELECT current_database()", "query after the refused login")
@@ -551,6 +566,61 @@ def unnamed_statement_after_simple_query(run: Run) -> None:
 
 
 @script
+def two_sessions_settings(run: Run) -> None:
+    """One client's SET is its own: the other never sees it, and it survives the other's
+    transactions on the shared server connections."""
+    a = run.session("a")
+    b = run.session("b")
+    a.query("SET TimeZone = 'Asia/Tokyo'")
+    a.query("SET search_path = pg_catalog")
+    for _ in range(2):
+        b.query(
+            "SELECT '2021-03-04 05:06:07+00'::timestamptz::text, current_setting('search_path')"
+        )
+        a.query(
+            "SELECT '2021-03-04 05:06:07+00'::timestamptz::text, current_setting('search_path')"
+        )
+    b.query("SET TimeZone = 'America/New_York'")
+    a.query("SHOW TimeZone")
+    b.query("SHOW TimeZone")
+
+
+@script
+def discard_all(run: Run) -> None:
+    """DISCARD ALL from the client forgets its statements and settings."""
+    s = run.session()
+    s.query("SET TimeZone = 'Asia/Tokyo'")
+    s.exchange("parse a statement", P("SELECT 1", name="fid_discard"), SYNC)
+    s.query("DISCARD ALL")
+    s.query("SHOW TimeZone")
+    s.exchange("the statement is gone", B(stmt="fid_discard"), E(), SYNC)
+
+
+@script
+def deep_pipeline(run: Run) -> None:
+    """300 Parse/Bind/Execute/Sync groups sent before reading any answer."""
+    s = run.session()
+    frames = [PBE("SELECT $1::int", str(i)) + SYNC for i in range(300)]
+    s.exchange("300 Syncs in flight", *frames, ready=300)
+
+
+@script
+def malformed_message(run: Run) -> None:
+    """A Bind whose body ends early: the server ends the session with FATAL 08P01."""
+    s = run.session()
+    s.exchange("parse", P("SELECT $1::int"), SYNC)
+    s.send(m.encode_message(m.BIND, b"\x00\x00\x00\x00\x00\x01\x00\x00\x00\x09ab"), SYNC)
+    s.read(_ready_or_closed, "end of stream", "truncated Bind")
+
+
+@script
+def unknown_message_type(run: Run) -> None:
+    s = run.session()
+    s.send(m.encode_message(b"y", b"whatever"), SYNC)
+    s.read(_ready_or_closed, "end of stream", "message type y")
+
+
+@script
 def server_terminates_session(run: Run) -> None:
     """The server ends the session (pg_terminate_backend of itself): FATAL 57P01, then
     the end of the stream."""
@@ -694,6 +764,17 @@ def large_rows(run: Run) -> None:
     s.exchange("echo 3 MB", P("SELECT $1::text"), B(big), E(), SYNC)
     s.query("SELECT g, repeat('z', 100) FROM generate_series(1, 20000) g")
     s.query("COPY (SELECT g, repeat('c', 200) FROM generate_series(1, 20000) g) TO STDOUT")
+
+
+@script
+def large_message_first_in_transaction(run: Run) -> None:
+    """A message over 1 MB that opens a transaction (nothing smaller before it in the
+    same read): a Bind with a 2 MB parameter as asyncpg sends it, then a 2 MB Query."""
+    s = run.session()
+    s.exchange("parse", P("SELECT length($1)", name="fid_big"), SYNC)
+    big = "w" * 2_000_000
+    s.exchange("Bind of 2 MB first", B(big, stmt="fid_big"), E(), SYNC, timeout=5)
+    s.query(f"SELECT length('{big}')", "Query of 2 MB", timeout=5)
 
 
 @script

@@ -34,9 +34,13 @@ KNOWN_DIFFERENCES: dict[str, str] = {
     "values (TimeZone 'Etc/UTC', application_name 'fleetpool'), not the client's startup values",
     "driver_asyncpg_reset": "asyncpg's release query (... RESET ALL) leaves application_name "
     "'fleetpool' set and reported",
+    "discard_all": "DISCARD ALL sets application_name to the proxy's 'fleetpool' (reported); "
+    "PostgreSQL keeps the client's startup value",
     # Login.
     "login_unknown_database": "any database name is accepted and mapped to the upstream "
     "database; PostgreSQL refuses with FATAL 3D000",
+    "login_newer_protocol_minor": "NegotiateProtocolVersion says newest version 0; "
+    "PostgreSQL sends 196608 (3.0), which libpq checks",
     # Prepared statements (renamed to fp_<hash> by the proxy).
     "reparse_existing_statement_name": "Parse of an existing statement name succeeds and "
     "replaces it; PostgreSQL refuses with 42P05",
@@ -49,6 +53,12 @@ KNOWN_DIFFERENCES: dict[str, str] = {
     # Session end and notifications.
     "server_terminates_session": "after the server's FATAL 57P01 the client stays connected "
     "and gets ERROR 08006 + ReadyForQuery; PostgreSQL closes the session after a FATAL",
+    "unknown_message_type": "after the server's FATAL 08P01 (invalid frontend message type) "
+    "the client stays connected and gets ERROR 08006 + ReadyForQuery; PostgreSQL closes it",
+    # Flow control.
+    "large_message_first_in_transaction": "a message over 1 MiB that starts a transaction "
+    "is never forwarded (the proxy pauses reading before the message is complete): the "
+    "client hangs",
     "listen_notify_one_session": "NotificationResponse carries the server backend's pid, not "
     "the client's BackendKeyData pid: a client cannot recognise its own notifications",
     "listen_notify_two_sessions": "NotificationResponse from another client carries a server "
