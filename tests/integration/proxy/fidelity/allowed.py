@@ -44,29 +44,18 @@ def _blank_cancel_keys(t: Transcript) -> Transcript:
 
 
 def _sort_login_parameters(t: Transcript) -> Transcript:
-    """Within each session's login (until its first ReadyForQuery), sort the
-    ParameterStatus messages by name and keep them where the first one was."""
-    out: Transcript = []
-    pending: dict[str, Transcript] = {}
-    for r in t:
-        if r.step != "login":
-            out.append(r)
-        elif r.msg.type == m.PARAMETER_STATUS:
-            if r.session not in pending:
-                pending[r.session] = []
-                out.append(Received(r.session, "login", Message(b"\x00", b"")))  # slot
-            pending[r.session].append(r)
-        else:
-            out.append(r)
-    sorted_out: Transcript = []
-    for r in out:
-        if r.msg.type == b"\x00":
-            sorted_out.extend(
-                sorted(pending[r.session], key=lambda x: m.parse_parameter_status(x.msg.body))
-            )
-        else:
-            sorted_out.append(r)
-    return sorted_out
+    """Sort each session's login ParameterStatus messages by name, in their own places."""
+    out = list(t)
+    for session in {r.session for r in t}:
+        places = [
+            i
+            for i, r in enumerate(t)
+            if r.session == session and r.step == "login" and r.msg.type == m.PARAMETER_STATUS
+        ]
+        ordered = sorted((t[i] for i in places), key=lambda r: m.parse_parameter_status(r.msg.body))
+        for i, r in zip(places, ordered, strict=True):
+            out[i] = r
+    return out
 
 
 def _relative_notification_pids(t: Transcript) -> Transcript:

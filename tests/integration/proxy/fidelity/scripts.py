@@ -181,8 +181,8 @@ def set_reset_show(run: Run) -> None:
         "SET search_path = pg_catalog, public",
         "SHOW search_path",
         "RESET search_path",
-        "SET statement_timeout = '50ms'",
-        "SELECT pg_sleep(1)",
+        "SET statement_timeout = '300ms'",
+        "SELECT pg_sleep(3)",
         "RESET statement_timeout",
     ):
         s.query(stmt)
@@ -742,8 +742,10 @@ def listen_notify_two_sessions(run: Run) -> None:
 def cancel(run: Run) -> None:
     s = run.session()
     s.send(Q("SELECT pg_sleep(30)"))
-    # A cancel that arrives before the query runs is ignored by the server: resend
+    # RowDescription comes as execution starts: cancel after it, or the answer depends
+    # on timing. A cancel that reaches a backend not yet sleeping may be lost: resend
     # (bounded) until the query answers.
+    s.until(m.ROW_DESCRIPTION, step="pg_sleep running")
     for _ in range(20):
         s.cancel()
         if s.wait_readable(0.5):
