@@ -105,6 +105,23 @@ class Run:
         finally:
             s.close()
 
+    def wait_for(self, sql: str, what: str, timeout: float = 10.0) -> None:
+        """Poll ``sql`` on an unrecorded session until it returns a row (e.g. "the other
+        session's query is running"): a script's timing becomes a fact, not a guess."""
+        s = Session(self, "poll", {}, record=False)
+        try:
+            s.login()
+            deadline = time.monotonic() + timeout
+            while True:
+                s.query(sql)
+                if any(msg.type == m.DATA_ROW for msg in s.last_read):
+                    return
+                if time.monotonic() > deadline:
+                    raise ScriptTimeout(f"[{self.target.label}] not within {timeout}s: {what}")
+                time.sleep(0.02)
+        finally:
+            s.close()
+
     def close(self) -> None:
         for s in self.sessions:
             s.close()
@@ -132,6 +149,7 @@ class Session:
         self.closed = False
         self._eof_recorded = False
         self._timeout = READ_TIMEOUT
+        self.last_read: list[Message] = []  # what the latest read received
         self._sock: socket.socket | None = None
         self._dec = BackendDecoder()
         self._step = "login"
@@ -243,8 +261,11 @@ class Session:
             self._step = step
         self._timeout = READ_TIMEOUT if timeout is None else timeout
         deadline = time.monotonic() + self._timeout
+        self.last_read = []
         while True:
             msg = self._next(deadline, awaiting)
+            if msg is not None:
+                self.last_read.append(msg)
             if msg is None:
                 if not self._eof_recorded:
                     self._record(Message(b"!", b"connection closed"))
@@ -291,23 +312,6 @@ class Session:
                     pass
             except OSError:
                 pass
-
-    def wait_readable(self, seconds: float) -> bool:
-        """True when a message (or end of stream) arrives within ``seconds``."""
-        assert self._sock is not None
-        if self._dec.buffered or self.closed:
-            return True
-        self._sock.settimeout(seconds)
-        try:
-            data = self._sock.recv(_CHUNK)
-        except TimeoutError:
-            return False
-        except OSError:
-            data = b""
-        if not data:
-            self.closed = True
-        self._dec.receive_data(data)
-        return True
 
     def terminate(self) -> None:
         """Terminate and wait for the peer to close (nothing else may arrive)."""

@@ -741,15 +741,15 @@ def listen_notify_two_sessions(run: Run) -> None:
 @script
 def cancel(run: Run) -> None:
     s = run.session()
-    s.send(Q("SELECT pg_sleep(30)"))
-    # RowDescription comes as execution starts: cancel after it, or the answer depends
-    # on timing. A cancel that reaches a backend not yet sleeping may be lost: resend
-    # (bounded) until the query answers.
-    s.until(m.ROW_DESCRIPTION, step="pg_sleep running")
-    for _ in range(20):
-        s.cancel()
-        if s.wait_readable(0.5):
-            break
+    sleep = "SELECT pg_sleep(30) /* fidelity cancel */"
+    s.send(Q(sleep))
+    # Cancel only once pg_sleep runs: earlier, the server may cancel before it has
+    # produced the RowDescription, or (while still reading the query) not at all.
+    run.wait_for(
+        f"SELECT 1 FROM pg_stat_activity WHERE query = '{sleep}' AND wait_event = 'PgSleep'",
+        "pg_sleep running",
+    )
+    s.cancel()
     s.until_ready(step="canceled pg_sleep")
     s.query("SELECT 'alive after cancel'")
 
