@@ -198,7 +198,8 @@ def load_rsa_private_key(pem: bytes) -> RSAPrivateKey:
         raise ConfigError(f"not a PEM RSA private key: {exc}") from None
     if not isinstance(key, rsa.RSAPrivateKey):
         raise ConfigError("the private key for caching_sha2_password must be an RSA key")
-    return key
+    rsa_key: RSAPrivateKey = key
+    return rsa_key
 
 
 def public_key_pem(private_key: RSAPrivateKey) -> bytes:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Final, Literal
 
 from ..errors import LocalProtocolError, RemoteProtocolError
 from . import auth
-from .codec import NEED_DATA, PacketDecoder, encode_packet
+from .codec import Packet, PacketDecoder, encode_packet
 from .constants import (
     AUTH_MORE_DATA_HEADER,
     AUTH_SWITCH_HEADER,
@@ -287,13 +287,12 @@ class BackendLogin:
         actions: list[Action] = []
         while not self.done and self._state != "tls":
             packet = self.decoder.next_packet()
-            if packet is NEED_DATA:
+            if not isinstance(packet, Packet):
                 if self.decoder.at_eof:
                     actions.extend(
                         self._fail(CR_SERVER_LOST, "server closed the connection during login")
                     )
                 break
-            assert not isinstance(packet, type(NEED_DATA))
             self._seq = packet.next_seq
             actions.extend(self._on_packet(packet.payload))
         return actions
@@ -651,14 +650,13 @@ class FrontendLogin:
         actions: list[Action] = []
         while not self.done and self._state != "tls":
             packet = self.decoder.next_packet()
-            if packet is NEED_DATA:
+            if not isinstance(packet, Packet):
                 if self.decoder.at_eof:
                     self._state = "closed"
                     actions.append(
                         LoginFailed(ER_HANDSHAKE_ERROR, "client left during login", "08S01")
                     )
                 break
-            assert not isinstance(packet, type(NEED_DATA))
             self._seq = packet.next_seq
             actions.extend(self._on_packet(packet.payload))
         return actions
