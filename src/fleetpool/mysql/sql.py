@@ -217,6 +217,7 @@ _SCOPES: Final = {
 }
 _LOCK_FUNCTIONS: Final = frozenset({"get_lock", "release_lock", "release_all_locks"})
 _PREVIOUS_FUNCTIONS: Final = frozenset({"found_rows", "row_count", "last_insert_id"})
+_ACCOUNT_PARTS: Final = frozenset({"str", "ident", "word"})
 _PREVIOUS_VARIABLES: Final = frozenset({"@@identity", "@@last_insert_id", "@@session.identity"})
 
 
@@ -346,6 +347,9 @@ def _judge(sql: str, toks: list[_Tok], v: _Verdict) -> None:
     for i, t in enumerate(toks):
         kind = t.kind
         if kind == "uservar":
+            prev = toks[i - 1] if i else None
+            if prev is not None and prev.end == t.start and prev.kind in _ACCOUNT_PARTS:
+                continue  # 'user'@'host', an account name, not a variable
             v.pin_for("user variable", SessionState.VARIABLE)
         elif kind == "sysvar":
             if t.text in _PREVIOUS_VARIABLES:
