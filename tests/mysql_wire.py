@@ -347,8 +347,8 @@ def command(
 
 class FrontendServer:
     """Accepts clients on 127.0.0.1, logs them in with a fresh FrontendLogin each, then
-    answers every COM_QUERY with one text row ``(user, database, plugin, tls)``, COM_PING
-    with OK and COM_QUIT by closing. Outcomes of logins are kept in ``results``."""
+    answers every COM_QUERY with one text row ``(user, database, plugin, tls)`` (a SET
+    with OK), COM_PING with OK and COM_QUIT by closing. Outcomes of logins are kept in ``results``."""
 
     def __init__(
         self,
@@ -435,7 +435,9 @@ class FrontendServer:
             cmd = packet.payload[0] if packet.payload else -1
             if cmd == c.COM_QUIT:
                 return
-            if cmd == c.COM_QUERY:
+            if cmd == c.COM_QUERY and packet.payload[1:4].upper() == b"SET":
+                conn.send(encode_packet(m.OkPacket().build(caps), 1))
+            elif cmd == c.COM_QUERY:
                 row = [session.user, session.database, session.auth_plugin, int(session.tls)]
                 payloads = m.build_result_set(["user", "db", "plugin", "tls"], [row], caps)
                 conn.send(encode_packets(payloads, 1)[0])

@@ -231,8 +231,9 @@ class BackendLogin:
     ``server_public_key`` (PEM) saves a round trip in caching_sha2_password full
     authentication without TLS; without it the key is requested from the server.
     ``allow_cleartext`` permits mysql_clear_password without TLS (off by default:
-    it would send the password in clear). ``extra_capabilities`` adds flags such as
-    CLIENT_LOCAL_FILES or CLIENT_FOUND_ROWS to BACKEND_CAPABILITIES.
+    it would send the password in clear). ``capabilities`` are the flags asked for
+    (default BACKEND_CAPABILITIES; add e.g. CLIENT_LOCAL_FILES or CLIENT_FOUND_ROWS,
+    or drop CLIENT_DEPRECATE_EOF); the server's offer limits them.
 
     Use: ``receive_data(bytes)`` with what the server sent until an action is
     BackendReady or LoginFailed; carry out Send/StartTLS as they come.
@@ -249,11 +250,11 @@ class BackendLogin:
         server_public_key: bytes | None = None,
         allow_cleartext: bool = False,
         charset: int = CHARSET_UTF8MB4_GENERAL_CI,
-        extra_capabilities: int = 0,
+        capabilities: int = BACKEND_CAPABILITIES,
     ) -> None:
         if tls not in ("disable", "prefer", "require"):
             raise LocalProtocolError(f"tls must be 'disable', 'prefer' or 'require', got {tls!r}")
-        if extra_capabilities & REFUSED_CAPABILITIES:
+        if capabilities & REFUSED_CAPABILITIES:
             raise LocalProtocolError(
                 "compression, query attributes, optional metadata and multi-factor "
                 "authentication are not supported"
@@ -266,7 +267,10 @@ class BackendLogin:
         self.server_public_key = server_public_key
         self.allow_cleartext = allow_cleartext
         self.charset = charset
-        self.wanted = BACKEND_CAPABILITIES | extra_capabilities
+        needed = CLIENT_PROTOCOL_41 | CLIENT_SECURE_CONNECTION
+        if capabilities & needed != needed:
+            raise LocalProtocolError("capabilities must include PROTOCOL_41 and SECURE_CONNECTION")
+        self.wanted = capabilities
         self.decoder = PacketDecoder(LOGIN_MAX_PAYLOAD)
         self._state = "handshake"
         self._seq = 0

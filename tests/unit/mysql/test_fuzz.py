@@ -25,8 +25,14 @@ def valid_payloads() -> list[bytes]:
     caps = CAPS | c.CLIENT_SECURE_CONNECTION | c.CLIENT_PLUGIN_AUTH | c.CLIENT_CONNECT_ATTRS
     return [
         m.HandshakeV10("8.0.36", 1, b"n" * 20, caps, auth_plugin="caching_sha2_password").build(),
-        m.HandshakeResponse41(caps | c.CLIENT_CONNECT_WITH_DB, "u", b"x" * 20, "db",
-                              "mysql_native_password", {"a": "b"}).build(),  # fmt: skip
+        m.HandshakeResponse41(
+            caps | c.CLIENT_CONNECT_WITH_DB,
+            "u",
+            b"x" * 20,
+            "db",
+            "mysql_native_password",
+            {"a": "b"},
+        ).build(),  # fmt: skip
         m.OkPacket(1, 2, info="i", session_state=m.SessionStateInfo(schema="s")).build(CAPS),
         m.ErrPacket(1045, "denied").build(),
         m.EofPacket().build(),
@@ -116,8 +122,10 @@ def response_packets() -> list[bytes]:
         m.EofPacket(c.SERVER_MORE_RESULTS_EXISTS).build(),
         m.build_text_row([b"x"]),
         m.OkPacket().build(CAPS),
-        m.OkPacket(status=c.SERVER_MORE_RESULTS_EXISTS | c.SERVER_SESSION_STATE_CHANGED,
-                   session_state=m.SessionStateInfo(schema="s")).build(CAPS),  # fmt: skip
+        m.OkPacket(
+            status=c.SERVER_MORE_RESULTS_EXISTS | c.SERVER_SESSION_STATE_CHANGED,
+            session_state=m.SessionStateInfo(schema="s"),
+        ).build(CAPS),  # fmt: skip
         m.OkPacket(eof_header=True).build(CAPS),
         m.ErrPacket(1, "e").build(),
         m.PrepareOk(1, 1, 1).build(),
@@ -129,7 +137,9 @@ def response_packets() -> list[bytes]:
 @given(
     st.sampled_from(COMMANDS),
     st.booleans(),
-    st.lists(st.one_of(st.sampled_from(response_packets()), mutated(response_packets())), max_size=12),
+    st.lists(
+        st.one_of(st.sampled_from(response_packets()), mutated(response_packets())), max_size=12
+    ),
     st.lists(st.integers(0, 2000), max_size=4),
     st.binary(max_size=40),
 )
@@ -179,8 +189,12 @@ def client_packets() -> list[bytes]:
             | c.CLIENT_CONNECT_ATTRS | c.CLIENT_CONNECT_WITH_DB)  # fmt: skip
     nonce = b"n" * 20
     return [
-        encode_packet(m.HandshakeResponse41(caps, "u", auth.sha2_scramble("pw", nonce), "d",
-                                            "caching_sha2_password").build(), 1),  # fmt: skip
+        encode_packet(
+            m.HandshakeResponse41(
+                caps, "u", auth.sha2_scramble("pw", nonce), "d", "caching_sha2_password"
+            ).build(),
+            1,
+        ),  # fmt: skip
         encode_packet(m.HandshakeResponse41(caps, "u", b"", "", "dialog").build(), 1),
         encode_packet(m.build_ssl_request(caps), 1),
         encode_packet(b"\x02", 3),
@@ -191,7 +205,9 @@ def client_packets() -> list[bytes]:
 @FUZZ
 @given(
     st.lists(
-        st.one_of(st.sampled_from(client_packets()), mutated(client_packets()), st.binary(max_size=60)),
+        st.one_of(
+            st.sampled_from(client_packets()), mutated(client_packets()), st.binary(max_size=60)
+        ),
         max_size=5,
     ),
     st.booleans(),

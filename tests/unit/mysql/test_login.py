@@ -246,7 +246,9 @@ def test_backend_protocol_errors() -> None:
     with pytest.raises(LocalProtocolError):
         BackendLogin("u", tls="maybe")  # type: ignore[arg-type]
     with pytest.raises(LocalProtocolError):
-        BackendLogin("u", extra_capabilities=c.CLIENT_COMPRESS)
+        BackendLogin("u", capabilities=c.CLIENT_COMPRESS)
+    with pytest.raises(LocalProtocolError):
+        BackendLogin("u", capabilities=c.CLIENT_PROTOCOL_41)
     with pytest.raises(LocalProtocolError):
         BackendLogin("u").tls_started()
 

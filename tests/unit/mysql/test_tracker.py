@@ -80,7 +80,9 @@ def test_every_split_point_gives_the_same_answer(caps: int) -> None:
 
 def test_ok_fields_and_session_changes() -> None:
     state = m.SessionStateInfo(system_variables=(("time_zone", "+01:00"),), schema="shop")
-    payload = ok(MODERN, AUTO, affected_rows=300, last_insert_id=70000, warnings=2, session_state=state)
+    payload = ok(
+        MODERN, AUTO, affected_rows=300, last_insert_id=70000, warnings=2, session_state=state
+    )
     t = track(MODERN, c.COM_QUERY, wire([payload]))
     assert (t.affected_rows, t.last_insert_id, t.warnings) == (300, 70000, 2)
     assert t.session_changes == [state]
