@@ -348,7 +348,7 @@ def command(
 class FrontendServer:
     """Accepts clients on 127.0.0.1, logs them in with a fresh FrontendLogin each, then
     answers every COM_QUERY with one text row ``(user, database, plugin, tls)`` (a SET
-    with OK), COM_PING with OK and COM_QUIT by closing. Outcomes of logins are kept in ``results``."""
+    with OK), COM_PING with OK and COM_QUIT by closing. Login outcomes go to ``results``."""
 
     def __init__(
         self,

@@ -32,7 +32,7 @@ def valid_payloads() -> list[bytes]:
             "db",
             "mysql_native_password",
             {"a": "b"},
-        ).build(),  # fmt: skip
+        ).build(),
         m.OkPacket(1, 2, info="i", session_state=m.SessionStateInfo(schema="s")).build(CAPS),
         m.ErrPacket(1045, "denied").build(),
         m.EofPacket().build(),
@@ -103,7 +103,7 @@ def test_packet_decoder_is_bounded(chunks: list[bytes], limit: int) -> None:
             while isinstance(packet := decoder.next_packet(), Packet):
                 assert len(packet.payload) <= limit
             assert decoder.buffered <= limit + 4 + 80
-        offsets, end = scan_packets(b"".join(chunks), 0, limit)
+        _offsets, end = scan_packets(b"".join(chunks), 0, limit)
         assert end <= len(b"".join(chunks))
     except ProtocolError:
         pass
@@ -125,7 +125,7 @@ def response_packets() -> list[bytes]:
         m.OkPacket(
             status=c.SERVER_MORE_RESULTS_EXISTS | c.SERVER_SESSION_STATE_CHANGED,
             session_state=m.SessionStateInfo(schema="s"),
-        ).build(CAPS),  # fmt: skip
+        ).build(CAPS),
         m.OkPacket(eof_header=True).build(CAPS),
         m.ErrPacket(1, "e").build(),
         m.PrepareOk(1, 1, 1).build(),
@@ -194,7 +194,7 @@ def client_packets() -> list[bytes]:
                 caps, "u", auth.sha2_scramble("pw", nonce), "d", "caching_sha2_password"
             ).build(),
             1,
-        ),  # fmt: skip
+        ),
         encode_packet(m.HandshakeResponse41(caps, "u", b"", "", "dialog").build(), 1),
         encode_packet(m.build_ssl_request(caps), 1),
         encode_packet(b"\x02", 3),

@@ -127,7 +127,7 @@ def test_error_outside_a_transaction_keeps_the_status_known() -> None:
 
 @pytest.mark.parametrize("caps", [LEGACY, MODERN])
 def test_error_in_the_middle_of_rows(caps: int) -> None:
-    payloads = result(caps, 2)[:-1] + [m.build_error(c.ER_QUERY_INTERRUPTED, "interrupted")]
+    payloads = [*result(caps, 2)[:-1], m.build_error(c.ER_QUERY_INTERRUPTED, "interrupted")]
     t = track(caps, c.COM_QUERY, wire(payloads))
     assert t.error is not None and t.error.code == c.ER_QUERY_INTERRUPTED and t.rows == 2
 
@@ -187,10 +187,10 @@ def test_binary_result_set_and_cursor(caps: int) -> None:
     t = track(caps, c.COM_STMT_EXECUTE, wire(head + binary_rows + [m.build_end_of_rows(caps)]))
     assert t.rows == 2  # binary rows start with 0x00 and are rows, not OKs
     # With a read-only cursor the metadata ends with CURSOR_EXISTS and no rows.
-    cursor_head = head[:2] + [m.build_end_of_rows(caps, AUTO | c.SERVER_STATUS_CURSOR_EXISTS)]
+    cursor_head = [*head[:2], m.build_end_of_rows(caps, AUTO | c.SERVER_STATUS_CURSOR_EXISTS)]
     t = track(caps, c.COM_STMT_EXECUTE, wire(cursor_head))
     assert t.cursor_open and t.rows == 0
-    fetched = binary_rows + [m.build_end_of_rows(caps, AUTO | c.SERVER_STATUS_LAST_ROW_SENT)]
+    fetched = [*binary_rows, m.build_end_of_rows(caps, AUTO | c.SERVER_STATUS_LAST_ROW_SENT)]
     t.start(c.COM_STMT_FETCH)
     feed_all(t, wire(fetched))
     assert t.done and t.rows == 2 and t.status & c.SERVER_STATUS_LAST_ROW_SENT
