@@ -241,10 +241,158 @@ class ResponseTracker:
         packet it must read whole is incomplete (feed again with more bytes from that
         offset on). Raises RemoteProtocolError for bytes that break the protocol.
         """
+        # The loop keeps the hot fields in locals and writes them back on every exit;
+        # rows, column definitions and the common terminators are handled inline, the
+        # rest by _packet().
         pos = start
         n = len(data)
+        if self._skip or self._cont:
+            pos = self._resume(data, pos, n)
+            if self._skip:
+                return pos
+        state = self._state
+        if state >= _INFILE or state == _IDLE:
+            if state == _IDLE and pos < n:
+                raise RemoteProtocolError("server sent data while no command was pending")
+            return pos
+        seq = self._seq
+        rows = 0
         unpack = _U32.unpack_from
-        while pos < n:
+        max_payload = self.max_payload
+        term = MAX_PACKET_CHUNK if self._deprecate_eof else 9
+        try:
+            while pos + 4 <= n:
+                if state == _ROWS:
+                    # Whole rows: the loop a large result set spends its time in.
+                    while pos + 5 <= n:
+                        word = unpack(data, pos)[0]
+                        length = word & 0xFFFFFF
+                        end = pos + 4 + length
+                        if (
+                            word >> 24 != seq
+                            or end > n
+                            or not length
+                            or length > max_payload
+                            or length == MAX_PACKET_CHUNK
+                        ):
+                            break
+                        first = data[pos + 4]
+                        if first == 0xFF or (first == 0xFE and length < term):
+                            break
+                        seq = (seq + 1) & 0xFF
+                        rows += 1
+                        pos = end
+                    if pos + 4 > n:
+                        break
+                word = unpack(data, pos)[0]
+                length = word & 0xFFFFFF
+                if word >> 24 != seq:
+                    raise RemoteProtocolError(
+                        f"packet out of order: sequence id {word >> 24}, expected {seq}"
+                    )
+                if length > max_payload:
+                    raise RemoteProtocolError(
+                        f"packet of {length} bytes exceeds the limit of {max_payload} bytes"
+                    )
+                end = pos + 4 + length
+                p = pos + 4
+                if state == _ROWS and length:
+                    if p >= n:
+                        break  # the first byte decides: wait for it
+                    first = data[p]
+                    if (first != 0xFE or length >= term) and first != 0xFF:
+                        rows += 1
+                        seq = (seq + 1) & 0xFF
+                        if end <= n and length != MAX_PACKET_CHUNK:
+                            pos = end
+                            continue
+                        # A row beyond this buffer, or split in 16 MiB chunks: skip it.
+                        self._cont = length == MAX_PACKET_CHUNK
+                        self._skip = max(0, end - n)
+                        pos = min(end, n)
+                        self._seq = seq
+                        pos = self._resume(data, pos, n)
+                        seq = self._seq
+                        if self._skip:
+                            return pos
+                        continue
+                if end > n:
+                    break
+                if length >= MAX_PACKET_CHUNK:
+                    raise RemoteProtocolError(
+                        "a 16 MiB control packet in a response is not supported"
+                    )
+                seq = (seq + 1) & 0xFF
+                if state == _DEFS:
+                    if not length or data[p] >= 0xFE:
+                        raise RemoteProtocolError("expected a column definition")
+                    self._remaining -= 1
+                    if not self._remaining:
+                        state = _ROWS if term == MAX_PACKET_CHUNK else _DEFS_EOF
+                    pos = end
+                    continue
+                if state == _FIRST and length == 1 and 0 < data[p] < 0xFB:
+                    self._remaining = data[p]  # a column count
+                    state = _DEFS
+                    pos = end
+                    continue
+                if state == _ROWS and length == 5 and term == 9 and data[p] == 0xFE:
+                    # The EOF that ends a result set (no DEPRECATE_EOF).
+                    status = data[p + 3] | data[p + 4] << 8
+                    self.warnings = data[p + 1] | data[p + 2] << 8
+                    self.status = status
+                    self.status_known = True
+                    self.results += 1
+                    state = _FIRST if status & SERVER_MORE_RESULTS_EXISTS else _DONE
+                    pos = end
+                    if state == _DONE:
+                        break
+                    continue
+                if state == _DEFS_EOF and length == 5 and data[p] == 0xFE:
+                    status = data[p + 3] | data[p + 4] << 8
+                    if not status & SERVER_STATUS_CURSOR_EXISTS:
+                        self.warnings = data[p + 1] | data[p + 2] << 8
+                        state = _ROWS
+                        pos = end
+                        continue
+                if (
+                    state == _ROWS
+                    and term == MAX_PACKET_CHUNK
+                    and length >= 7
+                    and data[p + 1] < 0xFB
+                    and data[p + 2] < 0xFB
+                    and data[p] == 0xFE
+                ):
+                    status = data[p + 3] | data[p + 4] << 8
+                    if not status & SERVER_SESSION_STATE_CHANGED:
+                        # The OK that ends a result set (DEPRECATE_EOF), 1-byte counts.
+                        self.affected_rows = data[p + 1]
+                        self.last_insert_id = data[p + 2]
+                        self.warnings = data[p + 5] | data[p + 6] << 8
+                        self.status = status
+                        self.status_known = True
+                        self.results += 1
+                        state = _FIRST if status & SERVER_MORE_RESULTS_EXISTS else _DONE
+                        pos = end
+                        if state == _DONE:
+                            break
+                        continue
+                self._state = state
+                self._packet(data, p, end, state)
+                state = self._state
+                pos = end
+                if state >= _INFILE:
+                    break
+        finally:
+            self._seq = seq
+            self._state = state
+            if rows:
+                self.rows += rows
+        return pos
+
+    def _resume(self, data: bytes | bytearray | memoryview, pos: int, n: int) -> int:
+        """Skip the rest of a row (and its further 16 MiB chunks) as far as ``data`` goes."""
+        while True:
             skip = self._skip
             if skip:
                 if skip > n - pos:
@@ -252,15 +400,11 @@ class ResponseTracker:
                     return n
                 pos += skip
                 self._skip = 0
-                continue
-            state = self._state
-            if state >= _INFILE or state == _IDLE:
-                if state == _IDLE:
-                    raise RemoteProtocolError("server sent data while no command was pending")
+            if not self._cont:
                 return pos
             if pos + 4 > n:
                 return pos
-            word = unpack(data, pos)[0]
+            word = _U32.unpack_from(data, pos)[0]
             length = word & 0xFFFFFF
             if word >> 24 != self._seq:
                 raise RemoteProtocolError(
@@ -270,35 +414,10 @@ class ResponseTracker:
                 raise RemoteProtocolError(
                     f"packet of {length} bytes exceeds the limit of {self.max_payload} bytes"
                 )
-            if self._cont:  # a further chunk of a row being skipped
-                self._cont = length == MAX_PACKET_CHUNK
-                self._seq = (self._seq + 1) & 0xFF
-                self._skip = length
-                pos += 4
-                continue
-            if state == _ROWS and length:
-                if pos + 5 > n:
-                    return pos
-                first = data[pos + 4]
-                if (first != 0xFE and first != 0xFF) or (
-                    first == 0xFE and length >= (MAX_PACKET_CHUNK if self._deprecate_eof else 9)
-                ):
-                    self.rows += 1
-                    self._cont = length == MAX_PACKET_CHUNK
-                    self._seq = (self._seq + 1) & 0xFF
-                    self._skip = length
-                    pos += 4
-                    continue
-            # Every other packet is read whole.
-            end = pos + 4 + length
-            if end > n:
-                return pos
-            if length >= MAX_PACKET_CHUNK:
-                raise RemoteProtocolError("a 16 MiB control packet in a response is not supported")
+            self._cont = length == MAX_PACKET_CHUNK
             self._seq = (self._seq + 1) & 0xFF
-            self._packet(data, pos + 4, end, state)
-            pos = end
-        return pos
+            self._skip = length
+            pos += 4
 
     # -- one whole packet
 
