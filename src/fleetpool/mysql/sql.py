@@ -341,6 +341,25 @@ def _judge_set(sql: str, toks: list[_Tok], v: _Verdict) -> None:
         v.settings.append(Setting(name, _span(sql, item[eq + 1 :])))
 
 
+def _assigns(toks: list[_Tok], i: int) -> bool:
+    """Whether the user variable at ``toks[i]`` may be assigned (not only read).
+
+    Reading one leaves nothing behind (a variable the client set earlier already pinned
+    it); ``@v := ...``, ``INTO @a, @b``, a CALL's arguments (OUT parameters) and LOAD
+    DATA's column list assign.
+    """
+    nxt = toks[i + 1] if i + 1 < len(toks) else None
+    if nxt is not None and nxt.text == ":=":
+        return True
+    first = toks[0].text if toks[0].kind == "word" else ""
+    if first in ("call", "load"):
+        return True
+    j = i - 1
+    while j >= 0 and (toks[j].kind == "uservar" or toks[j].text == ","):
+        j -= 1
+    return j >= 0 and toks[j].kind == "word" and toks[j].text == "into"
+
+
 def _judge(sql: str, toks: list[_Tok], v: _Verdict) -> None:
     """Judge one statement's tokens (from its first word), updating ``v``."""
     # Things that count wherever they appear.
@@ -350,7 +369,8 @@ def _judge(sql: str, toks: list[_Tok], v: _Verdict) -> None:
             prev = toks[i - 1] if i else None
             if prev is not None and prev.end == t.start and prev.kind in _ACCOUNT_PARTS:
                 continue  # 'user'@'host', an account name, not a variable
-            v.pin_for("user variable", SessionState.VARIABLE)
+            if _assigns(toks, i):
+                v.pin_for("user variable", SessionState.VARIABLE)
         elif kind == "sysvar":
             if t.text in _PREVIOUS_VARIABLES:
                 v.depends_on_previous = True

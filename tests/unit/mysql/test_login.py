@@ -156,16 +156,14 @@ def test_require_tls(tls: tuple[ssl.SSLContext, ssl.SSLContext]) -> None:
 
 
 def test_owner_may_refuse_after_authentication() -> None:
-    front = frontend()
-    out = pump_login(BackendLogin("plain", "pw", "nodb", tls="disable"), front, accept=False)
-    assert isinstance(out.last("frontend"), ClientAuthenticated)
+    """ClientAuthenticated leaves the answer to the owner: here, an unknown database."""
     back = BackendLogin("plain", "pw", "nodb", tls="disable")
     front = frontend()
-    pump = pump_login(back, front, accept=False)
-    assert pump.last("backend") is not None
-    err = front.error_packet(c.ER_BAD_DB_ERROR, "Unknown database 'nodb'")
-    actions = back.receive_data(err)
+    out = pump_login(back, front, accept=False)
+    assert isinstance(out.last("frontend"), ClientAuthenticated) and not back.done
+    actions = back.receive_data(front.error_packet(c.ER_BAD_DB_ERROR, "Unknown database 'nodb'"))
     assert isinstance(actions[-1], LoginFailed) and actions[-1].code == c.ER_BAD_DB_ERROR
+    assert actions[-1].sqlstate == "42000" and front.done
 
 
 # -- scripted peers ---------------------------------------------------------------------------

@@ -91,4 +91,4 @@ def test_unterminated_literal_is_read_as_code() -> None:
 def test_account_names_are_not_user_variables() -> None:
     assert classify("GRANT SELECT ON db.* TO 'app'@'%'") == NO_EFFECT
     assert classify("SET PASSWORD FOR app@localhost = PASSWORD('x')") == NO_EFFECT
-    assert classify("select 1, @x").pin == "user variable"
+    assert classify("select 1, @x := 2").pin == "user variable"
