@@ -2,9 +2,12 @@
 
 Usage::
 
-    python benchmarks/budget.py                      # memory, sqlite, redis (throwaway server)
-    python benchmarks/budget.py --redis-url redis://host:6379/0 --dynamodb --json
-    python benchmarks/budget.py --backends redis --duration 5
+    python -m benchmarks.budget                      # memory, sqlite, redis (throwaway server)
+    python -m benchmarks.budget --redis-url redis://host:6379/0 --dynamodb --json
+    python -m benchmarks.budget --backends redis --duration 5
+
+(from the repository root). Each run's figures are also written to
+``benchmarks/results/budget-<time>-<pid>.json``.
 
 For each backend: acquire+release pairs per second from 1 process and from N
 processes (default 8; multiprocessing, a fixed duration each), and p50/p99 of
@@ -40,14 +43,13 @@ import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
 import fleetpool
-from _placement import PLACEMENTS, placed
-from servers import MotoServer, RedisServer
+from fleetpool_testing import MotoServer, RedisServer
+
+from . import _results
+from ._placement import PLACEMENTS, placed
 
 LIMIT = 1000  # far above the processes' concurrency: the benchmark measures the store
 
@@ -274,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         kinds.append("dynamodb")
     cleanups: list[Any] = []
     results: list[Result] = []
+    started = _results.now()
     workdir = tempfile.mkdtemp(prefix="fp-bench-")
     try:
         for kind in kinds:
@@ -305,10 +308,13 @@ def main(argv: list[str] | None = None) -> int:
         for cleanup in cleanups:
             cleanup()
         shutil.rmtree(workdir, ignore_errors=True)
+    figures = [asdict(r) for r in results]
+    path = _results.save("budget", figures, started)
     if args.json:
-        print(json.dumps([asdict(r) for r in results], indent=2))
+        print(json.dumps(figures, indent=2))
     else:
         _print_table(results)
+        print(f"\nresults: {path}")
     return 0 if all(ok for r in results for ok in r.targets.values()) else 1
 
 

@@ -19,27 +19,25 @@ round trip, which makes fleetpool's own overhead the largest share it can be.
 ``--placement cross`` puts the servers on another CPU instead; ``none``
 leaves the scheduler alone.
 
-Usage: python benchmarks/client.py [--pg-dsn DSN] [--mysql-dsn DSN] [--redis-url URL] [-n N]
+Usage: python -m benchmarks.client [--pg-dsn DSN] [--mysql-dsn DSN] [--redis-url URL] [-n N]
                                    [--placement same|cross|none]
-Without DSNs/URL it starts throwaway servers (tests/servers.py).
+(from the repository root). Without DSNs/URL it starts throwaway servers
+(``fleetpool_testing``). Each run's figures are also written to
+``benchmarks/results/client-<time>-<pid>.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "tests"))
+import fleetpool
 
-import fleetpool  # noqa: E402
-from _placement import PLACEMENTS, place  # noqa: E402
+from . import _results
+from ._placement import PLACEMENTS, place
 
 
 def pct(values: list[float], q: float) -> float:
@@ -173,7 +171,7 @@ def servers(args: argparse.Namespace) -> Iterator[dict[str, str]]:
     started: list[Any] = []
     urls = {"postgresql": args.pg_dsn, "mysql": args.mysql_dsn, "redis": args.redis_url}
     try:
-        from servers import MariaDBServer, PostgresServer, RedisServer
+        from fleetpool_testing import MariaDBServer, PostgresServer, RedisServer
 
         if not urls["postgresql"]:
             s = PostgresServer(max_connections=20).start()
@@ -209,6 +207,7 @@ def main() -> int:
     )
     args = ap.parse_args()
     ok = True
+    started = _results.now()
     with servers(args) as urls:
         results = []
         for engine in ("postgresql", "mysql"):
@@ -258,6 +257,10 @@ def main() -> int:
         )
         print()
     print("overall:", "PASS" if ok else "FAIL")
+    path = _results.save(
+        "client", {"n": args.n, "rounds": args.rounds, "engines": results, "pass": ok}, started
+    )
+    print(f"results: {path}")
     return 0 if ok else 1
 
 

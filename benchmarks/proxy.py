@@ -2,8 +2,8 @@
 
 Usage::
 
-    .venv/bin/python benchmarks/proxy.py [--seconds 5] [--rounds 3] [--clients 20,200]
-                                         [--workers 1,2]
+    .venv/bin/python -m benchmarks.proxy [--seconds 5] [--rounds 3] [--clients 20,200]
+                                         [--workers 1,2] [--baseline REF] [--state-probe]
 
 Strategy: one throwaway PostgreSQL (max_connections=300) is started for the run, with
 a scale-1 pgbench database. Each target gets the same select-only workload
@@ -18,6 +18,11 @@ printed: background load moves TPS a lot and that figure little, so it is the on
 compare when changing the proxy's hot path. A second table runs ``pgbench -M
 prepared`` through both poolers: PgBouncer before 1.21 cannot keep named prepared
 statements in transaction mode, fleetpool re-prepares them transparently.
+``--baseline REF`` adds the proxy of another revision (its ``src/`` taken with
+``git archive``, run with this checkout's virtualenv) to the same interleaved rounds,
+so a change to the proxy is compared with what it replaces in one run;
+``--state-probe`` adds this revision with ``state_probe`` on (one more round trip per
+transaction) to show what the probe costs.
 Nothing here asserts timings: it prints figures.
 """
 
@@ -38,22 +43,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from fleetpool_testing import HOST, PostgresServer, free_port
+
+from . import _results
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from servers import PostgresServer  # noqa: E402
-
-HOST = "127.0.0.1"
 POOL = 20
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def process_tree_cpu(pid: int) -> float:
@@ -197,17 +195,19 @@ def pgbouncer(pg_port: int, workdir: Path) -> Iterator[tuple[int, int]]:
 
 
 @contextlib.contextmanager
-def fleetpool_proxy(pg_port: int, workers: int) -> Iterator[tuple[int, int]]:
-    """Run ``fleetpool proxy``; yields (port, pid of the parent process)."""
+def fleetpool_proxy(
+    pg_port: int, workers: int, src: Path | None = None, extra: list[str] | None = None
+) -> Iterator[tuple[int, int]]:
+    """Run ``fleetpool proxy`` (from ``src``, default this checkout); yields (port, pid)."""
     port = free_port()
     cmd = [
         sys.executable, "-m", "fleetpool.proxy",
         "--listen", f"{HOST}:{port}",
         "--upstream", f"postgresql://postgres@{HOST}:{pg_port}/postgres",
         "--pool-size", str(POOL), "--mode", "transaction", "--auth-method", "trust",
-        "--workers", str(workers), "--log-level", "WARNING",
+        "--workers", str(workers), "--log-level", "WARNING", *(extra or []),
     ]  # fmt: skip
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    env = dict(os.environ, PYTHONPATH=str(src or ROOT / "src"))
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port)
@@ -220,6 +220,17 @@ def fleetpool_proxy(pg_port: int, workers: int) -> Iterator[tuple[int, int]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+
+
+def checkout_src(ref: str, workdir: Path) -> Path:
+    """The ``src/`` tree of git revision ``ref``, extracted under ``workdir``."""
+    dest = workdir / f"baseline-{re.sub(r'[^A-Za-z0-9_.-]', '_', ref)}"
+    dest.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", ref, "src"], capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return dest / "src"
 
 
 def summarize(target: str, clients: int, mode: str, runs: list[Run]) -> Result:
@@ -281,18 +292,37 @@ def print_table(
                 print(f"  {r.target:<24} {r.clients:>4} clients {r.mode:>9}: PgBouncer failed")
 
 
+def print_against(baseline: str, results: list[Result]) -> None:
+    """This revision (1 worker) against ``baseline``, from the same interleaved rounds."""
+    base = {(r.clients, r.mode): r for r in results if r.target == baseline}
+    print(f"\nratio this revision / {baseline} (1 worker; TPS, CPU per transaction):")
+    for r in results:
+        other = base.get((r.clients, r.mode))
+        if r.target != "fleetpool (1 worker)" or other is None or not (r.tps and other.tps):
+            continue
+        cpu = ""
+        if r.cpu_us and other.cpu_us:
+            cpu = f", {r.cpu_us / other.cpu_us:.2f}x the CPU per transaction"
+        print(f"  {r.clients:>4} clients {r.mode:>9}: {r.tps / other.tps:.2f}x TPS{cpu}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=int, default=5, help="per pgbench run")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved runs; medians shown")
     ap.add_argument("--clients", default="20,200")
     ap.add_argument("--workers", default="1,2", help="fleetpool worker counts to try")
+    ap.add_argument("--baseline", help="also run the proxy of this git revision (1 worker)")
+    ap.add_argument(
+        "--state-probe", action="store_true", help="also run with state_probe on (1 worker)"
+    )
     args = ap.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
     worker_counts = [int(w) for w in args.workers.split(",")]
     seconds = args.seconds
     rounds = args.rounds
     both = ("simple", "prepared")
+    started = _results.now()
 
     server = PostgresServer(
         max_connections=300,
@@ -330,6 +360,21 @@ def main() -> int:
                 targets.append(
                     (label, *stack.enter_context(fleetpool_proxy(pg_port, workers)), both)
                 )
+            if args.baseline:
+                src = checkout_src(args.baseline, workdir)
+                label = f"fleetpool @{args.baseline[:10]}"
+                targets.append(
+                    (label, *stack.enter_context(fleetpool_proxy(pg_port, 1, src)), both)
+                )
+            if args.state_probe:
+                probe = ["--set", "state_probe=true"]
+                targets.append(
+                    (
+                        "fleetpool + state_probe",
+                        *stack.enter_context(fleetpool_proxy(pg_port, 1, extra=probe)),
+                        ("simple",),
+                    )
+                )
             for n in clients:
                 for mode in both:
                     runs: dict[str, list[Run]] = {}
@@ -348,6 +393,19 @@ def main() -> int:
         print_table(
             "pgbench -S -M prepared (named prepared statements)", prepared, clients, results
         )
+        if args.baseline:
+            print_against(f"fleetpool @{args.baseline[:10]}", results + prepared)
+        path = _results.save(
+            "proxy",
+            {
+                "seconds": seconds,
+                "rounds": rounds,
+                "simple": [asdict(r) for r in results],
+                "prepared": [asdict(r) for r in prepared],
+            },
+            started,
+        )
+        print(f"results: {path}")
     finally:
         server.close()
         shutil.rmtree(workdir, ignore_errors=True)

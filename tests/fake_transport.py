@@ -1,8 +1,11 @@
-"""An asyncio transport that records writes: the relay's unit tests drive the
-proxy's protocol objects with it (no sockets, no event loop I/O)."""
+"""Stand-ins for sockets: the relay's unit tests drive the proxy's real protocol
+objects (client and server connections, pool, registry) with transports that record
+writes -- no sockets, no event-loop I/O, no whole Proxy."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -10,6 +13,7 @@ class FakeTransport:
     def __init__(self) -> None:
         self.out: list[bytes] = []
         self.closed = False
+        self.paused = False
 
     def write(self, data: bytes) -> None:
         self.out.append(bytes(data))  # a copy: the proxy may reuse its buffer
@@ -21,10 +25,10 @@ class FakeTransport:
         return self.closed
 
     def pause_reading(self) -> None:
-        pass
+        self.paused = True
 
     def resume_reading(self) -> None:
-        pass
+        self.paused = False
 
     def close(self) -> None:
         self.closed = True
@@ -34,3 +38,107 @@ class FakeTransport:
         data = b"".join(self.out)
         self.out.clear()
         return data
+
+
+@dataclass
+class FakeWorker:
+    """The parts a PostgreSQL client connection is handed, wired as the worker does."""
+
+    services: Any
+    engine: Any
+    servers: list[Any] = field(default_factory=list)
+
+    @property
+    def pool(self) -> Any:
+        return self.services.router.default
+
+    @property
+    def stats(self) -> Any:
+        return self.services.stats
+
+    def client(self) -> Any:
+        client = self.engine.frontend(self.services)()
+        client.connection_made(FakeTransport())
+        client._cancel_login_timer()
+        # Logged in, as the startup phase would leave it.
+        from fleetpool.pg.relay import ClientState
+
+        client.user = client.database = "u"
+        client.pg = ClientState({"application_name": ""}, self.engine.interner, 1 << 20)
+        client.state = "ready"
+        client._startup = None
+        return client
+
+    def server(self) -> Any:
+        from fleetpool.proxy.pg.backend import BackendConnection
+
+        server = BackendConnection(
+            "127.0.0.1",
+            1,
+            user="u",
+            password="",
+            startup={},
+            stats=self.stats,
+            max_message_size=1 << 20,
+            reset_query="DISCARD ALL",
+        )
+        server.transport = FakeTransport()
+        server.state = "ready"
+        server.alive = True
+        server.ready.set_result(None)
+        # Its settings as if the proxy had already applied a default client's.
+        server.pg.settings.applied["application_name"] = (
+            "SELECT pg_catalog.set_config('application_name', '', false)"
+        )
+        self.pool.servers.add(server)
+        self.pool.release(server)
+        self.servers.append(server)
+        return server
+
+
+def fake_worker(servers: int = 2, **settings: Any) -> FakeWorker:
+    """Build inside a running event loop (connections create futures)."""
+    from fleetpool.proxy import ProxyConfig, parse_upstream
+    from fleetpool.proxy.console import Console
+    from fleetpool.proxy.pg import PostgresEngine
+    from fleetpool.proxy.registry import Registry
+    from fleetpool.proxy.router import Router
+    from fleetpool.proxy.services import Lifecycle, Services, Users
+    from fleetpool.proxy.stats import Stats
+
+    cfg = ProxyConfig(
+        upstream=parse_upstream("postgresql://u@127.0.0.1:1/db"),
+        listen=("127.0.0.1", 0),
+        connection_borrow_timeout=60,
+        **settings,
+    )
+    stats = Stats()
+    engine = PostgresEngine(cfg, stats)
+
+    async def no_connect(host: str, port: int, timeout: float) -> Any:
+        raise OSError("no server in unit tests")
+
+    router = Router(cfg, servers, lambda up: no_connect, stats, lambda: {"u": "pw"})
+    services = Services(
+        cfg=cfg,
+        router=router,
+        registry=Registry(0, 1),
+        stats=stats,
+        spawn=lambda coro: coro.close(),
+        users=Users({"u": "pw"}),
+        console=Console(None, None),  # type: ignore[arg-type]
+        lifecycle=Lifecycle(),
+    )
+    worker = FakeWorker(services, engine)
+    for _ in range(servers):
+        worker.server()
+    return worker
+
+
+def run(test: Callable[[FakeWorker], Coroutine[Any, Any, None]], **kwargs: Any) -> None:
+    import asyncio
+
+    async def main() -> None:
+        await test(fake_worker(**kwargs))
+
+    asyncio.run(main())

@@ -27,22 +27,22 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .client.database import Database
-    from .client.reaper import ReapReport, reap
+    from .client.database import Database, reap
+    from .client.reaper import ReapReport
 
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
     # The client pulls in drivers lazily, so importing fleetpool stays cheap.
-    if name == "Database":
-        from .client.database import Database
+    if name in ("Database", "reap"):
+        from .client import database
 
-        return Database
-    if name in ("reap", "ReapReport"):
-        from .client import reaper
+        return getattr(database, name)
+    if name == "ReapReport":
+        from .client.reaper import ReapReport
 
-        return getattr(reaper, name)
+        return ReapReport
     raise AttributeError(f"module 'fleetpool' has no attribute {name!r}")
 
 

@@ -1,4 +1,4 @@
-"""The ``fleetpool`` command: ``demo | simulate | proxy | budget | reap | token``.
+"""The ``fleetpool`` command: ``demo | simulate | proxy | budget | reap | token | layer``.
 
 Strategy: each part owns its commands in its own ``cli`` module; this file only
 mounts them, importing each lazily so ``fleetpool budget status`` does not pay
@@ -32,6 +32,7 @@ GROUPS: dict[str, tuple[str, str]] = {
         "fleetpool.proxy.cli",
         "Run the pooling proxy for PostgreSQL (a self-hosted RDS Proxy)",
     ),
+    "layer": ("fleetpool.aws.cli", "Build a Lambda layer with fleetpool and its drivers"),
 }
 
 

@@ -18,6 +18,8 @@ clauses keep working.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 
 class FleetpoolError(Exception):
     """Root of every error raised by fleetpool."""
@@ -75,6 +77,16 @@ class NoConnectionsLeft(CapacityError):
         super().__init__(message)
 
 
+class _LeaseNames(Protocol):
+    # What the message names; a structural type keeps errors.py free of imports.
+    @property
+    def id(self) -> str: ...
+    @property
+    def function(self) -> str: ...
+    @property
+    def budget(self) -> str: ...
+
+
 class LeaseLost(FleetpoolError):
     """The lease expired (or was released) before it was renewed.
 
@@ -82,6 +94,14 @@ class LeaseLost(FleetpoolError):
     """
 
     __module__ = "fleetpool"
+
+    @classmethod
+    def of(cls, lease: _LeaseNames) -> LeaseLost:
+        """The error for ``lease``, as every budget backend words it."""
+        return cls(
+            f"lease {lease.id} of function {lease.function!r} in budget {lease.budget!r} "
+            "expired or was released; acquire a new one"
+        )
 
 
 class UnavailableError(FleetpoolError):
@@ -100,6 +120,33 @@ class DatabaseUnavailable(UnavailableError):
     """The database could not be reached, or refused us, after all retries."""
 
     __module__ = "fleetpool"
+
+
+class ServerLoginError(DatabaseUnavailable):
+    """A database server refused a login (the proxy's, or a probe's).
+
+    ``code`` is the engine's own (a SQLSTATE such as ``"28P01"``, a MySQL error number
+    such as ``"1045"``); ``auth`` says the credentials were refused and ``permanent``
+    that retrying will not help (credentials, an unknown database); ``capacity`` that
+    the server is full.
+    """
+
+    __module__ = "fleetpool"
+
+    def __init__(
+        self,
+        message: str,
+        code: str = "",
+        *,
+        auth: bool = False,
+        capacity: bool = False,
+        permanent: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.auth = auth
+        self.capacity = capacity
+        self.permanent = permanent or auth
 
 
 class ProtocolError(FleetpoolError):
@@ -131,5 +178,6 @@ __all__ = [
     "NoConnectionsLeft",
     "ProtocolError",
     "RemoteProtocolError",
+    "ServerLoginError",
     "UnavailableError",
 ]

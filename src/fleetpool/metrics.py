@@ -4,7 +4,8 @@ Strategy: the core keeps its own tiny counters (no third-party import), because
 the code a function deploys must stay small. Two exporters read them:
 
 * :func:`register_prometheus` adds a collector to a prometheus-client registry
-  (the ``metrics`` extra) -- for the proxy, the demo and long-running services.
+  (the ``metrics`` extra, through :mod:`fleetpool.prometheus`) -- for the
+  proxy, the demo and long-running services.
 * :func:`emf_records` / :func:`flush_emf` turn what happened since the last flush
   into CloudWatch Embedded Metric Format log lines: on Lambda a JSON line on
   stdout *is* a metric, with no API call and no extra latency.
@@ -15,8 +16,8 @@ The seed's two metrics keep their names (``RemainingConnections``,
 
 from __future__ import annotations
 
-import bisect
 import json
+import os
 import sys
 import threading
 import time
@@ -24,25 +25,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from . import prometheus
+from .histogram import Histogram
+
 NAMESPACE = "fleetpool"
 # Seconds; chosen around the interesting range for a lease wait (a connect is 5-20 ms).
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
-@dataclass
-class Histogram:
-    buckets: tuple[float, ...] = WAIT_BUCKETS
-    counts: list[int] = field(default_factory=lambda: [0] * (len(WAIT_BUCKETS) + 1))
-    total: float = 0.0
-    count: int = 0
-    recent: list[float] = field(default_factory=list)
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.buckets, value)] += 1
-        self.total += value
-        self.count += 1
-        if len(self.recent) < 100:  # EMF carries at most 100 values per metric
-            self.recent.append(value)
+#: EMF carries at most 100 values per metric.
+EMF_MAX_VALUES = 100
 
 
 @dataclass
@@ -51,7 +43,9 @@ class FunctionStats:
     no_connections_left: int = 0
     reclaimed: int = 0
     fail_open: int = 0
-    wait: Histogram = field(default_factory=Histogram)
+    wait: Histogram = field(default_factory=lambda: Histogram(WAIT_BUCKETS))
+    #: Waits since the last EMF flush (at most EMF_MAX_VALUES).
+    recent_waits: list[float] = field(default_factory=list)
     # Deltas since the last EMF flush.
     d_grants: int = 0
     d_no_connections_left: int = 0
@@ -99,6 +93,8 @@ class BudgetMetrics:
             s.reclaimed += reclaimed
             s.d_reclaimed += reclaimed
             s.wait.observe(waited)
+            if len(s.recent_waits) < EMF_MAX_VALUES:
+                s.recent_waits.append(waited)
 
     def refused(self, function: str, waited: float) -> None:
         with self._lock:
@@ -106,6 +102,8 @@ class BudgetMetrics:
             s.no_connections_left += 1
             s.d_no_connections_left += 1
             s.wait.observe(waited)
+            if len(s.recent_waits) < EMF_MAX_VALUES:
+                s.recent_waits.append(waited)
 
     def failed_open(self, function: str) -> None:
         with self._lock:
@@ -124,43 +122,98 @@ class BudgetMetrics:
         with self._lock:
             return dict(self._functions)
 
-    def emf_records(self, now: float | None = None) -> list[dict[str, Any]]:
-        """EMF records for what happened since the last call (and reset the deltas)."""
+    def emf_records(
+        self, now: float | None = None, namespace: str | None = None
+    ) -> list[dict[str, Any]]:
+        """EMF records for what happened since the last call (and reset the deltas).
+
+        Only functions that did something since the last call get a record, and a
+        record carries only what is known: no ``RemainingConnections`` before the
+        budget's capacity was first seen, no ``LeaseWaitTime`` without a wait
+        (CloudWatch rejects an empty value array; a 0 would be a made-up value).
+        """
         ts = int((time.time() if now is None else now) * 1000)
+        ns = emf_namespace(namespace)
         out: list[dict[str, Any]] = []
         with self._lock:
             for function, s in self._functions.items():
-                record: dict[str, Any] = {
-                    "_aws": {
-                        "Timestamp": ts,
-                        "CloudWatchMetrics": [
-                            {
-                                "Namespace": NAMESPACE,
-                                "Dimensions": [["Budget", "Function"], ["Budget"]],
-                                "Metrics": [
-                                    {"Name": "RemainingConnections", "Unit": "Count"},
-                                    {"Name": "NoConnectionsLeftError", "Unit": "Count"},
-                                    {"Name": "LeaseGrants", "Unit": "Count"},
-                                    {"Name": "ExpiredLeasesReclaimed", "Unit": "Count"},
-                                    {"Name": "FailOpenGrants", "Unit": "Count"},
-                                    {"Name": "LeaseWaitTime", "Unit": "Milliseconds"},
-                                ],
-                            }
-                        ],
-                    },
-                    "Budget": self.budget,
-                    "Function": function,
-                    "RemainingConnections": self.remaining if self.remaining is not None else 0,
+                waits = [round(v * 1000, 3) for v in s.recent_waits]
+                counts = {
                     "NoConnectionsLeftError": s.d_no_connections_left,
                     "LeaseGrants": s.d_grants,
                     "ExpiredLeasesReclaimed": s.d_reclaimed,
                     "FailOpenGrants": s.d_fail_open,
-                    "LeaseWaitTime": [round(v * 1000, 3) for v in s.wait.recent],
                 }
+                if not waits and not any(counts.values()):
+                    continue  # nothing happened to this function since the last flush
+                values: dict[str, Any] = {}
+                if self.remaining is not None:
+                    values["RemainingConnections"] = self.remaining
+                values.update(counts)
+                if waits:
+                    values["LeaseWaitTime"] = waits
+                out.append(
+                    emf_record(
+                        ns, ts, {"Budget": self.budget, "Function": function}, values, [["Budget"]]
+                    )
+                )
                 s.d_grants = s.d_no_connections_left = s.d_reclaimed = s.d_fail_open = 0
-                s.wait.recent = []
-                out.append(record)
+                s.recent_waits = []
         return out
+
+
+#: Units of the metrics fleetpool writes as EMF (anything else is a plain count).
+EMF_UNITS = {"LeaseWaitTime": "Milliseconds"}
+
+
+def emf_namespace(namespace: str | None = None) -> str:
+    """The CloudWatch namespace: the argument, else ``$FLEETPOOL_METRICS_NAMESPACE``, else
+    ``fleetpool``."""
+    ns = namespace if namespace is not None else os.environ.get("FLEETPOOL_METRICS_NAMESPACE")
+    if ns is None:
+        return NAMESPACE
+    ns = ns.strip()
+    if not ns or len(ns) > 255:
+        from .errors import ConfigError
+
+        raise ConfigError(
+            f"metrics namespace must be 1 to 255 characters, got {namespace!r}"
+            " (argument or FLEETPOOL_METRICS_NAMESPACE)"
+        )
+    return ns
+
+
+def emf_record(
+    namespace: str,
+    timestamp_ms: int,
+    dimensions: dict[str, str],
+    values: dict[str, Any],
+    extra_dimension_sets: list[list[str]] | None = None,
+    properties: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One EMF record: every name in ``values`` is a metric under every dimension set.
+
+    ``values`` holds only known numbers (or non-empty lists of them): the caller leaves
+    out what it does not know instead of writing a 0.
+    """
+    record: dict[str, Any] = {
+        "_aws": {
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [
+                {
+                    "Namespace": namespace,
+                    "Dimensions": [list(dimensions), *(extra_dimension_sets or [])],
+                    "Metrics": [
+                        {"Name": name, "Unit": EMF_UNITS.get(name, "Count")} for name in values
+                    ],
+                }
+            ],
+        },
+        **(properties or {}),
+        **dimensions,
+        **values,
+    }
+    return record
 
 
 class _Registry:
@@ -182,22 +235,31 @@ class _Registry:
 
 
 REGISTRY = _Registry()
-_COLLECTORS: dict[int, Any] = {}
 
 
-def emf_records() -> list[dict[str, Any]]:
+def emf_records(namespace: str | None = None) -> list[dict[str, Any]]:
     """EMF records for every budget in this process (deltas since the last call)."""
-    return [r for m in REGISTRY for r in m.emf_records()]
+    return [r for m in REGISTRY for r in m.emf_records(namespace=namespace)]
 
 
-def flush_emf(stream: TextIO | None = None) -> int:
-    """Write one EMF JSON line per budget and function; returns the number written."""
-    records = emf_records()
+def write_emf(records: list[dict[str, Any]], stream: TextIO | None = None) -> int:
+    """Write each record as one JSON line (stdout by default); returns the number written."""
     out = stream or sys.stdout
     for record in records:
         out.write(json.dumps(record, separators=(",", ":")) + "\n")
-    out.flush()
+    if records:
+        out.flush()
     return len(records)
+
+
+def flush_emf(stream: TextIO | None = None, namespace: str | None = None) -> int:
+    """Write one EMF JSON line per budget and active function; returns the number written.
+
+    ``namespace`` defaults to ``$FLEETPOOL_METRICS_NAMESPACE``, else ``fleetpool``.
+    ``@db.handler`` calls this for its own budget at the end of each invocation on
+    Lambda (see :mod:`fleetpool.aws.emf`); call it yourself elsewhere.
+    """
+    return write_emf(emf_records(namespace), stream)
 
 
 def register_prometheus(registry: Any = None) -> Any:
@@ -205,79 +267,57 @@ def register_prometheus(registry: Any = None) -> Any:
 
     Requires the ``metrics`` extra. Returns the collector (idempotent per registry).
     """
-    try:
-        from prometheus_client import REGISTRY as DEFAULT_REGISTRY
-        from prometheus_client.core import (
-            CounterMetricFamily,
-            GaugeMetricFamily,
-            HistogramMetricFamily,
-        )
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        from .errors import ConfigError
+    return prometheus.register("fleetpool_budget", _collect_prometheus, registry)
 
-        raise ConfigError(
-            "Prometheus export needs prometheus-client: pip install 'fleetpool[metrics]'"
-        ) from exc
 
-    target = registry if registry is not None else DEFAULT_REGISTRY
+#: Per-function counters: (Prometheus name, help, FunctionStats attribute).
+_COUNTERS = (
+    ("fleetpool_budget_grants", "Leases granted", "grants"),
+    (
+        "fleetpool_budget_no_connections_left",
+        "Acquires that ended in NoConnectionsLeft (NoConnectionsLeftError)",
+        "no_connections_left",
+    ),
+    (
+        "fleetpool_budget_expired_leases_reclaimed",
+        "Expired leases whose capacity was given back",
+        "reclaimed",
+    ),
+    (
+        "fleetpool_budget_fail_open_grants",
+        "Leases granted locally while the store was unavailable",
+        "fail_open",
+    ),
+)
 
-    class _Collector:
-        def collect(self) -> Iterator[Any]:
-            remaining = GaugeMetricFamily(
-                "fleetpool_budget_remaining_connections",
-                "Connections the fleet may still open (RemainingConnections)",
-                labels=["budget"],
-            )
-            limit = GaugeMetricFamily(
-                "fleetpool_budget_limit", "The budget's connection limit", labels=["budget"]
-            )
-            grants = CounterMetricFamily(
-                "fleetpool_budget_grants", "Leases granted", labels=["budget", "function"]
-            )
-            refused = CounterMetricFamily(
-                "fleetpool_budget_no_connections_left",
-                "Acquires that ended in NoConnectionsLeft (NoConnectionsLeftError)",
-                labels=["budget", "function"],
-            )
-            reclaimed = CounterMetricFamily(
-                "fleetpool_budget_expired_leases_reclaimed",
-                "Expired leases whose capacity was given back",
-                labels=["budget", "function"],
-            )
-            fail_open = CounterMetricFamily(
-                "fleetpool_budget_fail_open_grants",
-                "Leases granted locally while the store was unavailable",
-                labels=["budget", "function"],
-            )
-            wait = HistogramMetricFamily(
-                "fleetpool_budget_wait_seconds",
-                "Time spent waiting for a lease",
-                labels=["budget", "function"],
-            )
-            for m in REGISTRY:
-                if m.remaining is not None:
-                    remaining.add_metric([m.budget], m.remaining)
-                if m.limit is not None:
-                    limit.add_metric([m.budget], m.limit)
-                for function, s in m.functions().items():
-                    labels = [m.budget, function]
-                    grants.add_metric(labels, s.grants)
-                    refused.add_metric(labels, s.no_connections_left)
-                    reclaimed.add_metric(labels, s.reclaimed)
-                    fail_open.add_metric(labels, s.fail_open)
-                    cumulative, buckets = 0, []
-                    for bound, count in zip(
-                        (*s.wait.buckets, float("inf")), s.wait.counts, strict=True
-                    ):
-                        cumulative += count
-                        buckets.append(
-                            (str(bound) if bound != float("inf") else "+Inf", cumulative)
-                        )
-                    wait.add_metric(labels, buckets, s.wait.total)
-            yield from (remaining, limit, grants, refused, reclaimed, fail_open, wait)
 
-    collector = _COLLECTORS.get(id(target))
-    if collector is None:
-        collector = _COLLECTORS[id(target)] = _Collector()
-        target.register(collector)
-    return collector
+def _collect_prometheus() -> Iterator[Any]:
+    core = prometheus.families()
+    remaining = core.GaugeMetricFamily(
+        "fleetpool_budget_remaining_connections",
+        "Connections the fleet may still open (RemainingConnections)",
+        labels=["budget"],
+    )
+    limit = core.GaugeMetricFamily(
+        "fleetpool_budget_limit", "The budget's connection limit", labels=["budget"]
+    )
+    counters = [
+        (core.CounterMetricFamily(name, doc, labels=["budget", "function"]), attr)
+        for name, doc, attr in _COUNTERS
+    ]
+    wait = core.HistogramMetricFamily(
+        "fleetpool_budget_wait_seconds",
+        "Time spent waiting for a lease",
+        labels=["budget", "function"],
+    )
+    for m in REGISTRY:
+        if m.remaining is not None:
+            remaining.add_metric([m.budget], m.remaining)
+        if m.limit is not None:
+            limit.add_metric([m.budget], m.limit)
+        for function, s in m.functions().items():
+            labels = [m.budget, function]
+            for family, attr in counters:
+                family.add_metric(labels, getattr(s, attr))
+            prometheus.add_histogram(wait, labels, s.wait)
+    yield from (remaining, limit, *(family for family, _ in counters), wait)

@@ -44,12 +44,18 @@ class FleetpoolPool(Pool):
         if database is None:
             raise TypeError("FleetpoolPool needs database=: use fleetpool.sqlalchemy.create_engine")
         kwargs.setdefault("reset_on_return", None)
-        super().__init__(creator, **kwargs)
+        # The pool never opens a connection itself: a record is only made inside a
+        # checkout, around the connection that checkout returned.
+        super().__init__(self._fleet_connection, **kwargs)
         self.database = database
         self._record: _ConnectionRecord | None = None
+        self._fleet_conn: Any = None
+
+    def _fleet_connection(self) -> Any:
+        return self._fleet_conn
 
     def _do_get(self) -> ConnectionPoolEntry:
-        conn = self.database._enter(True)
+        conn = self._fleet_conn = self.database.checkout()
         try:
             record = self._record
             if (
@@ -65,11 +71,11 @@ class FleetpoolPool(Pool):
                 self.database.driver.rebase(conn)
             return record
         except BaseException:
-            self.database._exit(True)
+            self.database.checkin(failed=True)
             raise
 
     def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
-        self.database._exit(False)
+        self.database.checkin()
 
     def status(self) -> str:
         return f"FleetpoolPool {self.database!r}"
@@ -112,8 +118,8 @@ def create_engine(url: str, **options: Any) -> sqlalchemy.Engine:
         sa_url = sa_url.set(drivername="mariadb+pymysql")
 
     def creator() -> Any:
-        # Called by the record made in FleetpoolPool._do_get, inside a checkout.
-        return database._conn
+        # Never called: FleetpoolPool hands out the Database's connection instead.
+        raise AssertionError("FleetpoolPool opens no connection of its own")
 
     return sqlalchemy.create_engine(
         sa_url,

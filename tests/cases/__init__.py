@@ -1,0 +1,1 @@
+"""Shared tables of test cases: one table per domain fact, read by every test of it."""

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from servers import MariaDBServer, PostgresServer, RedisServer
+from fleetpool_testing import MariaDBServer, PostgresServer, RedisServer
 
 psycopg = pytest.importorskip("psycopg")
 

@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from ..errors import ConfigError
 from ._base import AcquireRequest, AcquireResult, BudgetBackend, Lease, Snapshot
-from ._budget import AsyncBudget, Budget, OnUnavailable
+from ._budget import AsyncBudget, Budget, OnUnavailable, default_holder
 from ._policy import BudgetConfig, Decision, FunctionLimits, admit, validate_config
 
 SCHEMES = ("memory", "sqlite", "redis", "rediss", "dynamodb")
@@ -162,6 +162,7 @@ __all__ = [
     "Lease",
     "Snapshot",
     "admit",
+    "default_holder",
     "open_async_budget",
     "open_backend",
     "open_budget",

@@ -12,7 +12,6 @@ hand-written async implementation of every backend.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import random
@@ -21,12 +20,17 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from ..errors import BudgetUnavailable, ConfigError, LeaseLost, NoConnectionsLeft
+from .._check import seconds
+from ..backoff import SpreadJitterBackoff, spread_jitter
+from ..errors import BudgetUnavailable, ConfigError, NoConnectionsLeft
 from ..metrics import REGISTRY, BudgetMetrics
 from ._base import AcquireRequest, AcquireResult, BudgetBackend, Lease, Snapshot
 from ._policy import BudgetConfig, validate_config
+
+if TYPE_CHECKING:
+    import asyncio
 
 log = logging.getLogger("fleetpool.budget")
 
@@ -61,15 +65,6 @@ def default_holder() -> str:
     return _holder
 
 
-def _check_seconds(name: str, value: object, *, positive: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{name} must be a number of seconds, got {value!r}")
-    v = float(value)
-    if v != v or (positive and v <= 0) or v < 0:
-        raise ConfigError(f"{name} must be {'> 0' if positive else '>= 0'} seconds, got {value!r}")
-    return v
-
-
 class Budget:
     """A named, fleet-wide connection budget stored in a backend.
 
@@ -93,6 +88,11 @@ class Budget:
         self.on_unavailable: OnUnavailable = on_unavailable
         self.metrics: BudgetMetrics = REGISTRY.for_budget(backend.name, backend.kind)
         self._rng = random.Random()
+        # Without a notification, polls grow by half each time from POLL_MIN (the first
+        # pause is already one step up) to POLL_MAX, jittered around that curve.
+        self._polls = SpreadJitterBackoff(
+            base=POLL_MIN * 1.5, cap=POLL_MAX, factor=1.5, rng=self._rng
+        )
 
     def __repr__(self) -> str:
         return f"<Budget {self.name!r} on {self.backend.kind}>"
@@ -188,8 +188,8 @@ class Budget:
 
         Raises :class:`fleetpool.LeaseLost` if it already expired or was released.
         """
-        ttl_s = _check_seconds(
-            "ttl", ttl if ttl is not None else lease.expires_at - lease.acquired_at, positive=True
+        ttl_s = seconds(
+            "ttl", ttl if ttl is not None else lease.expires_at - lease.acquired_at, inf_ok=True
         )
         if not lease.recorded:
             # A fail-open lease lives only here: extend it locally.
@@ -275,18 +275,16 @@ class Budget:
         return (
             fn,
             hold,
-            _check_seconds("ttl", ttl, positive=True),
-            _check_seconds("wait", wait, positive=False),
+            seconds("ttl", ttl, inf_ok=True),
+            seconds("wait", wait, zero_ok=True, inf_ok=True),
         )
 
     def _pause(self, remaining: float, attempt: int) -> float:
         # With a notification the pause is only a safety net; without one it is
         # a jittered poll that grows a little, so a crowd of waiters spreads out.
         if self.backend.notifies:
-            base = POLL_MAX * 2
-        else:
-            base = min(POLL_MAX, POLL_MIN * (1.5 ** min(attempt, 8)))
-        return min(remaining, base * (0.5 + self._rng.random()))
+            return min(remaining, spread_jitter(POLL_MAX * 2, self._rng.random()))
+        return min(remaining, self._polls.compute(attempt))
 
     def _fail_open(self, exc: BudgetUnavailable, request: AcquireRequest, start: float) -> Lease:
         if self.on_unavailable == "fail_closed":
@@ -325,6 +323,10 @@ class AsyncBudget:
         return f"<AsyncBudget {self.name!r} on {self.backend.kind}>"
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        # asyncio is imported here, not at module level: a function's cold start
+        # (import fleetpool) would pay about 30 ms for it and never use it.
+        import asyncio
+
         return await asyncio.to_thread(fn, *args, **kwargs)
 
     async def configure(
@@ -342,6 +344,8 @@ class AsyncBudget:
     ) -> Lease:
         # One thread per waiting acquire; a cancelled coroutine leaves the thread
         # to finish its bounded wait, and any lease it got is released.
+        import asyncio
+
         task = asyncio.ensure_future(
             self._run(self.sync.acquire, function, holder, ttl, wait, meta)
         )
@@ -378,10 +382,3 @@ class AsyncBudget:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-
-def lease_lost(lease: Lease) -> LeaseLost:
-    return LeaseLost(
-        f"lease {lease.id} of function {lease.function!r} in budget {lease.budget!r} "
-        "expired or was released; acquire a new one"
-    )

@@ -23,6 +23,7 @@ at its max); otherwise a queue of capped callers would block everybody else.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -51,6 +52,30 @@ class BudgetConfig:
         cap = self.limits_for(function).max
         return self.limit if cap is None else min(cap, self.limit)
 
+    def to_json(self) -> str:
+        """The form every store keeps (and the Redis script reads): compact, keys sorted,
+        so one configuration is always the same text."""
+        return json.dumps(
+            {
+                "limit": self.limit,
+                "functions": {n: [f.min, f.max] for n, f in self.functions.items()},
+            },
+            separators=(",", ":"),
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> BudgetConfig:
+        """Read what :meth:`to_json` wrote (the stores validated it when it was configured)."""
+        data = json.loads(raw)
+        return cls(
+            limit=int(data["limit"]),
+            functions={
+                n: FunctionLimits(int(lo), None if hi is None else int(hi))
+                for n, (lo, hi) in data["functions"].items()
+            },
+        )
+
 
 # Reasons are stable strings: they appear in errors, metrics and the Lua script.
 GRANTED = "granted"
@@ -59,6 +84,8 @@ AT_FUNCTION_MAX = "at_function_max"
 BUDGET_FULL = "budget_full"
 RESERVED = "reserved_for_others"
 QUEUED_BEHIND = "queued_behind_earlier_waiters"
+#: Every reason :func:`admit` gives.
+REASONS = (GRANTED, GRANTED_RESERVE, AT_FUNCTION_MAX, BUDGET_FULL, RESERVED, QUEUED_BEHIND)
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,13 @@
 
 Strategy: memory, SQLite and DynamoDB all read the whole budget (leases and
 waiters) inside a transaction, decide, and write back. This module is that
-"decide" step: pure, taking ``now``, returning what to write. The Redis Lua
-script mirrors it.
+"decide" step: pure, taking ``now`` and the id a new waiter would get (drawing
+it is the caller's business, so the step has no randomness), returning what to
+write. The Redis Lua script mirrors it.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -55,7 +55,13 @@ def acquire_step(
     waiters: Iterable[Waiter],
     request: AcquireRequest,
     now: float,
+    new_ticket: str,
 ) -> Step:
+    """Decide one attempt at ``now``; a refused caller without a ticket queues as ``new_ticket``.
+
+    The backends pass ``request.lease_id``: randomness already drawn for this
+    acquire, and waiters never share a table or map with leases.
+    """
     all_leases = list(leases)
     all_waiters = list(waiters)
     current = [x for x in all_leases if x.expires_at > now]
@@ -84,7 +90,7 @@ def acquire_step(
     waiter = None
     if request.queue_for > 0:
         waiter = Waiter(
-            ticket=mine.ticket if mine else (request.ticket or uuid.uuid4().hex),
+            ticket=mine.ticket if mine else (request.ticket or new_ticket),
             function=request.function,
             enqueued_at=mine.enqueued_at if mine else now,
             expires_at=now + request.queue_for,

@@ -35,9 +35,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from ..errors import BudgetUnavailable, ConfigError
+from ..backoff import FullJitterBackoff
+from ..errors import BudgetUnavailable, ConfigError, LeaseLost
 from ._base import AcquireRequest, AcquireResult, BudgetBackend, Lease, Snapshot
-from ._policy import GRANTED, BudgetConfig, FunctionLimits
+from ._policy import GRANTED, BudgetConfig
 from ._state import Step, Waiter, acquire_step, in_use_by_function
 
 T = TypeVar("T")
@@ -53,27 +54,6 @@ MAX_CONFLICT_RETRIES = 50
 WAITER_SLACK = 0.25
 #: The refusal reason when every conditional write of a call collided.
 WRITE_CONTENTION = "write_contention"
-
-
-def config_to_json(config: BudgetConfig) -> str:
-    return json.dumps(
-        {
-            "limit": config.limit,
-            "functions": {n: [f.min, f.max] for n, f in config.functions.items()},
-        },
-        separators=(",", ":"),
-    )
-
-
-def config_from_json(raw: str) -> BudgetConfig:
-    data = json.loads(raw)
-    return BudgetConfig(
-        limit=int(data["limit"]),
-        functions={
-            n: FunctionLimits(int(lo), None if hi is None else int(hi))
-            for n, (lo, hi) in data["functions"].items()
-        },
-    )
 
 
 def _n(x: float) -> dict[str, str]:
@@ -104,7 +84,7 @@ class _State:
         item = item or {}
         self.version = int(item["version"]["N"]) if "version" in item else 0
         raw = item.get("config", {}).get("S")
-        self.config = config_from_json(raw) if raw else BudgetConfig(limit=0)
+        self.config = BudgetConfig.from_json(raw) if raw else BudgetConfig(limit=0)
         self.has_maps = "leases" in item and "waiters" in item
         self.leases: list[Lease] = []
         self.size = 200 + len(raw or "")
@@ -175,7 +155,8 @@ class DynamoDBBackend(BudgetBackend):
         self._client_obj: Any = None
         self._client_pid = 0
         self._lock = threading.Lock()
-        self._rng = random.Random()
+        # Write conflicts: full jitter from 4 ms, doubling, capped at 100 ms.
+        self._conflict_backoff = FullJitterBackoff(base=0.004, cap=0.1, rng=random.Random())
 
     # -- calling the service ---------------------------------------------------------
 
@@ -280,7 +261,7 @@ class DynamoDBBackend(BudgetBackend):
                 "leases = if_not_exists(leases, :empty), waiters = if_not_exists(waiters, :empty)"
             ),
             ExpressionAttributeValues={
-                ":c": {"S": config_to_json(config)},
+                ":c": {"S": config.to_json()},
                 ":zero": {"N": "0"},
                 ":one": {"N": "1"},
                 ":empty": {"M": {}},
@@ -301,7 +282,9 @@ class DynamoDBBackend(BudgetBackend):
                 # botocore retried a write whose first reply was lost: already granted.
                 live = sum(1 for x in state.leases if x.expires_at > now)
                 return AcquireResult(mine, GRANTED, state.config.limit, live - 1)
-            step = acquire_step(self.name, state.config, state.leases, state.waiters, request, now)
+            step = acquire_step(
+                self.name, state.config, state.leases, state.waiters, request, now, request.lease_id
+            )
             result = AcquireResult(
                 lease=step.lease,
                 reason=step.decision.reason,
@@ -317,7 +300,7 @@ class DynamoDBBackend(BudgetBackend):
                 if time.monotonic() >= deadline:
                     break
                 # Spread the retries of a crowd that collided on the same version.
-                time.sleep(self._rng.uniform(0, min(0.1, 0.004 * 2**attempt)))
+                time.sleep(self._conflict_backoff.compute(attempt + 1))
         # The item was busy for the whole timeout. That is no capacity *now*, not an
         # unreachable store: refusing (the front waits and retries) keeps the limit,
         # where BudgetUnavailable would grant unrecorded leases to a busy fleet.
@@ -418,9 +401,7 @@ class DynamoDBBackend(BudgetBackend):
                 },
             )
         except _Conflict:
-            from ._budget import lease_lost
-
-            raise lease_lost(lease) from None
+            raise LeaseLost.of(lease) from None
 
     def renew(self, lease: Lease, ttl: float) -> Lease:
         expires_at = time.time() + ttl

@@ -61,7 +61,13 @@ class MemoryBackend(BudgetBackend):
         with s.cond:
             now = self.clock()
             step = acquire_step(
-                self.name, s.config, s.leases.values(), s.waiters.values(), request, now
+                self.name,
+                s.config,
+                s.leases.values(),
+                s.waiters.values(),
+                request,
+                now,
+                request.lease_id,
             )
             for lease_id in step.expired:
                 del s.leases[lease_id]
@@ -92,9 +98,7 @@ class MemoryBackend(BudgetBackend):
             current = self._s.leases.get(lease.id)
             if current is None or current.expires_at <= now:
                 self._s.leases.pop(lease.id, None)
-                from ._budget import lease_lost
-
-                raise lease_lost(lease)
+                raise LeaseLost.of(lease)
             renewed = replace(current, expires_at=now + ttl)
             self._s.leases[lease.id] = renewed
             return renewed
@@ -103,9 +107,7 @@ class MemoryBackend(BudgetBackend):
         with self._s.cond:
             current = self._s.leases.get(lease.id)
             if current is None or current.expires_at <= self.clock():
-                from ._budget import lease_lost
-
-                raise lease_lost(lease)
+                raise LeaseLost.of(lease)
             annotated = replace(current, meta={**current.meta, **meta})
             self._s.leases[lease.id] = annotated
             return annotated
@@ -154,4 +156,4 @@ class MemoryBackend(BudgetBackend):
             _STATES.clear()
 
 
-__all__ = ["LeaseLost", "MemoryBackend"]
+__all__ = ["MemoryBackend"]

@@ -14,41 +14,39 @@ SQLite's busy handler, whose sleeps grow to 100 ms: with several busy writer
 processes a waiter that sleeps that long keeps missing the moments the lock is
 free and could starve past the timeout (seen with 8 processes on 2 CPUs).
 
-Connections are per thread and per process (a connection must never cross a
-``fork``; one inherited from a parent is kept referenced and never used or
-closed, so SQLite's POSIX locks of the new connection are not dropped).
+Connections are per thread and per process (:mod:`._per_thread`: a connection
+never crosses a ``fork``, and one inherited from a parent is never closed, so
+SQLite's POSIX locks of the new connection are not dropped).
 
-Waking waiters across processes: each waiting thread binds an AF_UNIX datagram
-socket in ``<db>.wake/`` (or a short directory under the temp dir when that path
-would exceed the socket path limit). A transaction that frees capacity while
-live waiters exist sends one byte to every socket of the budget after it
-commits; a socket whose owner died refuses the byte and is unlinked. A waiter
-also wakes when the earliest lease runs out, like the memory backend.
+Waking waiters across processes (:mod:`._wake_unix`): each waiting thread binds
+an AF_UNIX datagram socket beside the database; a transaction that frees
+capacity while live waiters exist sends one byte to every socket of the budget
+after it commits. A waiter also wakes when the earliest lease runs out, like
+the memory backend.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import hashlib
+import functools
 import json
 import logging
 import os
 import secrets
 import socket
 import sqlite3
-import tempfile
-import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from ..errors import BudgetUnavailable, ConfigError
+from ..backoff import SpreadJitterBackoff
+from ..errors import BudgetUnavailable, ConfigError, LeaseLost
 from ._base import AcquireRequest, AcquireResult, BudgetBackend, Lease, Snapshot
-from ._policy import BudgetConfig, FunctionLimits
+from ._per_thread import PerThread
+from ._policy import BudgetConfig
 from ._state import Waiter, acquire_step
+from ._wake_unix import Waker, drain, unbind, wait, wake_dir
 
 T = TypeVar("T")
 
@@ -79,35 +77,7 @@ CREATE INDEX IF NOT EXISTS fleetpool_waiters_by_budget
     ON fleetpool_waiters (budget, expires_at);
 """
 
-#: AF_UNIX paths are limited to 108 bytes on Linux (104 on macOS), NUL included.
-_SUN_PATH_MAX = 100
-#: Length of a socket file name: "<budget hash 12>.<pid>.<thread id>.<random 6>".
-_SOCK_NAME_MAX = 44
-
-# Connections inherited from a parent process: kept alive, never used or closed
-# (closing one would release the child's POSIX locks on the same file).
 log = logging.getLogger("fleetpool.budget")
-
-_INHERITED: list[object] = []
-
-
-def config_to_json(config: BudgetConfig) -> str:
-    return json.dumps(
-        {
-            "limit": config.limit,
-            "functions": {n: [f.min, f.max] for n, f in config.functions.items()},
-        },
-        separators=(",", ":"),
-        sort_keys=True,
-    )
-
-
-def config_from_json(text: str) -> BudgetConfig:
-    raw = json.loads(text)
-    return BudgetConfig(
-        limit=int(raw["limit"]),
-        functions={n: FunctionLimits(int(lo), hi) for n, (lo, hi) in raw["functions"].items()},
-    )
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
@@ -115,102 +85,23 @@ def _is_busy(exc: sqlite3.Error) -> bool:
     return "locked" in text or "busy" in text
 
 
-def wake_dir(db_path: str) -> str:
-    """The directory holding the budget's wake-up sockets (same rule in every process)."""
-    real = os.path.realpath(db_path)
-    beside = real + ".wake"
-    if len(beside) + 1 + _SOCK_NAME_MAX <= _SUN_PATH_MAX:
-        return beside
-    digest = hashlib.sha256(real.encode()).hexdigest()[:16]
-    return os.path.join(tempfile.gettempdir(), f"fleetpool-{os.getuid()}-{digest}.wake")
-
-
-class _Waker:
-    """Cross-process wake-ups for one budget: datagram sockets in a directory."""
-
-    def __init__(self, db_path: str, budget: str) -> None:
-        self.dir = wake_dir(db_path)
-        self.prefix = hashlib.sha256(budget.encode()).hexdigest()[:12] + "."
-        self._sender: socket.socket | None = None
-        self._sender_pid = 0
-        self._lock = threading.Lock()
-
-    def bind(self) -> tuple[socket.socket, str]:
-        os.makedirs(self.dir, exist_ok=True)
-        name = f"{self.prefix}{os.getpid()}.{threading.get_native_id()}.{secrets.token_hex(3)}"
-        path = os.path.join(self.dir, name)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        try:
-            sock.bind(path)
-        except OSError:
-            sock.close()
-            raise
-        return sock, path
-
-    def notify(self) -> None:
-        """Send one byte to every waiting socket of this budget (after a commit)."""
-        try:
-            names = [n for n in os.listdir(self.dir) if n.startswith(self.prefix)]
-        except OSError:
-            return
-        if not names:
-            return
-        with self._lock:
-            if self._sender is None or self._sender_pid != os.getpid():
-                self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                self._sender.setblocking(False)
-                self._sender_pid = os.getpid()
-            sender = self._sender
-            for name in names:
-                path = os.path.join(self.dir, name)
-                try:
-                    sender.sendto(b"!", path)
-                except OSError as exc:
-                    if exc.errno == errno.ECONNREFUSED:
-                        # Nobody is bound there any more: its process died.
-                        with contextlib.suppress(OSError):
-                            os.unlink(path)
-                    # EAGAIN: that waiter already has wake-ups queued; ENOENT: gone.
-
-    def close(self) -> None:
-        with self._lock:
-            if self._sender is not None:
-                self._sender.close()
-                self._sender = None
-
-
 @dataclass(eq=False)
-class _PerThread:
-    """One thread's connection and (once it waited) its wake-up socket.
+class _Handles:
+    """One thread's connection and, once it waited, its wake-up socket and path."""
 
-    The finalizer closes both when the thread ends (its thread-local dies) or
-    when the backend is closed; it holds the resources, never this object.
-    """
-
-    pid: int
     conn: sqlite3.Connection
     sock: socket.socket | None = None
-    #: ``[socket, path]`` once bound; shared with the finalizer.
-    sock_holder: list[Any] = field(default_factory=list)
-    finalizer: Callable[[], object] | None = None
-    #: Held while the connection is in use. ``close()`` on another thread takes
-    #: it first: sqlite3 may crash the interpreter when a connection is closed
-    #: under a statement running on it.
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    closed: bool = False
+    path: str = ""
 
 
-def _cleanup(pid: int, conn: sqlite3.Connection, sock: list[Any]) -> None:
-    if os.getpid() != pid:
-        _INHERITED.append(conn)
-        return
+def _close_handles(handles: _Handles) -> None:
     with contextlib.suppress(sqlite3.Error):
-        conn.close()
-    if sock:
-        s, path = sock
-        s.close()
-        with contextlib.suppress(OSError):
-            os.unlink(path)
+        handles.conn.close()
+    if handles.sock is not None:
+        unbind(handles.sock, handles.path)
+
+
+_BUSY_BACKOFF = SpreadJitterBackoff(base=0.0002, cap=0.025)
 
 
 def _busy_pause(tries: int) -> None:
@@ -221,8 +112,58 @@ def _busy_pause(tries: int) -> None:
     cost the writer CPU) and is jittered so that waiting processes do not retry
     in step.
     """
-    pause = min(0.025, 0.0002 * (1 << min(tries, 7)))
-    time.sleep(pause * (0.5 + secrets.randbelow(1000) / 1000))
+    time.sleep(_BUSY_BACKOFF.delay(tries + 1, secrets.randbelow(1000) / 1000))
+
+
+def _while_busy(attempt: Callable[[], T], timeout: float, name: str, path: str) -> T:
+    """Run ``attempt`` again while the database is locked, for up to ``timeout`` seconds.
+
+    Any other SQLite error, or a lock held past the timeout, is BudgetUnavailable.
+    """
+    deadline = time.monotonic() + timeout
+    tries = 0
+    while True:
+        try:
+            return attempt()
+        except sqlite3.Error as exc:
+            if _is_busy(exc) and time.monotonic() < deadline:
+                _busy_pause(tries)
+                tries += 1
+                continue
+            raise BudgetUnavailable(
+                f"sqlite budget {name!r} at {path!r} unavailable: {exc}"
+            ) from exc
+
+
+def _open_handles(path: str, timeout: float, name: str) -> _Handles:
+    """A new connection to the budget file (schema created, WAL mode on)."""
+    try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    except OSError as exc:
+        raise BudgetUnavailable(
+            f"cannot create the directory of sqlite budget {path!r}: {exc}"
+        ) from exc
+
+    def connect() -> _Handles:
+        conn = sqlite3.connect(
+            path,
+            timeout=0.0,  # busy: fail at once, _while_busy retries (see above)
+            isolation_level=None,
+            check_same_thread=False,
+            cached_statements=64,
+        )
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
+        return _Handles(conn)
+
+    # Switching to WAL and creating the schema need a brief exclusive lock;
+    # several processes starting at once may meet here.
+    return _while_busy(connect, timeout, name, path)
 
 
 class SQLiteBackend(BudgetBackend):
@@ -237,99 +178,39 @@ class SQLiteBackend(BudgetBackend):
             )
         self.path = os.path.abspath(os.path.expanduser(path))
         self.timeout = float(timeout)
-        self._local = threading.local()
-        self._waker = _Waker(self.path, name)
-        self._registry: weakref.WeakSet[_PerThread] = weakref.WeakSet()
-        self._registry_lock = threading.Lock()
+        # The factory holds the settings, not the backend: no reference cycle.
+        self._threads = PerThread(
+            functools.partial(_open_handles, self.path, self.timeout, name), _close_handles
+        )
+        self._waker = Waker(self.path, name)
         self._config_cache: tuple[str, BudgetConfig] | None = None
 
     # -- connections ----------------------------------------------------------
 
-    def _thread(self) -> _PerThread:
-        state: _PerThread | None = getattr(self._local, "state", None)
-        if state is not None and state.pid == os.getpid():
-            return state
-        if state is not None:  # inherited across fork: keep, never touch
-            _INHERITED.append(state.conn)
-        state = _PerThread(os.getpid(), self._connect())
-        fin = weakref.finalize(state, _cleanup, state.pid, state.conn, state.sock_holder)
-        fin.atexit = False
-        state.finalizer = fin
-        with self._registry_lock:
-            self._registry.add(state)
-        self._local.state = state
-        return state
-
-    def _connect(self) -> sqlite3.Connection:
-        deadline = time.monotonic() + self.timeout
-        tries = 0
-        try:
-            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        except OSError as exc:
-            raise BudgetUnavailable(
-                f"cannot create the directory of sqlite budget {self.path!r}: {exc}"
-            ) from exc
-        while True:
-            try:
-                conn = sqlite3.connect(
-                    self.path,
-                    timeout=0.0,  # busy: fail at once, _run_locked retries (see above)
-                    isolation_level=None,
-                    check_same_thread=False,
-                    cached_statements=64,
-                )
-                try:
-                    conn.execute("PRAGMA journal_mode=WAL")
-                    conn.execute("PRAGMA synchronous=NORMAL")
-                    conn.executescript(SCHEMA)
-                except BaseException:
-                    conn.close()
-                    raise
-                return conn
-            except sqlite3.Error as exc:
-                # Switching to WAL and creating the schema need a brief exclusive
-                # lock; several processes starting at once may meet here.
-                if _is_busy(exc) and time.monotonic() < deadline:
-                    _busy_pause(tries)
-                    tries += 1
-                    continue
-                raise BudgetUnavailable(
-                    f"sqlite budget {self.name!r} at {self.path!r} unavailable: {exc}"
-                ) from exc
-
     def _run(self, fn: Callable[[sqlite3.Connection], T], *, write: bool = True) -> T:
         """Run ``fn`` in one transaction; busy beyond the timeout -> BudgetUnavailable."""
         while True:
-            state = self._thread()
-            with state.lock:
-                if not state.closed:  # else close() ran since _thread(): start afresh
-                    return self._run_locked(state.conn, fn, write)
+            slot = self._threads.get()
+            with slot.lock:
+                if not slot.closed:  # else close() ran since get(): start afresh
+                    return self._run_locked(slot.value.conn, fn, write)
 
     def _run_locked(
         self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], write: bool
     ) -> T:
-        deadline = time.monotonic() + self.timeout
-        tries = 0
-        while True:
+        def transaction() -> T:
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
-                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                try:
-                    result = fn(conn)
-                    conn.execute("COMMIT")
-                    return result
-                except BaseException:
-                    if conn.in_transaction:
-                        with contextlib.suppress(sqlite3.Error):
-                            conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                if _is_busy(exc) and time.monotonic() < deadline:
-                    _busy_pause(tries)
-                    tries += 1
-                    continue
-                raise BudgetUnavailable(
-                    f"sqlite budget {self.name!r} at {self.path!r} unavailable: {exc}"
-                ) from exc
+                result = fn(conn)
+                conn.execute("COMMIT")
+                return result
+            except BaseException:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+
+        return _while_busy(transaction, self.timeout, self.name, self.path)
 
     def _config(self, conn: sqlite3.Connection) -> BudgetConfig:
         row = conn.execute(
@@ -341,7 +222,7 @@ class SQLiteBackend(BudgetBackend):
         cached = self._config_cache
         if cached is not None and cached[0] == text:
             return cached[1]
-        config = config_from_json(text)
+        config = BudgetConfig.from_json(text)
         self._config_cache = (text, config)
         return config
 
@@ -356,7 +237,7 @@ class SQLiteBackend(BudgetBackend):
     # -- the interface ----------------------------------------------------------
 
     def configure(self, config: BudgetConfig) -> None:
-        text = config_to_json(config)
+        text = config.to_json()
 
         def tx(conn: sqlite3.Connection) -> bool:
             conn.execute(
@@ -373,12 +254,12 @@ class SQLiteBackend(BudgetBackend):
         return self._run(self._config, write=False)
 
     def try_acquire(self, request: AcquireRequest) -> AcquireResult:
-        state = self._thread()
-        if request.queue_for > 0 and state.sock is None:
+        handles = self._threads.get().value
+        if request.queue_for > 0 and handles.sock is None:
             # Bind before the waiter row is written, so no wake-up can be missed.
-            self._bind(state)
-        elif state.sock is not None:
-            self._drain(state.sock)  # older wake-ups: this transaction sees their effect
+            self._bind(handles)
+        elif handles.sock is not None:
+            drain(handles.sock)  # older wake-ups: this transaction sees their effect
         name = self.name
 
         def tx(conn: sqlite3.Connection) -> tuple[AcquireResult, bool]:
@@ -399,7 +280,7 @@ class SQLiteBackend(BudgetBackend):
                     (name,),
                 )
             ]
-            step = acquire_step(name, config, leases, waiters, request, now)
+            step = acquire_step(name, config, leases, waiters, request, now, request.lease_id)
             if step.expired:
                 conn.executemany(
                     "DELETE FROM fleetpool_leases WHERE id = ?", [(i,) for i in step.expired]
@@ -475,9 +356,7 @@ class SQLiteBackend(BudgetBackend):
 
         expires_at = self._run(tx)
         if expires_at is None:
-            from ._budget import lease_lost
-
-            raise lease_lost(lease)
+            raise LeaseLost.of(lease)
         return replace(lease, expires_at=expires_at)
 
     def annotate(self, lease: Lease, meta: Mapping[str, Any]) -> Lease:
@@ -501,9 +380,7 @@ class SQLiteBackend(BudgetBackend):
         except TypeError as exc:  # meta that JSON cannot hold
             raise ConfigError(f"lease meta must be JSON-serialisable: {exc}") from exc
         if annotated is None:
-            from ._budget import lease_lost
-
-            raise lease_lost(lease)
+            raise LeaseLost.of(lease)
         return annotated
 
     def release(self, lease: Lease) -> bool:
@@ -576,29 +453,18 @@ class SQLiteBackend(BudgetBackend):
 
     # -- waiting ----------------------------------------------------------------
 
-    def _bind(self, state: _PerThread) -> None:
+    def _bind(self, handles: _Handles) -> None:
         try:
-            sock, path = self._waker.bind()
+            handles.sock, handles.path = self._waker.bind()
         except OSError:
             return  # no notification for this thread: the front's poll still works
-        state.sock = sock
-        state.sock_holder[:] = [sock, path]
-
-    @staticmethod
-    def _drain(sock: socket.socket) -> None:
-        sock.setblocking(False)
-        while True:
-            try:
-                sock.recv(64)
-            except OSError:
-                return
 
     def wait_for_change(self, timeout: float) -> None:
         timeout = max(0.0, timeout)
         try:
-            state = self._thread()
-            if state.sock is None:
-                self._bind(state)
+            handles = self._threads.get().value
+            if handles.sock is None:
+                self._bind(handles)
 
             def soonest(conn: sqlite3.Connection) -> float | None:
                 row = conn.execute(
@@ -614,38 +480,18 @@ class SQLiteBackend(BudgetBackend):
         if earliest is not None:
             # An expiring lease frees capacity without anyone calling release.
             timeout = max(0.0, min(timeout, earliest - time.time() + 0.001))
-        sock = state.sock
-        if sock is None:
+        if handles.sock is None:
             time.sleep(timeout)
             return
-        if timeout <= 0:
-            return
-        sock.settimeout(timeout)
-        try:
-            sock.recv(64)
-        except OSError:  # timeout
-            return
-        self._drain(sock)
+        wait(handles.sock, timeout)
 
     def close(self) -> None:
         """Close every thread's connection and socket (a later call reconnects)."""
-        with self._registry_lock:
-            states = list(self._registry)
-            self._registry = weakref.WeakSet()
-        self._local = threading.local()
-        for state in states:
-            # Wait for a call in flight on another thread (bounded by its own
-            # timeout); one that still holds on is left to its finalizer.
-            if not state.lock.acquire(timeout=self.timeout + 1.0):
-                log.warning("sqlite budget %r: a connection stayed busy; not closing it", self.name)
-                continue
-            try:
-                state.closed = True
-                if state.finalizer is not None:
-                    state.finalizer()
-            finally:
-                state.lock.release()
+        # Waits for a call in flight on another thread (bounded by its own
+        # timeout); one that still holds on is left to its finalizer.
+        if self._threads.close_all(timeout=self.timeout + 1.0):
+            log.warning("sqlite budget %r: a connection stayed busy; not closing it", self.name)
         self._waker.close()
 
 
-__all__ = ["SQLiteBackend", "config_from_json", "config_to_json", "wake_dir"]
+__all__ = ["SQLiteBackend", "wake_dir"]

@@ -1,6 +1,6 @@
 """``fleetpool reap``: run the reaper once from a shell, a cron job or a scheduled function.
 
-Strategy: a thin typer front over :func:`fleetpool.client.reaper.reap`; the
+Strategy: a thin typer front over :func:`fleetpool.reap`; the
 report is printed as one line (or JSON with ``--json``) so it reads well in a
 terminal and in CloudWatch alike. Exit status 0 whatever was killed; 2 for a
 configuration error; 1 when the database cannot be reached.
@@ -30,7 +30,7 @@ def reap(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """End the fleet's sessions whose leases expired (and, optionally, idle ones)."""
-    from .reaper import reap as run
+    from .database import reap as run
 
     try:
         report = run(

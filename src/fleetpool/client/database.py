@@ -37,14 +37,15 @@ import logging
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from ..budget import Budget, Lease, open_budget
-from ..budget._budget import default_holder
+from .._check import seconds
+from ..aws.emf import InvocationMetrics, MetricsMode
+from ..backoff import Backoff, EqualJitterBackoff
+from ..budget import Budget, Lease, default_holder, open_budget
 from ..engines import ErrorKind, SessionState
 from ..errors import (
     ConfigError,
@@ -53,26 +54,26 @@ from ..errors import (
     LeaseLost,
     NoConnectionsLeft,
 )
-from . import shutdown
+from . import reaper, shutdown
 from .credentials import Credentials, PasswordSource
-from .decisions import plan_checkin, plan_checkout, server_idle_timeout
+from .decisions import (
+    plan_checkin,
+    plan_checkout,
+    plan_connect_attempt,
+    server_idle_timeout,
+)
 from .dsn import Target, budget_key, default_budget_name, parse_dsn
 from .errors import make_error
-from .retry import Backoff, EqualJitterBackoff, plan_retry
+from .reaper import REAPER_FUNCTION, ReapReport, ReapToken, reap_check_due, should_reap
 
 if TYPE_CHECKING:
     from ._driver import Driver
-    from .reaper import ReapReport
 
 log = logging.getLogger("fleetpool.client")
 
 Mode = Literal["reuse", "per_invocation"]
 R = TypeVar("R")
 
-#: Function name under which containers take the fleet-wide reaper token.
-REAPER_FUNCTION = "__reaper__"
-#: Quick retries of a refused login (see ``_connect``).
-AUTH_RETRIES = 3
 #: Upper bound on connect attempts, whatever the deadlines say.
 MAX_ATTEMPTS = 200
 #: Forked children must never close (and so terminate) the parent's session.
@@ -94,17 +95,6 @@ class Stats:
     renewals: int = 0
     releases: int = 0
     reaps: int = 0
-
-
-def _positive(name: str, value: object, *, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{name} must be a number of seconds, got {value!r}")
-    v = float(value)
-    if not (v >= 0 if allow_zero else v > 0) or v != v or v == float("inf"):
-        raise ConfigError(
-            f"{name} must be {'>= 0' if allow_zero else '> 0'} seconds, got {value!r}"
-        )
-    return v
 
 
 class Database:
@@ -155,6 +145,12 @@ class Database:
             outside :meth:`transaction` commit at once). ``False`` suits code
             that manages transactions itself (SQLAlchemy); a transaction left
             open at check-in is rolled back either way.
+        metrics: what :meth:`handler` does with the budget's metrics at the end of
+            each invocation: ``"auto"`` (default: on Lambda, one CloudWatch EMF
+            blob, through aws-lambda-powertools when installed; nothing
+            elsewhere), ``"emf"``, ``"powertools"`` or ``"off"``.
+        metrics_namespace: the EMF namespace; default
+            ``$FLEETPOOL_METRICS_NAMESPACE``, else ``fleetpool``.
 
     Raises:
         fleetpool.ConfigError: for a malformed URL or argument (at construction).
@@ -186,6 +182,8 @@ class Database:
         reap_interval: float = 60.0,
         handle_signals: bool = True,
         autocommit: bool = True,
+        metrics: MetricsMode = "auto",
+        metrics_namespace: str | None = None,
     ) -> None:
         self.target: Target = parse_dsn(dsn)
         if mode not in ("reuse", "per_invocation"):
@@ -198,22 +196,22 @@ class Database:
             raise ConfigError("on_connect must be a callable taking the connection")
         if reap_threshold is not None and not (0 < reap_threshold <= 1):
             raise ConfigError(f"reap_threshold must be in (0, 1] or None, got {reap_threshold!r}")
-        self.lease_ttl = _positive("lease_ttl", lease_ttl)
-        self.max_wait = _positive("max_wait", max_wait, allow_zero=True)
-        self.connect_timeout = _positive("connect_timeout", connect_timeout)
+        self.lease_ttl = seconds("lease_ttl", lease_ttl)
+        self.max_wait = seconds("max_wait", max_wait, zero_ok=True)
+        self.connect_timeout = seconds("connect_timeout", connect_timeout)
         self.statement_timeout = (
-            None if statement_timeout is None else _positive("statement_timeout", statement_timeout)
+            None if statement_timeout is None else seconds("statement_timeout", statement_timeout)
         )
         if idle_timeout == "auto":
             self.idle_timeout: float | None = server_idle_timeout(self.lease_ttl)
         else:
             self.idle_timeout = (
-                None if idle_timeout is None else _positive("idle_timeout", idle_timeout)
+                None if idle_timeout is None else seconds("idle_timeout", idle_timeout)
             )
         self.reap_idle_after = (
-            None if reap_idle_after is None else _positive("reap_idle_after", reap_idle_after)
+            None if reap_idle_after is None else seconds("reap_idle_after", reap_idle_after)
         )
-        self.reap_interval = _positive("reap_interval", reap_interval)
+        self.reap_interval = seconds("reap_interval", reap_interval)
         self.reap_threshold = reap_threshold
         self.mode: Mode = mode
         self.reset_policy = reset
@@ -233,6 +231,7 @@ class Database:
         self.backoff: Backoff = backoff or EqualJitterBackoff()
         self.handle_signals = handle_signals
         self.autocommit = bool(autocommit)
+        self.metrics = InvocationMetrics(metrics, metrics_namespace)
         self.stats = Stats()
         self._driver: Driver | None = None
         self._conn: Any = None
@@ -311,14 +310,19 @@ class Database:
         """Decorate a Lambda-style ``handler(event, context)``.
 
         The connection is checked in (cleaned, or closed) after every
-        invocation, also when the handler raises. Inside, use
-        :meth:`connection` or :meth:`transaction` as usual.
+        invocation, also when the handler raises; then the budget's metrics
+        are written (see ``metrics``). Inside, use :meth:`connection` or
+        :meth:`transaction` as usual.
         """
 
         @functools.wraps(fn)
         def wrapper(event: Any, context: Any) -> R:
-            with _InvocationScope(self):
-                return fn(event, context)
+            try:
+                with _InvocationScope(self):
+                    return fn(event, context)
+            finally:
+                if self._budget is not None:
+                    self.metrics.flush(self._budget.metrics, context)
 
         return wrapper
 
@@ -360,6 +364,23 @@ class Database:
 
                 self._driver = MySQLDriver(self.target)
         return self._driver
+
+    def checkout(self) -> Any:
+        """Check out the connection for an adapter that cannot use ``with``.
+
+        The same as entering :meth:`connection`: it must be paired with
+        :meth:`checkin` from the same thread (nested pairs share one checkout).
+        Raises what :meth:`connection` raises.
+        """
+        return self._enter(True)
+
+    def checkin(self, failed: bool = False) -> None:
+        """End a :meth:`checkout`: the same as leaving :meth:`connection`.
+
+        ``failed`` says the use ended with an error (as an exception leaving the
+        ``with`` block does).
+        """
+        self._exit(failed)
 
     # -- scopes -------------------------------------------------------------
 
@@ -422,7 +443,8 @@ class Database:
         self._checked_out = True
 
     def _new_tag(self) -> str:
-        token = uuid.uuid4().hex[:12]
+        # os.urandom, not uuid: importing uuid (and platform) costs a cold start ~2 ms.
+        token = os.urandom(6).hex()
         return f"{self.tag_prefix}{token}:{self.function}"[:63]
 
     def _acquire(self, budget: Budget, deadline: float) -> None:
@@ -478,35 +500,33 @@ class Database:
             except driver.connect_errors as exc:
                 last = exc
                 kind = driver.error_kind(exc)
-                if kind is ErrorKind.AUTH and auth_retries < AUTH_RETRIES:
-                    # A few times: first with fresh credentials (rotation); then
-                    # because a PostgreSQL login refused by a full server whose
-                    # slot freed before we probed looks the same from the client
-                    # (libpq gives no SQLSTATE for a failed connect). A wrong
-                    # password costs only these few quick attempts.
-                    auth_retries += 1
-                    if auth_retries == 1 and self.credentials.refreshable:
-                        log.info("authentication failed; fetching credentials again")
-                        self.credentials.invalidate()
-                    elif auth_retries > 1:
-                        pause = plan_retry(
-                            self.backoff.compute(attempt), time.monotonic(), capacity_deadline
-                        )
-                        if pause is None:
-                            break
-                        time.sleep(pause)
-                    continue
-                if kind is ErrorKind.FATAL and driver.retry_without_option(exc):
-                    continue
-                if kind in (ErrorKind.AUTH, ErrorKind.FATAL):
+                step = plan_connect_attempt(
+                    kind,
+                    delay=self.backoff.compute(attempt),
+                    now=time.monotonic(),
+                    auth_retries=auth_retries,
+                    network_deadline=network_deadline,
+                    capacity_deadline=capacity_deadline,
+                    refreshable=self.credentials.refreshable,
+                    # Asked only of fatal errors: it turns the option off as it answers.
+                    without_option=kind is ErrorKind.FATAL and driver.retry_without_option(exc),
+                )
+                if step is None:
                     break
-                deadline = capacity_deadline if kind is ErrorKind.CAPACITY else network_deadline
-                pause = plan_retry(self.backoff.compute(attempt), time.monotonic(), deadline)
-                if pause is None:
-                    break
-                self.stats.connect_retries += 1
-                log.debug("connect attempt %d failed (%s); retrying in %.3fs", attempt, kind, pause)
-                time.sleep(pause)
+                auth_retries += step.auth_retry
+                if step.refresh_credentials:
+                    log.info("authentication failed; fetching credentials again")
+                    self.credentials.invalidate()
+                if step.counted:
+                    self.stats.connect_retries += 1
+                    log.debug(
+                        "connect attempt %d failed (%s); retrying in %.3fs",
+                        attempt,
+                        kind,
+                        step.pause,
+                    )
+                if step.pause is not None:
+                    time.sleep(step.pause)
                 continue
             self._on_connected(conn)
             if self._conn is None:
@@ -648,41 +668,23 @@ class Database:
         self._pid = os.getpid()
         self._checked_out = False
 
-    # -- reaper trigger -------------------------------------------------------
+    # -- reaper -------------------------------------------------------------
 
     def _maybe_reap(self, conn: Any) -> None:
         if self.reap_threshold is None:
             return
         now = time.monotonic()
-        if now < self._next_reap_check:
+        if not reap_check_due(now, self._next_reap_check):
             return
         self._next_reap_check = now + self.reap_interval
         try:
-            from . import reaper
-
             used, limit = reaper.utilisation(self.driver, conn)
-            if limit <= 0 or used / limit < self.reap_threshold:
+            if not should_reap(used, limit, self.reap_threshold):
                 return
             budget = self._budget
             if budget is not None:
-                # The token is a lease of the __reaper__ function, never released:
-                # its TTL is the fleet-wide rate limit. Configured with max 1
-                # (functions={"__reaper__": (0, 1)}) the store enforces "one at a
-                # time" atomically; otherwise a look at the live leases first
-                # keeps it to one in practice.
-                if budget.config().limits_for(REAPER_FUNCTION).max != 1 and any(
-                    x.function == REAPER_FUNCTION for x in budget.leases()
-                ):
-                    return
-                try:
-                    budget.acquire(
-                        function=REAPER_FUNCTION,
-                        holder=self.holder,
-                        ttl=self.reap_interval,
-                        wait=0,
-                        meta={"reason": f"utilisation {used}/{limit}"},
-                    )
-                except NoConnectionsLeft:
+                token = ReapToken(budget, self.holder, self.reap_interval)
+                if not token.take(f"utilisation {used}/{limit}"):
                     return
             report = reaper.reap_with(
                 self.driver,
@@ -736,4 +738,74 @@ class _InvocationScope:
         self.db._exit(exc_type is not None)
 
 
-__all__ = ["REAPER_FUNCTION", "Database", "Stats"]
+def reap(
+    dsn: str,
+    budget: str | Budget | None = None,
+    idle_after: float | None = None,
+    dry_run: bool = False,
+    *,
+    budget_name: str | None = None,
+    match_untagged: bool = False,
+    rds: bool = False,
+    connect_timeout: float = 5.0,
+    password: str | None = None,
+) -> ReapReport:
+    """End the fleet's sessions whose leases expired (and, with ``idle_after``, idle ones).
+
+    Args:
+        dsn: the database URL (the same one the functions use).
+        budget: the fleet's budget (URL or :class:`fleetpool.Budget`); without one
+            no lease can be proved expired and only ``idle_after`` applies, to
+            sessions tagged by fleetpool Databases without a budget.
+        idle_after: seconds; also end the fleet's sessions idle at least that long.
+        dry_run: report what would be done, change nothing.
+        budget_name: the budget's name when ``budget`` is a URL (default: derived
+            from the DSN, as ``Database`` does).
+        match_untagged: MySQL without performance_schema: treat the same user's
+            untagged sessions as the fleet's for idle reaping (serverless-mysql
+            behaviour; may end other programs' idle sessions of that user).
+        rds: use ``CALL mysql.rds_kill`` where ``KILL`` is not permitted.
+
+    Returns:
+        A :class:`~fleetpool.client.reaper.ReapReport` of what was seen, killed,
+        spared and skipped.
+    """
+    # The fleet's Database, built as its functions build it (no I/O), names the
+    # budget and the tag prefix. The reaper's own connection holds no lease, so
+    # it works when the budget is full -- which is when a reaper is wanted.
+    fleet = Database(
+        dsn,
+        budget=budget,
+        budget_name=None if isinstance(budget, Budget) else budget_name,
+        reap_threshold=None,
+        handle_signals=False,
+    )
+    own = Database(
+        dsn,
+        reap_threshold=None,
+        handle_signals=False,
+        idle_timeout=None,
+        connect_timeout=connect_timeout,
+        function=REAPER_FUNCTION,
+        password=password,
+    )
+    fleet_budget = fleet.budget
+    try:
+        with own.connection() as conn:
+            return reaper.reap_with(
+                own.driver,
+                conn,
+                budget=fleet_budget,
+                tag_prefix=fleet.tag_prefix,
+                idle_after=idle_after,
+                dry_run=dry_run,
+                match_untagged=match_untagged,
+                rds=rds,
+            )
+    finally:
+        own.close()
+        if isinstance(budget, str) and fleet_budget is not None:
+            fleet_budget.close()
+
+
+__all__ = ["REAPER_FUNCTION", "Database", "Stats", "reap"]

@@ -14,15 +14,23 @@ is told to close an idle session after :func:`server_idle_timeout` -- half the
 TTL -- so a session left idle always ends before the lease that covers it: at
 the last statement at least half the TTL remained. A frozen or dead container's
 session therefore never outlives its lease by more than one invocation's length.
+
+Connecting makes one decision per failed attempt (:func:`plan_connect_attempt`):
+retry now, retry after a pause that fits the deadline of the error's kind, or
+give up. "Too many connections" waits within the capacity deadline (shared with
+the lease wait), network errors within the network deadline (``connect_timeout``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..engines import SessionState
+from ..backoff import plan_retry
+from ..engines import ErrorKind, SessionState
 
 RENEW_FRACTION = 0.5
+#: Quick retries of a refused login (see :func:`plan_connect_attempt`).
+AUTH_RETRIES = 3
 
 
 def server_idle_timeout(lease_ttl: float, renew_fraction: float = RENEW_FRACTION) -> float:
@@ -122,14 +130,74 @@ def plan_checkin(report: SessionReport, *, keep: bool) -> CheckinPlan:
     )
 
 
+@dataclass(frozen=True)
+class ConnectRetry:
+    """Try connecting again: what to do first."""
+
+    #: Seconds to sleep before the attempt; None: at once.
+    pause: float | None = None
+    #: Fetch the credentials again first (they may have been rotated).
+    refresh_credentials: bool = False
+    #: This retry counts against ``auth_retries``.
+    auth_retry: bool = False
+    #: A capacity or network retry (counted in ``Stats.connect_retries``).
+    counted: bool = False
+
+
+def plan_connect_attempt(
+    kind: ErrorKind,
+    *,
+    delay: float,
+    now: float,
+    auth_retries: int,
+    network_deadline: float,
+    capacity_deadline: float,
+    refreshable: bool,
+    without_option: bool = False,
+    max_auth_retries: int = AUTH_RETRIES,
+) -> ConnectRetry | None:
+    """Decide what follows a failed connect attempt; None means give up.
+
+    Args:
+        kind: the class of the attempt's error.
+        delay: the backoff's pause for this attempt (seconds), before fitting a deadline.
+        now: the monotonic clock after the failure.
+        auth_retries: authentication retries made so far.
+        network_deadline: give up on network errors at this time.
+        capacity_deadline: give up on "server full" (and late login refusals) at this time.
+        refreshable: the credentials can be fetched again (secret, IAM token, callable).
+        without_option: a fatal error came from an optional session setting the
+            driver has just turned off, so an immediate retry may succeed.
+    """
+    if kind is ErrorKind.AUTH and auth_retries < max_auth_retries:
+        # A few times: first with fresh credentials (rotation); then because a
+        # PostgreSQL login refused by a full server whose slot freed before we
+        # probed looks the same from the client (libpq gives no SQLSTATE for a
+        # failed connect). A wrong password costs only these few quick attempts.
+        if auth_retries == 0:
+            return ConnectRetry(refresh_credentials=refreshable, auth_retry=True)
+        pause = plan_retry(delay, now, capacity_deadline)
+        return None if pause is None else ConnectRetry(pause=pause, auth_retry=True)
+    if kind is ErrorKind.FATAL and without_option:
+        return ConnectRetry()
+    if kind is ErrorKind.AUTH or kind is ErrorKind.FATAL:
+        return None
+    deadline = capacity_deadline if kind is ErrorKind.CAPACITY else network_deadline
+    pause = plan_retry(delay, now, deadline)
+    return None if pause is None else ConnectRetry(pause=pause, counted=True)
+
+
 __all__ = [
+    "AUTH_RETRIES",
     "CLEAN",
     "NOTHING",
     "RENEW_FRACTION",
     "CheckinPlan",
     "CheckoutPlan",
+    "ConnectRetry",
     "SessionReport",
     "plan_checkin",
     "plan_checkout",
+    "plan_connect_attempt",
     "server_idle_timeout",
 ]

@@ -16,8 +16,13 @@ that needs capacity now). It works in three steps:
 
 Sessions are read *before* leases, so a session whose lease is granted while
 the reaper runs is always seen with its lease. ``Database`` runs the reaper
-when server utilisation passes a threshold, at most once per interval across
-the fleet (a lease on the budget's ``__reaper__`` function is the token).
+when server utilisation passes a threshold (the pure :func:`should_reap`), at
+most once per interval across the fleet (:class:`ReapToken`: a lease on the
+budget's ``__reaper__`` function). This module is mechanism and policy only;
+the entry point that owns a connection (``fleetpool.reap``) sits above it in
+:mod:`fleetpool.client.database`. The engines' SQL modules are imported when the
+reaper runs, not with ``Database``: a MySQL function never loads the PostgreSQL
+wire codec.
 """
 
 from __future__ import annotations
@@ -27,11 +32,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..budget import Budget, open_budget
+from ..budget import Budget
 from ..engines import SessionRow
-from ..engines import mysql as my
-from ..engines import postgres as pg
-from .dsn import budget_key, default_budget_name, parse_dsn
+from ..errors import NoConnectionsLeft
 
 if TYPE_CHECKING:
     from ._driver import Driver
@@ -39,6 +42,8 @@ if TYPE_CHECKING:
 #: Seconds a session must have been idle before an expired-lease kill: a margin
 #: against clock skew between the budget store and the server.
 EXPIRED_GRACE = 1.0
+#: Function name under which containers take the fleet-wide reaper token.
+REAPER_FUNCTION = "__reaper__"
 
 
 @dataclass(frozen=True)
@@ -151,9 +156,56 @@ def choose_victims(
 
 def utilisation(driver: Driver, conn: Any) -> tuple[int, int]:
     """(sessions in use, sessions ordinary users may open) as the server sees them."""
-    sql = pg.UTILISATION_SQL if driver.engine == "postgresql" else my.UTILISATION_SQL
-    used, limit = driver.fetch(conn, sql)[0]
+    if driver.engine == "postgresql":
+        from ..engines.postgres import UTILISATION_SQL
+    else:
+        from ..engines.mysql import UTILISATION_SQL
+    used, limit = driver.fetch(conn, UTILISATION_SQL)[0]
     return int(used), int(limit)
+
+
+def reap_check_due(now: float, next_check: float) -> bool:
+    """Whether a container may look at utilisation now (at most once per interval)."""
+    return now >= next_check
+
+
+def should_reap(used: int, limit: int, threshold: float) -> bool:
+    """Whether server utilisation ``used / limit`` calls for a reaper run."""
+    return limit > 0 and used / limit >= threshold
+
+
+@dataclass(frozen=True)
+class ReapToken:
+    """The fleet-wide "one reaper at a time" token: a lease of :data:`REAPER_FUNCTION`.
+
+    The lease is never released: its TTL (``interval``) is the fleet-wide rate
+    limit. Configured with max 1 (``functions={"__reaper__": (0, 1)}``) the store
+    enforces "one at a time" atomically; otherwise a look at the live leases
+    first keeps it to one in practice.
+    """
+
+    budget: Budget
+    holder: str
+    interval: float
+
+    def take(self, reason: str) -> bool:
+        """Try to take the token without waiting; False when another container holds it."""
+        budget = self.budget
+        if budget.config().limits_for(REAPER_FUNCTION).max != 1 and any(
+            x.function == REAPER_FUNCTION for x in budget.leases()
+        ):
+            return False
+        try:
+            budget.acquire(
+                function=REAPER_FUNCTION,
+                holder=self.holder,
+                ttl=self.interval,
+                wait=0,
+                meta={"reason": reason},
+            )
+        except NoConnectionsLeft:
+            return False
+        return True
 
 
 def _live_tags(budget: Budget | None) -> set[str] | None:
@@ -174,6 +226,8 @@ def reap_with(
     rds: bool = False,
 ) -> ReapReport:
     """Run the reaper on an open connection (``Database`` passes its own)."""
+    from ..engines import postgres as pg
+
     start = time.monotonic()
     report = ReapReport(engine=driver.engine, dry_run=dry_run)
     if driver.engine == "postgresql":
@@ -212,6 +266,8 @@ def _pg_row(r: tuple[Any, ...]) -> SessionRow:
 def _pg_kill(
     driver: Driver, conn: Any, report: ReapReport, tag_prefix: str, idle_after: float | None
 ) -> None:
+    from ..engines import postgres as pg
+
     # One statement per reason, so each carries its own minimum idle time.
     for reason, min_idle in (("expired_lease", EXPIRED_GRACE), ("idle", idle_after)):
         group = [v.row for v in report.candidates if v.reason == reason]
@@ -230,6 +286,8 @@ def _pg_kill(
 def _mysql_rows(
     driver: Driver, conn: Any, report: ReapReport
 ) -> tuple[list[SessionRow], bool, bool]:
+    from ..engines import mysql as my
+
     with_tags = bool(driver.fetch(conn, my.TAGS_AVAILABLE_SQL)[0][0])
     if not with_tags:
         report.notes.append("performance_schema is off: session tags are not visible")
@@ -258,6 +316,8 @@ def _mysql_kill(
     with_trx: bool,
     rds: bool,
 ) -> None:
+    from ..engines import mysql as my
+
     recheck = my.recheck_sql(with_tags=with_tags, with_transactions=with_trx)
     for victim in report.candidates:
         row = victim.row
@@ -280,84 +340,15 @@ def _mysql_kill(
         report.killed.append(row.id)
 
 
-def reap(
-    dsn: str,
-    budget: str | Budget | None = None,
-    idle_after: float | None = None,
-    dry_run: bool = False,
-    *,
-    budget_name: str | None = None,
-    match_untagged: bool = False,
-    rds: bool = False,
-    connect_timeout: float = 5.0,
-    password: str | None = None,
-) -> ReapReport:
-    """End the fleet's sessions whose leases expired (and, with ``idle_after``, idle ones).
-
-    Args:
-        dsn: the database URL (the same one the functions use).
-        budget: the fleet's budget (URL or :class:`fleetpool.Budget`); without one
-            no lease can be proved expired and only ``idle_after`` applies, to
-            sessions tagged by fleetpool Databases without a budget.
-        idle_after: seconds; also end the fleet's sessions idle at least that long.
-        dry_run: report what would be done, change nothing.
-        budget_name: the budget's name when ``budget`` is a URL (default: derived
-            from the DSN, as ``Database`` does).
-        match_untagged: MySQL without performance_schema: treat the same user's
-            untagged sessions as the fleet's for idle reaping (serverless-mysql
-            behaviour; may end other programs' idle sessions of that user).
-        rds: use ``CALL mysql.rds_kill`` where ``KILL`` is not permitted.
-
-    Returns:
-        A :class:`ReapReport` of what was seen, killed, spared and skipped.
-    """
-    from .database import Database
-
-    target = parse_dsn(dsn)
-    name = budget_name
-    if isinstance(budget, Budget):
-        name = budget.name
-    elif name is None and budget is not None:
-        name = default_budget_name(target)
-    b = (
-        open_budget(budget, name or default_budget_name(target))
-        if isinstance(budget, str)
-        else budget
-    )
-    prefix = f"fp:{budget_key(name if b is not None else None)}:"
-    db = Database(
-        dsn,
-        reap_threshold=None,
-        handle_signals=False,
-        idle_timeout=None,
-        connect_timeout=connect_timeout,
-        function="__reaper__",
-        password=password,
-    )
-    try:
-        with db.connection() as conn:
-            return reap_with(
-                db.driver,
-                conn,
-                budget=b,
-                tag_prefix=prefix,
-                idle_after=idle_after,
-                dry_run=dry_run,
-                match_untagged=match_untagged,
-                rds=rds,
-            )
-    finally:
-        db.close()
-        if isinstance(budget, str) and b is not None:
-            b.close()
-
-
 __all__ = [
     "EXPIRED_GRACE",
+    "REAPER_FUNCTION",
     "ReapReport",
+    "ReapToken",
     "Victim",
     "choose_victims",
-    "reap",
+    "reap_check_due",
     "reap_with",
+    "should_reap",
     "utilisation",
 ]

@@ -1,19 +1,23 @@
 """PostgreSQL knowledge for the client and the reaper: data plus small pure functions.
 
 Strategy: everything the client needs to decide without a round trip is here --
-SQLSTATE classes, the statement rules that mark a session dirty, the startup
+SQLSTATE classes, the startup
 ``options`` that set server-side timeouts with the connection (no extra round
 trip), and the SQL the reaper runs. The kill statement carries its own safety
-conditions, so the server re-checks them at the instant of the kill.
+conditions, so the server re-checks them at the instant of the kill. Which
+statements leave state in a session is decided by the one classifier in
+:mod:`fleetpool.pg.sql`, shared with the proxy.
 """
 
 from __future__ import annotations
 
 import math
-import re
-import struct
 
-from . import ErrorKind, Rule, SessionState, classify, compile_rules
+from ..errors import ProtocolError
+from ..pg import messages as m
+from ..pg.codec import NEED_DATA, BackendDecoder, Message, encode_startup
+from ..pg.sql import classify_statement
+from . import ErrorKind
 
 # Class 53 "insufficient resources": 53300 too_many_connections is the one a
 # crowded server sends on connect; 53000/53400 only come from configuration limits.
@@ -58,40 +62,10 @@ REPORTED_PARAMETERS = (
     "search_path",  # reported since PostgreSQL 18
 )
 
-RULES = compile_rules(
-    [
-        # SET / RESET of a session GUC; SET LOCAL and SET TRANSACTION/CONSTRAINTS
-        # are transaction-scoped and vanish with the transaction.
-        Rule(r"SET\s+(?!LOCAL\b|TRANSACTION\b|CONSTRAINTS\b)", SessionState.SETTING),
-        Rule(r"RESET\s", SessionState.SETTING),
-        Rule(r"\bset_config\s*\(", SessionState.SETTING, leading=False),
-        Rule(r"LOAD\s", SessionState.OTHER),
-        Rule(r"CREATE\s+(?:GLOBAL\s+|LOCAL\s+)?TEMP(?:ORARY)?\s", SessionState.TEMP),
-        Rule(r"\bINTO\s+(?:TEMP|TEMPORARY)\s", SessionState.TEMP, leading=False),
-        # Session-level advisory locks; the _xact_ variants end with the transaction.
-        Rule(r"\bpg_(?:try_)?advisory_lock(?:_shared)?\s*\(", SessionState.LOCK, leading=False),
-        Rule(r"PREPARE\s+(?!TRANSACTION\b)", SessionState.PREPARED),
-        Rule(r"LISTEN\s", SessionState.OTHER),
-        Rule(r"DECLARE\s.*\bWITH\s+HOLD\b", SessionState.OTHER),
-    ]
-)
-QUICK = re.compile(
-    r"SET|RESET|set_config|LOAD|TEMP|advisory_lock|PREPARE|LISTEN|HOLD", re.IGNORECASE
-)
-
-
-def classify_statement(sql: str) -> SessionState:
-    """The session state a PostgreSQL statement may leave behind."""
-    return classify(sql, RULES, QUICK)
-
 
 def startup_packet(user: str, database: str | None) -> bytes:
     """A protocol 3.0 StartupMessage (used by the connect-failure probe)."""
-    body = struct.pack("!i", 196608)
-    for key, value in (("user", user), ("database", database or user)):
-        body += key.encode() + b"\0" + value.encode() + b"\0"
-    body += b"\0"
-    return struct.pack("!i", len(body) + 4) + body
+    return encode_startup({"user": user, "database": database or user})
 
 
 def parse_startup_reply(data: bytes) -> str | None:
@@ -101,25 +75,26 @@ def parse_startup_reply(data: bytes) -> str | None:
     request, a protocol negotiation): it was accepting connections. Raises
     ``ValueError`` for bytes that are not a complete first message.
     """
-    if len(data) < 5:
+    decoder = BackendDecoder()
+    decoder.receive_data(data)
+    try:
+        msg = decoder.next_event()
+    except ProtocolError as exc:
+        raise ValueError(str(exc)) from exc
+    if msg is NEED_DATA:
         raise ValueError("incomplete reply")
-    kind = data[:1]
-    if kind != b"E":
-        if kind in (b"R", b"v", b"S", b"N"):
+    assert isinstance(msg, Message)
+    if msg.type != m.ERROR_RESPONSE:
+        if msg.type in (m.AUTHENTICATION, m.NEGOTIATE_PROTOCOL_VERSION, b"S", b"N"):
             return None
-        raise ValueError(f"unexpected message type {kind!r}")
-    (length,) = struct.unpack("!i", data[1:5])
-    if length < 4 or len(data) < 1 + length:
-        raise ValueError("incomplete error response")
-    fields = data[5 : 1 + length]
-    pos = 0
-    while pos < len(fields) and fields[pos] != 0:
-        code = fields[pos : pos + 1]
-        end = fields.index(b"\0", pos + 1)
-        if code == b"C":
-            return fields[pos + 1 : end].decode("ascii", "replace")
-        pos = end + 1
-    raise ValueError("error response without a SQLSTATE")
+        raise ValueError(f"unexpected message type {msg.type!r}")
+    try:
+        code = m.parse_error_fields(msg.body).get("C")
+    except ProtocolError as exc:
+        raise ValueError(str(exc)) from exc
+    if not code:
+        raise ValueError("error response without a SQLSTATE")
+    return code
 
 
 def classify_sqlstate(sqlstate: str | None) -> ErrorKind:

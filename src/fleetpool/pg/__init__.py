@@ -15,21 +15,22 @@ from .codec import (
     encode_startup,
     scan_frames,
 )
-from .sql import SessionEffect, deallocate_target, session_effect
+from .sql import Analysis, SettingChange, analyze, deallocate_target
 
 __all__ = [
     "NEED_DATA",
+    "Analysis",
     "BackendDecoder",
     "CancelRequest",
     "FrontendDecoder",
     "GSSENCRequest",
     "Message",
     "SSLRequest",
-    "SessionEffect",
+    "SettingChange",
     "StartupMessage",
+    "analyze",
     "deallocate_target",
     "encode_message",
     "encode_startup",
     "scan_frames",
-    "session_effect",
 ]

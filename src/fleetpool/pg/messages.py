@@ -61,6 +61,7 @@ FAILED_TRANSACTION: Final = b"E"
 PARSE_COMPLETE_MSG: Final = b"1\x00\x00\x00\x04"
 CLOSE_COMPLETE_MSG: Final = b"3\x00\x00\x00\x04"
 SYNC_MSG: Final = b"S\x00\x00\x00\x04"
+EMPTY_QUERY_MSG: Final = b"I\x00\x00\x00\x04"
 TERMINATE_MSG: Final = b"X\x00\x00\x00\x04"
 
 
@@ -170,6 +171,28 @@ def data_row(values: list[str | None]) -> bytes:
             raw = value.encode()
             parts.append(_I32.pack(len(raw)) + raw)
     return encode_message(DATA_ROW, b"".join(parts))
+
+
+def parse_data_row(body: bytes) -> list[bytes | None]:
+    """The column values of a DataRow body (``None`` for NULL)."""
+    if len(body) < 2:
+        raise RemoteProtocolError("malformed DataRow")
+    count = _I16.unpack_from(body, 0)[0]
+    pos = 2
+    out: list[bytes | None] = []
+    for _ in range(count):
+        if pos + 4 > len(body):
+            raise RemoteProtocolError("malformed DataRow")
+        size = _I32.unpack_from(body, pos)[0]
+        pos += 4
+        if size < 0:
+            out.append(None)
+            continue
+        if pos + size > len(body):
+            raise RemoteProtocolError("malformed DataRow")
+        out.append(body[pos : pos + size])
+        pos += size
+    return out
 
 
 # -- authentication -------------------------------------------------------------------

@@ -9,9 +9,9 @@ postgresql://user:password@127.0.0.1:5432/db`` or embed it::
 
 from __future__ import annotations
 
+from ..tokens import make_token, verify_token
 from .config import ProxyConfig, Upstream, load_config, parse_upstream
-from .proxy import Proxy
-from .tokens import make_token, verify_token
+from .worker import Proxy
 
 __all__ = [
     "Proxy",

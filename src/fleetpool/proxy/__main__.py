@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import typer
-
-from .cli import proxy_command
+from .cli import app
 
 
 def main() -> None:
-    typer.run(proxy_command)
+    app(prog_name="python -m fleetpool.proxy")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 import tomllib
@@ -12,11 +13,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import urlsplit
 
+from ..client.dsn import ACCEPTED, DEFAULT_PORTS, parse_dsn
 from ..errors import ConfigError
 
 ENV_USER_PREFIX = "FLEETPOOL_PROXY_USER_"
+# Keys older configuration files may hold, and why they no longer matter.
+RETIRED_KEYS = {
+    "exclude_variable_sets": "SET/RESET are tracked per client and never pin",
+}
+log = logging.getLogger("fleetpool.proxy.config")
 
 Mode = Literal["transaction", "session"]
 AuthMethod = Literal["scram-sha-256", "md5", "password", "trust"]
@@ -25,17 +32,35 @@ TlsMode = Literal["disable", "allow", "prefer", "require"]
 
 @dataclass(slots=True)
 class Upstream:
-    """Where the proxy's server connections go and who they log in as."""
+    """Where a pool's server connections go and who they log in as."""
 
     hosts: list[tuple[str, int]]
     user: str
     password: str
     database: str
     params: dict[str, str] = field(default_factory=dict)
+    engine: str = "postgresql"
 
     def __str__(self) -> str:  # never show the password
         hosts = ",".join(f"{h}:{p}" for h, p in self.hosts)
-        return f"postgresql://{self.user}@{hosts}/{self.database}"
+        return f"{self.engine}://{self.user}@{hosts}/{self.database}"
+
+    def with_login(self, database: str, user: str, password: str) -> Upstream:
+        return dataclasses.replace(self, database=database, user=user, password=password)
+
+
+@dataclass(slots=True)
+class DatabaseRoute:
+    """A ``[databases]`` entry: the name clients use, where it goes, and its pool size.
+
+    With a user in ``upstream`` every client of this database shares that login to the
+    server (PgBouncer's forced user); without one, each client's user logs in as itself
+    (one pool per user) with the password the proxy knows for it.
+    """
+
+    upstream: Upstream
+    forced_user: bool
+    pool_size: int | None = None
 
 
 def parse_host_port(
@@ -57,25 +82,50 @@ def parse_host_port(
 
 
 def parse_upstream(url: str) -> Upstream:
-    """Parse ``postgresql://user:password@host[:port][,host2[:port2]]/database``."""
+    """Parse ``postgresql://user:password@host[:port][,host2[:port2]]/database`` (or
+    ``mysql://``): the client library's DSN parser reads the scheme, credentials,
+    database and parameters; the host list (several hosts: failover) is read here."""
     if not isinstance(url, str) or not url.strip():
-        raise ConfigError("upstream must be a postgresql:// URL")
+        raise ConfigError(f"upstream must be a database URL; accepted: {ACCEPTED}")
     parts = urlsplit(url.strip())
-    if parts.scheme not in ("postgresql", "postgres"):
-        raise ConfigError(
-            f"upstream {url!r}: scheme must be postgresql:// "
-            "(postgresql://user:password@host:port/database)"
-        )
-    userinfo, _, hostlist = parts.netloc.rpartition("@")
-    user, _, password = userinfo.partition(":")
-    hosts = [parse_host_port(h, 5432, "upstream host") for h in hostlist.split(",") if h]
+    userinfo, at, hostlist = parts.netloc.rpartition("@")
+    first = hostlist.split(",", 1)[0]
+    target = parse_dsn(parts._replace(netloc=f"{userinfo}{at}{first}").geturl())
+    port = DEFAULT_PORTS[target.engine]
+    hosts = [parse_host_port(h, port, "upstream host") for h in hostlist.split(",") if h]
     if not hosts:
-        raise ConfigError(f"upstream {url!r} names no host")
-    user = unquote(user) or "postgres"
-    database = unquote(parts.path.lstrip("/")) or user
-    params = dict(parse_qsl(parts.query))
-    password = unquote(password) or params.pop("password", "")
-    return Upstream(hosts, user, password, database, params)
+        raise ConfigError(f"upstream {target.display()!r} names no host")
+    default_user = "postgres" if target.engine == "postgresql" else "root"
+    user = target.user or default_user
+    params = dict(target.params)
+    password = target.password or params.pop("password", "")
+    database = target.database or (user if target.engine == "postgresql" else "")
+    return Upstream(hosts, user, password, database, params, target.engine)
+
+
+def parse_route(name: str, value: Any, default: Upstream) -> DatabaseRoute:
+    """A ``[databases]`` entry: a URL string, or a table with ``upstream``/``pool_size``."""
+    table = value if isinstance(value, dict) else {"upstream": value}
+    unknown = set(table) - {"upstream", "pool_size"}
+    if unknown:
+        raise ConfigError(
+            f"databases.{name}: unknown key {sorted(unknown)[0]!r}; known keys: pool_size, upstream"
+        )
+    url = table.get("upstream")
+    size = table.get("pool_size")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
+        raise ConfigError(f"databases.{name}.pool_size must be an integer of at least 1")
+    if url is None:
+        return DatabaseRoute(default.with_login(name, default.user, default.password), True, size)
+    if not isinstance(url, str):
+        raise ConfigError(f"databases.{name}.upstream must be a URL string")
+    forced = urlsplit(url).username is not None
+    up = parse_upstream(url)
+    if up.engine != default.engine:
+        raise ConfigError(
+            f"databases.{name}: {up.engine} upstream, but the proxy serves {default.engine}"
+        )
+    return DatabaseRoute(up, forced, size)
 
 
 @dataclass(slots=True)
@@ -104,9 +154,17 @@ class ProxyConfig:
     client_idle_timeout: float = 1800.0
     client_login_timeout: float = 60.0
     max_message_size: int = 64 * 1024 * 1024
-    exclude_variable_sets: bool = False
+    state_probe: bool = False  # check for hidden session state after each transaction
     auth_method: AuthMethod = "scram-sha-256"
     users: dict[str, str] = field(default_factory=dict)
+    # credentials towards the server for users whose proxy secret is not a password
+    server_users: dict[str, str] = field(default_factory=dict)
+    # "client": a client's pool logs in to the server as the client's user; "upstream":
+    # as the upstream URL's user (proxy users are then only the proxy's own credentials)
+    server_login: Literal["client", "upstream"] = "client"
+    # client-visible database name -> route; empty: every name goes to the upstream's
+    # hosts as itself, each client logging in as its own user
+    databases: dict[str, DatabaseRoute] = field(default_factory=dict)
     token_secret: str = ""
     tls_cert: str = ""
     tls_key: str = ""
@@ -143,6 +201,19 @@ class ProxyConfig:
             return users
         return {self.upstream.user: self.upstream.password}
 
+    def server_password(self, user: str, secrets: Mapping[str, str]) -> str | None:
+        """The password ``user`` logs in to the server with, if the proxy knows it:
+        the upstream's own, a ``server_users`` entry, or the user's proxy secret when it
+        is a plain password (not an md5 hash or SCRAM verifier)."""
+        if user == self.upstream.user:
+            return self.upstream.password
+        if user in self.server_users:
+            return self.server_users[user]
+        secret = secrets.get(user)
+        if secret is not None and not secret.startswith(("md5", "SCRAM-SHA-256$")):
+            return secret
+        return None
+
     def effective_token_secret(self, environ: Mapping[str, str] | None = None) -> str:
         env = os.environ if environ is None else environ
         return self.token_secret or env.get("FLEETPOOL_TOKEN_SECRET", "")
@@ -173,13 +244,22 @@ _NON_NEGATIVE = (
 )
 
 
+SERVED_ENGINES = ("postgresql",)
+
+
 def validate(cfg: ProxyConfig) -> None:
+    if cfg.upstream.engine not in SERVED_ENGINES:
+        raise ConfigError(
+            f"upstream {cfg.upstream}: the proxy serves {', '.join(SERVED_ENGINES)} upstreams"
+        )
     for name in _POSITIVE:
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name} must be at least 1, got {getattr(cfg, name)}")
     for name in _NON_NEGATIVE:
         if getattr(cfg, name) < 0:
             raise ConfigError(f"{name} must not be negative, got {getattr(cfg, name)}")
+    if cfg.server_login not in ("client", "upstream"):
+        raise ConfigError(f"server_login must be 'client' or 'upstream', got {cfg.server_login!r}")
     if cfg.mode not in ("transaction", "session"):
         raise ConfigError(f"mode must be 'transaction' or 'session', got {cfg.mode!r}")
     if cfg.auth_method not in ("scram-sha-256", "md5", "password", "trust"):
@@ -222,9 +302,12 @@ _FILE_KEYS: dict[str, type | tuple[type, ...]] = {
     "client_idle_timeout": (int, float),
     "client_login_timeout": (int, float),
     "max_message_size": int,
-    "exclude_variable_sets": bool,
+    "state_probe": bool,
     "auth_method": str,
     "users": dict,
+    "server_users": dict,
+    "server_login": str,
+    "databases": dict,
     "token_secret": str,
     "tls_cert": str,
     "tls_key": str,
@@ -272,6 +355,9 @@ def load_config(path: str | Path, **overrides: Any) -> ProxyConfig:
         line = _line_of(text, key)
         return f"{path}:{line}" if line else str(path)
 
+    for key in RETIRED_KEYS:
+        if data.pop(key, None) is not None:
+            log.warning("%s: %r has no effect any more: %s", where(key), key, RETIRED_KEYS[key])
     for key, value in data.items():
         if key not in _FILE_KEYS:
             known = ", ".join(sorted(_FILE_KEYS))
@@ -301,22 +387,100 @@ def load_config(path: str | Path, **overrides: Any) -> ProxyConfig:
         raise ConfigError(f"{path}: {exc}") from exc
 
 
+_NOT_SETTABLE = ("users", "server_users", "databases")
+
+
+def parse_settings(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings from the command line (``--set``), typed like the file's keys.
+
+    Every setting of the file is accepted except ``users`` (secrets do not belong on a
+    command line: use the config file or FLEETPOOL_PROXY_USER_<name> variables).
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        if key in ("users", "server_users", "databases"):
+            if key == "databases":
+                raise ConfigError("--set databases: give [databases] in the config file")
+            raise ConfigError(
+                "--set users: give users in the config file or as "
+                f"{ENV_USER_PREFIX}<name>=<secret> environment variables"
+            )
+        if key not in _FILE_KEYS:
+            known = ", ".join(sorted(k for k in _FILE_KEYS if k not in _NOT_SETTABLE))
+            raise ConfigError(f"--set {key}: unknown setting; known settings: {known}")
+        out[key] = _typed(key, text.strip(), _FILE_KEYS[key])
+    return out
+
+
+def _typed(key: str, text: str, expected: type | tuple[type, ...]) -> Any:
+    kinds = expected if isinstance(expected, tuple) else (expected,)
+    if bool in kinds:
+        if text.lower() in ("true", "1", "yes", "on"):
+            return True
+        if text.lower() in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"--set {key}={text}: expected true or false")
+    if list in kinds:
+        return [part.strip() for part in text.split(",") if part.strip()]
+    if float in kinds:
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"--set {key}={text}: expected a number") from None
+    if int in kinds:
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(f"--set {key}={text}: expected an integer") from None
+    return text
+
+
+def setting_defaults() -> dict[str, Any]:
+    """Every setting and its default (for ``fleetpool proxy settings``)."""
+    out: dict[str, Any] = {"upstream": "(required)"}
+    for f in dataclasses.fields(ProxyConfig):
+        if f.name == "upstream":
+            continue
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
 def config_from_mapping(data: dict[str, Any]) -> ProxyConfig:
     data = dict(data)
+    for key in RETIRED_KEYS:
+        if data.pop(key, None) is not None:
+            log.warning("%r has no effect any more: %s", key, RETIRED_KEYS[key])
     upstream = data.pop("upstream", None)
     if upstream is None:
-        raise ConfigError("upstream is required (postgresql://user:password@host:port/db)")
+        raise ConfigError(f"upstream is required; accepted: {ACCEPTED}")
     kwargs: dict[str, Any] = {"upstream": parse_upstream(upstream)}
     if "listen" in data:
         kwargs["listen"] = parse_host_port(data.pop("listen"), 6432, "listen")
     admin = data.pop("admin_listen", None)
     if admin:
         kwargs["admin_listen"] = parse_host_port(admin, 9187, "admin_listen")
-    if "users" in data:
-        users = data.pop("users")
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in users.items()):
-            raise ConfigError("users must map user names to password strings")
-        kwargs["users"] = dict(users)
+    for key in ("users", "server_users"):
+        if key in data:
+            users = data.pop(key)
+            if not isinstance(users, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in users.items()
+            ):
+                raise ConfigError(f"{key} must map user names to password strings")
+            kwargs[key] = dict(users)
+    if "databases" in data:
+        routes = data.pop("databases")
+        if not isinstance(routes, dict):
+            raise ConfigError("databases must be a table of database names")
+        kwargs["databases"] = {
+            name: parse_route(name, value, kwargs["upstream"]) for name, value in routes.items()
+        }
     fields = {f.name for f in dataclasses.fields(ProxyConfig)}
     for key, value in data.items():
         if key not in fields:

@@ -1,17 +1,18 @@
-# Strategy: with several upstream hosts, the proxy asks each in turn
-# ``SELECT pg_is_in_recovery()`` and sends new server connections to the one that
-# answers false. A failed connect or health check marks the primary suspect; the next
-# connection attempt probes again. Clients waiting for a connection meanwhile stay
-# queued (up to connection_borrow_timeout), idle clients stay connected, and only
-# transactions running on a lost server connection fail -- the RDS Proxy behaviour.
+# Strategy: with several upstream hosts, the proxy asks each in turn whether it is the
+# writer (the plug-in's ``probe``: PostgreSQL ``pg_is_in_recovery()``, MySQL
+# ``@@read_only``) and sends new server connections to the one that says yes. A failed
+# connect or health check marks the primary suspect; the next connection attempt
+# probes again. Clients waiting for a connection meanwhile stay queued (up to
+# connection_borrow_timeout), idle clients stay connected, and only transactions
+# running on a lost server connection fail -- the RDS Proxy behaviour. A change of
+# primary is reported through ``on_change`` (the pool retires its connections).
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
-if TYPE_CHECKING:
-    from .proxy import Proxy
+from .context import Prober
 
 log = logging.getLogger("fleetpool.proxy.failover")
 
@@ -21,9 +22,17 @@ class NoPrimary(OSError):
 
 
 class Failover:
-    def __init__(self, proxy: Proxy) -> None:
-        self.proxy = proxy
-        self.hosts = list(proxy.cfg.upstream.hosts)
+    def __init__(
+        self,
+        hosts: list[tuple[str, int]],
+        probe: Prober,
+        on_change: Callable[[tuple[str, int]], None],
+        interval: float = 5.0,
+    ) -> None:
+        self.hosts = list(hosts)
+        self.probe = probe
+        self.on_change = on_change
+        self.interval = max(0.5, min(5.0, interval or 5.0))
         self.primary: tuple[str, int] | None = None
         self._suspect = True
         self._lock = asyncio.Lock()
@@ -31,27 +40,6 @@ class Failover:
 
     def suspect(self) -> None:
         self._suspect = True
-
-    async def is_primary(self, host: str, port: int, timeout: float = 3.0) -> bool:
-        import psycopg
-
-        up = self.proxy.cfg.upstream
-        conn = await asyncio.wait_for(
-            psycopg.AsyncConnection.connect(
-                host=host,
-                port=port,
-                user=up.user,
-                password=up.password,
-                dbname=up.database,
-                connect_timeout=max(1, int(timeout)),
-                application_name="fleetpool-probe",
-            ),
-            timeout,
-        )
-        async with conn:
-            cur = await conn.execute("SELECT pg_is_in_recovery()")
-            row = await cur.fetchone()
-        return row is not None and row[0] is False
 
     async def current_primary(self) -> tuple[str, int]:
         if self.primary is not None and not self._suspect:
@@ -65,7 +53,7 @@ class Failover:
             ]
             for host, port in candidates:
                 try:
-                    if await self.is_primary(host, port):
+                    if await self.probe(host, port, 3.0):
                         self._set_primary((host, port))
                         return host, port
                     errors.append(f"{host}:{port} is a standby")
@@ -77,10 +65,9 @@ class Failover:
         old = self.primary
         self.primary = host
         self._suspect = False
-        self.proxy.pool.primary = host
         if old is not None and old != host:
             log.warning("primary moved from %s:%s to %s:%s", *old, *host)
-            self.proxy.pool.reconnect_idle()
+        self.on_change(host)
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._watch())
@@ -90,13 +77,12 @@ class Failover:
             self._task.cancel()
 
     async def _watch(self) -> None:
-        interval = max(0.5, min(5.0, self.proxy.cfg.health_check_interval or 5.0))
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(self.interval)
             if self.primary is None:
                 continue
             try:
-                ok = await self.is_primary(*self.primary, timeout=interval)
+                ok = await self.probe(*self.primary, self.interval)
             except Exception:
                 ok = False
             if not ok:

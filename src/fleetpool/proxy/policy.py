@@ -3,9 +3,12 @@
 # unit tests call them directly with made-up clocks, no sockets and no mocks.
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from ..client.decisions import RENEW_FRACTION
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,3 +92,106 @@ def retry_delay(attempt: int, rand: float, base: float = 0.1, cap: float = 2.0) 
     """Equal-jitter exponential backoff for reconnect attempts."""
     ceiling = min(cap, base * 2.0 ** min(attempt, 30))
     return ceiling / 2 + rand * ceiling / 2
+
+
+# -- returning a server connection ------------------------------------------------------
+
+
+class Release(enum.Enum):
+    """What to do with a server connection handed back to the pool (value: why)."""
+
+    BROKEN = "released while broken or busy"  # close it
+    EXPIRED = "max_lifetime reached"  # close it
+    DRAINING = "shutting down"  # close it
+    YIELD = "room for a pool whose clients waited longer"  # close it
+    STATEMENTS = "max_prepared_statements reached"  # drop its prepared statements first
+    HAND_OVER = "hand over"  # straight to the oldest waiting client
+    IDLE = "idle"
+
+
+def plan_release(
+    alive: bool,
+    busy: bool,
+    now: float,
+    expires: float,
+    draining: bool,
+    waiters: int,
+    paused: bool,
+    prepared: int,
+    max_prepared: int,
+    yield_to_other: bool,
+    /,
+) -> Release:
+    """Decide the fate of a server connection that just became free.
+
+    ``yield_to_other``: pools share a cap that is reached, and another pool's oldest
+    waiting client waited longer than this pool's: the connection is closed so that
+    pool can open one (first come, first served across pools).
+    (Positional arguments: it runs once per transaction.)
+    """
+    if not alive or busy:
+        return Release.BROKEN
+    if now >= expires:
+        return Release.EXPIRED
+    if draining and not waiters:
+        return Release.DRAINING
+    if yield_to_other:
+        return Release.YIELD
+    if prepared > max_prepared:
+        return Release.STATEMENTS
+    if waiters and not paused:
+        return Release.HAND_OVER
+    return Release.IDLE
+
+
+class GiveBack(enum.Enum):
+    """How a client that no longer needs its server connection returns it."""
+
+    RELEASE = "release"  # clean: straight back to the pool
+    ROLLBACK = "rollback"  # a transaction is open: roll it back first
+    RESET = "reset"  # session state left behind: run the reset first
+    CLOSE = "close"
+    GONE = "gone"  # the connection is already dead
+
+
+def plan_give_back(
+    *,
+    alive: bool,
+    busy: bool,
+    session_state: bool,
+    in_transaction: bool,
+    can_reset: bool,
+) -> tuple[GiveBack, str]:
+    """Decide how a server connection comes back when its client is done with it.
+
+    ``session_state``: the client was pinned or in session mode, so the session may hold
+    its state; ``can_reset``: a reset undoes that state (false without a reset query,
+    or for state no reset removes, such as a loaded library).
+    """
+    if not alive:
+        return GiveBack.GONE, ""
+    if busy:
+        return GiveBack.CLOSE, "client disconnected with a request in flight"
+    if session_state:
+        if can_reset:
+            return GiveBack.RESET, ""
+        return GiveBack.CLOSE, "session state left behind that no reset removes"
+    if in_transaction:
+        return GiveBack.ROLLBACK, ""
+    return GiveBack.RELEASE, ""
+
+
+def should_renew(remaining: float, ttl: float) -> bool:
+    """Renew a server connection's budget lease once less than half its TTL remains
+    (the rule the client library applies to its own lease)."""
+    return remaining < ttl * RENEW_FRACTION
+
+
+def waiters_expired(started: list[float], now: float, limit: float) -> int:
+    """How many of the oldest waiters (``started`` in queue order) waited ``limit``."""
+    count = 0
+    for t in started:
+        if now - t < limit:
+            break
+        count += 1
+    return count

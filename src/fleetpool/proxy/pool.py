@@ -1,12 +1,16 @@
 # Strategy: the pool hands server connections to clients first come, first served.
-# ``acquire`` never blocks: it attaches an idle connection at once (LIFO, so a few
-# connections stay hot and the rest age out) or queues the client with a timer for
-# ``connection_borrow_timeout``. ``release`` gives the connection straight to the
-# oldest waiter. Opening connections is the only asynchronous work; it is started
-# when a client waits and the pool has room, and retried with backoff while clients
-# still wait -- which is also what holds new transactions during a failover until a
-# primary answers. Maintenance (idle timeout, lifetime, min_idle, health checks)
-# asks the pure functions in policy.py what to do.
+# ``checkout`` never blocks: it returns an idle connection at once (LIFO, so a few
+# connections stay hot and the rest age out) or nothing, and the client then queues
+# with ``enqueue``. A connection coming back goes straight to the oldest waiter. Opening
+# connections is the only asynchronous work; it starts when a client waits and the pool
+# has room, and is retried with backoff while clients still wait -- which is also what
+# holds new transactions during a failover until a primary answers. What to do at each
+# step (release, maintenance, wait expiry) is asked of the pure functions in policy.py.
+#
+# The pool is engine-neutral: connections come from an injected ``connect`` coroutine
+# (the plug-in's), budget leases from an optional LeaseManager, the primary's address
+# from an optional Failover. It is the owner of every connection it holds (see
+# context.py) and hears ``server_idle``/``server_closed`` from them.
 from __future__ import annotations
 
 import asyncio
@@ -15,41 +19,76 @@ import random
 import time
 from collections import deque
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from ..errors import CapacityError, FleetpoolError
+from ..errors import FleetpoolError, ServerLoginError
 from . import policy
-from .server import ServerConnection, ServerLoginError, connect_server
-
-if TYPE_CHECKING:
-    from .client import ClientConnection
-    from .proxy import Proxy
+from .config import ProxyConfig
+from .context import Cleanup, Connector, PoolClient, ServerConn
+from .failover import Failover
+from .leases import LeaseManager
+from .stats import Stats
 
 log = logging.getLogger("fleetpool.proxy.pool")
+_IDLE = policy.Release.IDLE
+
+
+class Capacity(Protocol):
+    """A cap shared by several pools (the router)."""
+
+    def room(self) -> int: ...
+
+    def make_room(self, needy: Pool) -> bool: ...
+
+    def freed(self) -> None: ...
+
+    def should_yield(self, pool: Pool) -> bool: ...
 
 
 class Pool:
-    def __init__(self, proxy: Proxy, max_size: int) -> None:
-        self.proxy = proxy
-        self.cfg = proxy.cfg
+    def __init__(
+        self,
+        cfg: ProxyConfig,
+        max_size: int,
+        connect: Connector,
+        stats: Stats,
+        *,
+        primary: tuple[str, int],
+        leases: LeaseManager | None = None,
+        failover: Failover | None = None,
+        capacity: Capacity | None = None,
+    ) -> None:
+        self.cfg = cfg
         self.max_size = max_size
-        self.idle: list[ServerConnection] = []
-        self.servers: set[ServerConnection] = set()
-        self.waiters: deque[ClientConnection] = deque()
+        self._connect = connect
+        self.stats = stats
+        self.leases = leases
+        self.failover = failover
+        self.capacity = capacity
+        self.primary = primary
+        # Who the pool serves (set by the router) and what a plug-in keeps per pool.
+        self.database = ""
+        self.user = ""
+        self.upstream: Any = None
+        self.plugin: dict[str, Any] = {}
+        self.idle: list[ServerConn] = []
+        self.servers: set[ServerConn] = set()
+        self.waiters: deque[PoolClient] = deque()
         self.connecting = 0
-        self.params: dict[str, str] | None = None
         self.last_error = ""
-        self.last_error_code = "08006"
+        self.last_error_code = ""
         self.failing = False  # the latest attempt to open a connection failed
         self.paused = False
+        self.draining = False
+        self.generation = 0  # bumped by RECONNECT/RELOAD: older connections retire
+        self.max_prepared = cfg.max_prepared_statements
         self._attempt = 0
         self._expiry_handle: asyncio.TimerHandle | None = None
         self._fatal: ServerLoginError | None = None
         self._fatal_at = 0.0
-        self._lease_seq = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._quiet: list[asyncio.Future[None]] = []
         self._rand = random.Random()
-        self.primary: tuple[str, int] = proxy.cfg.upstream.hosts[0]
 
     def __repr__(self) -> str:
         return (
@@ -61,24 +100,19 @@ class Pool:
     def active(self) -> int:
         return len(self.servers) - len(self.idle)
 
-    # -- hand-out and return ---------------------------------------------------------
+    # -- hand-out -------------------------------------------------------------------------
 
-    def acquire(self, client: ClientConnection) -> None:
+    def acquire(self, client: PoolClient) -> None:
         """Attach a server connection to ``client`` now, or queue it."""
         now = time.monotonic()
-        if not self.try_attach(client, now):
-            self.enqueue(client, now)
-
-    def try_attach(self, client: ClientConnection, now: float) -> bool:
-        """Attach an idle server connection at once, if there is one and nobody waits."""
         server = self.checkout(now)
         if server is None:
-            return False
-        client.attach(server, now)
-        return True
+            self.enqueue(client, now)
+        else:
+            client.attach(server, now)
 
-    def checkout(self, now: float) -> ServerConnection | None:
-        """Take an idle server connection, if there is one and nobody waits (hot path).
+    def checkout(self, now: float) -> Any:
+        """An idle server connection, if there is one and nobody waits (hot path).
 
         The caller attaches it synchronously: no future, no task switch.
         """
@@ -88,101 +122,210 @@ class Pool:
         while idle:
             server = idle.pop()
             if server.alive and now < server.expires:
-                self.proxy.stats.borrowed_at_once()
+                self.stats.borrowed_at_once()
                 return server
             server.close("max_lifetime reached" if server.alive else "broken")
         return None
 
-    def enqueue(self, client: ClientConnection, now: float) -> None:
+    def enqueue(self, client: PoolClient, now: float) -> None:
         """Queue ``client`` (first come, first served) and open a connection if allowed."""
-        # Once per queued request, so set the client's fields here. No timer per
-        # waiter: the queue is FCFS, so one periodic check of its head finds every
-        # expired wait (see _expire_waiters).
+        # No timer per waiter: the queue is FCFS, so one periodic check of its head
+        # finds every expired wait (see _expire_waiters).
         self.waiters.append(client)
         client.waiting = True
         client.wait_started = now
+        if self._fatal is not None:
+            if now - self._fatal_at < 1.0:
+                self._fail_waiters(self._fatal)
+                return
+            self._fatal = None  # try again: the server or the settings may have changed
         if self._expiry_handle is None and self.cfg.connection_borrow_timeout:
             self._expiry_handle = asyncio.get_running_loop().call_later(
                 min(0.1, self.cfg.connection_borrow_timeout), self._expire_waiters
             )
         if len(self.servers) + self.connecting < self.max_size:  # (a full pool is usual)
-            self._grow()
+            self.grow()
 
     def _expire_waiters(self) -> None:
         """Fail the clients that waited longer than connection_borrow_timeout."""
         self._expiry_handle = None
         limit = self.cfg.connection_borrow_timeout
         now = time.monotonic()
-        while self.waiters and (
-            now - self.waiters[0].wait_started >= limit or self.waiters[0].closed
-        ):
-            client = self.waiters.popleft()
+        waiters = self.waiters
+        while waiters and waiters[0].closed:
+            waiters.popleft()
+        expired = policy.waiters_expired([c.wait_started for c in waiters], now, limit)
+        for _ in range(expired):
+            client = waiters.popleft()
             if not client.closed:
-                client.wait_timed_out()
-        if self.waiters:
+                client.waiting = False
+                self.stats.borrow_timeouts += 1
+                msg = (
+                    f"no server connection available within connection_borrow_timeout "
+                    f"({limit:g}s); pool size {self.max_size}"
+                )
+                if self.failing:
+                    msg += f"; last attempt to open one failed: {self.last_error}"
+                client.borrow_failed("timeout", msg, self.last_error_code if self.failing else "")
+        if waiters:
             self._expiry_handle = asyncio.get_running_loop().call_later(
                 min(0.1, limit), self._expire_waiters
             )
 
-    def cancel_wait(self, client: ClientConnection) -> None:
+    def cancel_wait(self, client: PoolClient) -> None:
         try:
             self.waiters.remove(client)
         except ValueError:
             pass
+        client.waiting = False
 
-    def release(self, server: ServerConnection, now: float | None = None) -> None:
+    # -- return ---------------------------------------------------------------------------
+
+    def release(self, server: ServerConn, now: float | None = None) -> None:
         """Take a server connection back (idle, or straight to the oldest waiter)."""
-        if not server.alive or server.busy:
-            server.close("released while broken or busy")
-            return
         if now is None:
             now = time.monotonic()
-        if now >= server.expires:
-            server.close("max_lifetime reached")
-            self._grow()
-            return
-        if self.proxy.draining and not self.waiters:
-            server.close("shutting down")
-            return
-        if len(server.prepared) > self.cfg.max_prepared_statements:
-            server.reset("DEALLOCATE ALL")  # comes back here once the server is clean
-            return
+        server.owner = self
         waiters = self.waiters
-        while waiters and not self.paused:
-            client = waiters.popleft()
-            if client.closed:
-                continue
-            client.waiting = False
-            self.proxy.stats.borrowed(now - client.wait_started)
-            client.attach(server, now)
+        action = policy.plan_release(
+            server.alive,
+            server.busy,
+            now,
+            server.expires if server.generation == self.generation else now,
+            self.draining,
+            len(waiters),
+            self.paused,
+            server.prepared_count,
+            self.max_prepared,
+            self.capacity is not None and self.capacity.should_yield(self),
+        )
+        if action is _IDLE:
+            server.idle_since = now
+            self.idle.append(server)
+            if self._quiet:
+                self._check_quiet()
             return
-        server.idle_since = now
-        self.idle.append(server)
+        if action is policy.Release.HAND_OVER:
+            while waiters:
+                client = waiters.popleft()
+                if client.closed:
+                    continue
+                client.waiting = False
+                self.stats.borrowed(now - client.wait_started)
+                client.attach(server, now)
+                return
+            server.idle_since = now
+            self.idle.append(server)
+        elif action is policy.Release.STATEMENTS:
+            server.cleanup(Cleanup.STATEMENTS, now)  # comes back through server_idle
+        else:
+            server.close(action.value)
+            if action is policy.Release.EXPIRED:
+                self.grow()
 
-    def forget(self, server: ServerConnection) -> None:
+    def give_back(self, server: ServerConn, verdict: policy.GiveBack, reason: str = "") -> None:
+        """A client is done with ``server`` (see policy.plan_give_back)."""
+        server.owner = self
+        now = time.monotonic()
+        if verdict is policy.GiveBack.RELEASE:
+            self.release(server, now)
+        elif verdict is policy.GiveBack.ROLLBACK:
+            server.cleanup(Cleanup.ROLLBACK, now)
+        elif verdict is policy.GiveBack.RESET:
+            server.cleanup(Cleanup.RESET, now)
+        elif verdict is policy.GiveBack.CLOSE:
+            server.close(reason)
+        self._check_quiet()
+
+    # ServerOwner: for connections the pool holds (idle, or doing the proxy's own work)
+    def server_idle(self, server: ServerConn) -> None:
+        self.release(server)
+
+    def server_closed(self, server: ServerConn, reason: str) -> None:
+        self.forget(server)
+
+    def forget(self, server: ServerConn) -> None:
         """A server connection closed: drop it from every list."""
         self.servers.discard(server)
         try:
             self.idle.remove(server)
         except ValueError:
             pass
-        self.proxy.release_lease(server)
-        if self.waiters:
-            self._grow()
+        if self.leases is not None:
+            self.leases.release(server)
+        if self.capacity is not None:
+            self.capacity.freed()
+        elif self.waiters:
+            self.grow()
+        self._check_quiet()
+
+    # -- pause, reconnect --------------------------------------------------------------
+
+    def pause(self) -> None:
+        self.paused = True
 
     def resume(self) -> None:
         self.paused = False
         while self.waiters and self.idle:
             self.release(self.idle.pop())
-        self._grow()
+        self.grow()
+
+    @property
+    def quiet(self) -> bool:
+        """No server connection is running or inside a transaction."""
+        return not any(s.busy or getattr(s, "in_transaction", False) for s in self.servers)
+
+    async def wait_quiet(self, timeout: float) -> bool:
+        """Wait until :attr:`quiet` (PAUSE semantics); False on timeout."""
+        if self.quiet:
+            return True
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._quiet.append(fut)
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            if fut in self._quiet:
+                self._quiet.remove(fut)
+
+    def _check_quiet(self) -> None:
+        if self._quiet and self.quiet:
+            for fut in self._quiet:
+                if not fut.done():
+                    fut.set_result(None)
+            self._quiet.clear()
+
+    def reconnect(self) -> None:
+        """Retire every connection: idle ones now, the others when they come back."""
+        self.generation += 1
+        for server in list(self.idle):
+            server.close("reconnect")
+        self.idle.clear()
+
+    @property
+    def retiring(self) -> int:
+        """Connections opened before the latest reconnect that are still open."""
+        return sum(1 for s in self.servers if s.generation < self.generation)
+
+    def set_primary(self, host: tuple[str, int]) -> None:
+        old, self.primary = self.primary, host
+        if old != host:
+            self.reconnect()
 
     # -- opening connections ---------------------------------------------------------
 
-    def _grow(self) -> None:
-        if self.paused:
+    def grow(self) -> None:
+        if self.paused or self.draining:
             return
         needed = len(self.waiters) - self.connecting
         room = self.max_size - len(self.servers) - self.connecting
+        if self.capacity is not None and needed > 0 and room > 0:
+            shared = self.capacity.room()
+            if shared <= 0 and self.capacity.make_room(self):
+                return  # the closed connection frees room: freed() grows us again
+            room = min(room, shared)
         for _ in range(min(needed, room)):
             self.connecting += 1  # counted now: the task starts later
             self._spawn(self._open_one())
@@ -194,15 +337,15 @@ class Pool:
 
     async def _open_one(self) -> None:
         # The caller has already counted this attempt in ``connecting``.
-        server: ServerConnection | None = None
+        server: Any = None
         lease = None
         try:
-            if self.proxy.budget is not None:
-                lease = await self.proxy.budget.acquire(self._next_lease_id())
+            if self.leases is not None:
+                lease = await self.leases.acquire(self.primary)
             server = await self.open_connection()
-        except (TimeoutError, OSError, ServerLoginError, FleetpoolError) as exc:
-            if lease is not None:
-                self.proxy.budget.release(lease)
+        except (TimeoutError, OSError, FleetpoolError) as exc:
+            if lease is not None and self.leases is not None:
+                self.leases.release_lease(lease)
             self._failed(exc)
         finally:
             self.connecting -= 1
@@ -210,29 +353,27 @@ class Pool:
             return
         self._attempt = 0
         self.failing = False
+        self._fatal = None
         server.lease = lease
-        if server.state == "closed":  # died between login and now
-            self.proxy.release_lease(server)
+        if not server.alive:  # died between login and now
+            if self.leases is not None:
+                self.leases.release(server)
             return
         self.servers.add(server)
-        if self.params is None:
-            self.params = dict(server.startup_params)
+        server.generation = self.generation
+        server.owner = self
         if self.cfg.init_query:
-            server.reset(self.cfg.init_query)  # releases itself when done
+            server.cleanup(Cleanup.INIT, time.monotonic())  # comes back through server_idle
         else:
             self.release(server)
 
-    def _next_lease_id(self) -> int:
-        self._lease_seq += 1
-        return self._lease_seq
-
-    async def open_connection(self) -> ServerConnection:
+    async def open_connection(self) -> Any:
         """Connect and log in to the current primary (finding it first if needed)."""
         host, port = self.primary
-        if self.proxy.failover is not None:
-            host, port = await self.proxy.failover.current_primary()
-        server = await connect_server(self.proxy, host, port, self.cfg.server_connect_timeout)
-        self.proxy.stats.server_connects += 1
+        if self.failover is not None:
+            host, port = await self.failover.current_primary()
+        server = await self._connect(host, port, self.cfg.server_connect_timeout)
+        self.stats.server_connects += 1
         server.expires = policy.lifetime_deadline(
             server.created, self.cfg.max_lifetime, self.cfg.lifetime_jitter, self._rand.random()
         )
@@ -241,50 +382,30 @@ class Pool:
     def _failed(self, exc: BaseException) -> None:
         self.last_error = str(exc) or type(exc).__name__
         self.failing = True
-        code = getattr(exc, "code", None)
-        if isinstance(exc, CapacityError):
-            code = "53300"
-        self.last_error_code = code if isinstance(code, str) and len(code) == 5 else "08006"
-        self.proxy.stats.server_connect_errors += 1
+        code = getattr(exc, "code", "")
+        self.last_error_code = code if isinstance(code, str) else ""
+        self.stats.server_connect_errors += 1
         log.warning("cannot open server connection: %s", self.last_error)
-        if self.proxy.failover is not None:
-            self.proxy.failover.suspect()
-        if isinstance(exc, ServerLoginError) and exc.code.startswith("28"):
-            # Wrong credentials will not fix themselves: fail the waiters now.
+        if self.failover is not None:
+            self.failover.suspect()
+        if isinstance(exc, ServerLoginError) and exc.permanent:
+            # Wrong credentials or an unknown database will not fix themselves: fail the
+            # waiters now (and new ones at once for a second).
             self._fatal = exc
-            self._fatal_at = asyncio.get_running_loop().time()
-            for client in list(self.waiters):
-                self.waiters.remove(client)
-                client.borrow_failed(exc.code, f"proxy cannot log in to the server: {exc}")
+            self._fatal_at = time.monotonic()
+            self._fail_waiters(exc)
             return
         if self.waiters and not self.paused:
             delay = policy.retry_delay(self._attempt, self._rand.random())
             self._attempt += 1
-            asyncio.get_running_loop().call_later(delay, self._grow)
+            asyncio.get_running_loop().call_later(delay, self.grow)
 
-    async def server_params(self, timeout: float) -> dict[str, str]:
-        """The server's ParameterStatus set (opens a first connection if needed).
-
-        Polls while the first connection is being opened (this only happens until
-        one login succeeds); a refused login (wrong credentials) fails at once.
-        """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + (timeout or self.cfg.server_connect_timeout)
-        while self.params is None:
-            fatal = self._fatal
-            if fatal is not None and loop.time() - self._fatal_at < 1.0:
-                raise fatal
-            if self.connecting == 0 and not self.servers and not self.paused:
-                self._fatal = None
-                self.connecting += 1
-                self._spawn(self._open_one())
-            if loop.time() >= deadline:
-                raise ServerLoginError(
-                    f"cannot reach the server: {self.last_error or 'timed out'}",
-                    self.last_error_code,
-                )
-            await asyncio.sleep(0.02)
-        return self.params
+    def _fail_waiters(self, exc: ServerLoginError) -> None:
+        for client in list(self.waiters):
+            self.waiters.remove(client)
+            client.waiting = False
+            kind = "auth" if exc.auth else "refused"
+            client.borrow_failed(kind, f"proxy cannot log in to the server: {exc}", exc.code)
 
     # -- maintenance -----------------------------------------------------------------
 
@@ -309,8 +430,10 @@ class Pool:
             server.close("idle_timeout" if now < server.expires else "max_lifetime")
         for server in checked:
             self.idle.remove(server)
-            server.health_check()
-        if not self.paused and not self.proxy.draining:
+            server.cleanup(Cleanup.CHECK, now)
+        if self.capacity is not None:
+            to_open = min(to_open, max(0, self.capacity.room()))
+        if not self.paused and not self.draining:
             for _ in range(to_open):
                 self.connecting += 1
                 self._spawn(self._open_one())
@@ -318,10 +441,4 @@ class Pool:
     def close_all(self, reason: str) -> None:
         for server in list(self.servers):
             server.close(reason)
-        self.idle.clear()
-
-    def reconnect_idle(self) -> None:
-        """Close idle connections so new ones pick up new settings (RELOAD)."""
-        for server in list(self.idle):
-            server.close("reload")
         self.idle.clear()

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from .config import ProxyConfig
-from .proxy import Proxy
+from .worker import Proxy
 
 
 class _JsonFormatter(logging.Formatter):
@@ -68,7 +68,7 @@ async def serve(
 
     def reload() -> None:
         try:
-            proxy.reload()
+            proxy.reload_local()
         except Exception as exc:
             logging.getLogger("fleetpool.proxy").error("reload failed: %s", exc)
 

@@ -75,6 +75,7 @@ class Stats:
     borrows: int = 0
     transactions: int = 0
     cancels: int = 0
+    pins: dict[str, int] = field(default_factory=dict)  # pinned clients by reason
     borrow_latency: Histogram = field(default_factory=Histogram)
     transaction_latency: Histogram = field(default_factory=Histogram)
 
@@ -87,6 +88,10 @@ class Stats:
     def borrowed(self, waited: float) -> None:
         self.borrows += 1
         self.borrow_latency.observe(waited)
+
+    def pinned(self, reason: str) -> None:
+        self.pinned_total += 1
+        self.pins[reason] = self.pins.get(reason, 0) + 1
 
     def transaction_done(self, seconds: float) -> None:
         self.transactions += 1

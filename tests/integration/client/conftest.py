@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 import fleetpool
-
-# Test modules here import their helpers (fp_client_helpers, fp_container) by
-# name; pytest's importlib mode does not put this folder on sys.path for them.
-sys.path.insert(0, str(Path(__file__).parent))
 
 
 @pytest.fixture(params=["postgresql", "mysql"])

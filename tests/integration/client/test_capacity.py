@@ -10,9 +10,9 @@ from typing import Any
 import psycopg
 import pymysql
 import pytest
-from fp_client_helpers import one
 
 import fleetpool
+from tests.integration.client.helpers import one
 
 # MariaDB never goes below 10 connections.
 MAX = {"postgresql": 3, "mysql": 10}

@@ -8,13 +8,13 @@ from typing import Any
 
 import boto3
 import pytest
-from fp_client_helpers import admin, one
 from sqlalchemy import Integer, String, select, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 import fleetpool
 from fleetpool.client.credentials import Credentials
 from fleetpool.client.dsn import parse_dsn
+from tests.integration.client.helpers import admin, one
 
 
 def test_secret_rotation_refreshes_once_on_auth_failure(

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fp_client_helpers import admin
 
 import fleetpool
+from tests.integration.client.helpers import admin
 
 HERE = Path(__file__).resolve().parent
 
@@ -26,7 +26,7 @@ class Container:
         src = str(HERE.parents[2] / "src")
         env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
         self.proc = subprocess.Popen(
-            [sys.executable, str(HERE / "fp_container.py"), dsn, budget_url, budget_name, str(ttl)],
+            [sys.executable, str(HERE / "container.py"), dsn, budget_url, budget_name, str(ttl)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

@@ -9,10 +9,10 @@ from typing import Any
 
 import psycopg
 import pytest
-from fp_client_helpers import admin, one
 
 import fleetpool
 from fleetpool.client.dsn import budget_key
+from tests.integration.client.helpers import admin, one
 
 
 def _alive(dsn: str, pid: int) -> bool:

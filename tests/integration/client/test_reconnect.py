@@ -10,9 +10,9 @@ from typing import Any
 import psycopg
 import pymysql
 import pytest
-from fp_client_helpers import admin, one, rows
 
 import fleetpool
+from tests.integration.client.helpers import admin, one, rows
 
 
 def _kill(dsn: str, session_id: int) -> None:
@@ -107,7 +107,7 @@ def test_mysql_server_restart_between_invocations(mysql_server_factory: Any, mak
 
 @pytest.mark.parametrize("scheme", ["postgresql", "mysql"])
 def test_unreachable_host_fails_clearly_within_connect_timeout(scheme: str, make_db: Any) -> None:
-    from servers import free_port
+    from fleetpool_testing import free_port
 
     db = make_db(f"{scheme}://u@127.0.0.1:{free_port()}/db", connect_timeout=1.0)
     start = time.monotonic()

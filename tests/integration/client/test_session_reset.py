@@ -11,7 +11,8 @@ from contextlib import nullcontext
 from typing import Any
 
 import pytest
-from fp_client_helpers import admin, one, rows
+
+from tests.integration.client.helpers import admin, one, rows
 
 Check = Callable[[Any], None]
 

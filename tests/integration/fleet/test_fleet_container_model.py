@@ -17,7 +17,7 @@ from fleetpool.fleet.embedded import EmbeddedPostgres
 from fleetpool.fleet.emulator import Fleet, FunctionConfig
 from fleetpool.fleet.traffic import Arrival
 
-HANDLERS = "fleet_test_handlers"
+HANDLERS = "tests.integration.fleet.handlers"
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from fleetpool.fleet.emulator import FunctionConfig
 from fleetpool.fleet.run import StrategySkipped, Target, run_scenario, run_strategy
 from fleetpool.fleet.scenario import Scenario
 from fleetpool.fleet.traffic import Phase, Workload
-from servers import PostgresServer, free_port
+from fleetpool_testing import PostgresServer, free_port
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,8 @@ from fleetpool.mysql import constants as c
 from fleetpool.mysql import messages as m
 from fleetpool.mysql.login import BACKEND_CAPABILITIES, BackendLogin, LoginFailed, ServerSession
 from fleetpool.mysql.tracker import ResponseTracker
-from mysql_wire import Conn, Exchange, backend_connect, client_context, command, make_cert
+from fleetpool_testing import MariaDBServer, MissingBinary
+from tests.mysql_wire import Conn, Exchange, backend_connect, client_context, command, make_cert
 
 PASSWORD = "s3cret-pw"
 LEGACY = (BACKEND_CAPABILITIES & ~c.CLIENT_DEPRECATE_EOF) | c.CLIENT_LOCAL_FILES
@@ -29,7 +30,6 @@ def tls_files() -> Iterator[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def server(tls_files: tuple[str, str]) -> Iterator[Any]:
-    from servers import MariaDBServer
 
     cert, key = tls_files
     srv = MariaDBServer(
@@ -38,8 +38,8 @@ def server(tls_files: tuple[str, str]) -> Iterator[Any]:
     )
     try:
         srv.start()
-    except Exception as exc:  # pragma: no cover - missing binary
-        pytest.skip(f"MariaDB could not start: {exc}")
+    except MissingBinary as exc:  # pragma: no cover - scripts/test installs it
+        pytest.skip(str(exc))
     srv.execute("INSTALL SONAME 'auth_ed25519'")
     srv.execute("CREATE USER 'ed'@'127.0.0.1' IDENTIFIED VIA ed25519 USING PASSWORD('ed-pw')")
     srv.execute("GRANT ALL ON test.* TO 'ed'@'127.0.0.1'")

@@ -17,8 +17,8 @@ import pytest
 
 from fleetpool.mysql import auth
 from fleetpool.mysql.login import ClientSession, Credential, FrontendLogin, LoginFailed
-from fleetpool.proxy.tokens import make_token, verify_token
-from mysql_wire import FrontendServer, make_cert, server_context
+from fleetpool.tokens import make_token, verify_token
+from tests.mysql_wire import FrontendServer, make_cert, server_context
 
 SECRET = "token-secret"
 RSA_KEY = auth.generate_rsa_key()

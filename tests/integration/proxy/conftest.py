@@ -104,6 +104,8 @@ def proxy_factory(upstream: Upstream) -> Iterator[Callable[..., ProxyHandle]]:
             "listen": ("127.0.0.1", 0),
             "pool_size": 4,
             "users": {USER: PASSWORD},
+            # "app" authenticates to the proxy only: the server knows the upstream's user
+            "server_login": "upstream",
             "connection_borrow_timeout": 10.0,
             "client_login_timeout": 10.0,
             "shutdown_timeout": 2.0,

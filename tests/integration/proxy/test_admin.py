@@ -24,18 +24,25 @@ def admin(handle: ProxyHandle) -> psycopg.Connection[Any]:
 def test_show_commands(proxy_factory: Any) -> None:
     handle: ProxyHandle = proxy_factory(pool_size=3)
     with psycopg.connect(handle.dsn(), autocommit=True) as app, admin(handle) as console:
-        app.execute("SET application_name = 'pinned-app'")
+        app.execute("SET application_name = 'pinned-app'")  # tracked: does not pin
+        app.execute("LISTEN fp_admin_chan")  # pins
         cur = console.execute("SHOW POOLS")
         cols = [d.name for d in cur.description or []]
         row = dict(zip(cols, cur.fetchone() or (), strict=True))
         assert row["pool_mode"] == "transaction" and row["pool_size"] == "3"
         assert row["cl_pinned"] == "1" and row["sv_active"] == "1"
         clients = console.execute("SHOW CLIENTS").fetchall()
-        assert any(r[5] == "True" and r[6] == "SET" for r in clients)
+        cols = [d.name for d in console.execute("SHOW CLIENTS").description or []]
+        rows = [dict(zip(cols, r, strict=True)) for r in clients]
+        pinned = [r for r in rows if r["pinned"] == "True"]
+        assert [(r["pin_reason"], r["application_name"]) for r in pinned] == [
+            ("LISTEN", "pinned-app")
+        ]
         servers = console.execute("SHOW SERVERS").fetchall()
         assert len(servers) == 1
         stats = dict(console.execute("SHOW STATS").fetchall())
         assert int(stats["pinned_sessions_total"]) == 1
+        assert int(stats["pins_by_reason:LISTEN"]) == 1
         with pytest.raises(psycopg.errors.SyntaxError):
             console.execute("SHOW NONSENSE")
 
@@ -92,6 +99,7 @@ def test_reload_rereads_the_config_file(upstream: Any, tmp_path: Any) -> None:
     url = f"postgresql://{upstream.user}:{upstream.password}@{host}:{port}/{upstream.database}"
     path = tmp_path / "proxy.toml"
     body = f'upstream = "{url}"\nlisten = "127.0.0.1:0"\npool_size = 2\n'
+    body += 'server_login = "upstream"\n'
     path.write_text(body + '[users]\napp = "app-secret"\n')
     handle = start_proxy(load_config(path), config_path=str(path))
     try:

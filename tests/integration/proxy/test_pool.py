@@ -93,7 +93,8 @@ def test_asyncpg_timeout_cancels_through_the_proxy(proxy: ProxyHandle) -> None:
 def raw_login(handle: ProxyHandle) -> socket.socket:
     """Log in with cleartext password (proxy configured for it) over a raw socket."""
     sock = socket.create_connection(("127.0.0.1", handle.port), timeout=10)
-    sock.sendall(StartupMessage({"user": handle.user, "database": "x"}).encode())
+    database = handle.proxy.cfg.upstream.database
+    sock.sendall(StartupMessage({"user": handle.user, "database": database}).encode())
     buf = b""
     while b"Z\x00\x00\x00\x05I" not in buf:
         chunk = sock.recv(65536)
@@ -269,7 +270,10 @@ def test_idle_connections_are_health_checked(proxy_factory: Any) -> None:
 def test_newer_protocol_minor_is_negotiated_down(proxy_factory: Any) -> None:
     handle: ProxyHandle = proxy_factory(auth_method="trust")
     sock = socket.create_connection(("127.0.0.1", handle.port), timeout=10)
-    startup = StartupMessage({"user": handle.user, "_pq_.fancy": "1"}, protocol=(3 << 16) | 2)
+    database = handle.proxy.cfg.upstream.database
+    startup = StartupMessage(
+        {"user": handle.user, "database": database, "_pq_.fancy": "1"}, protocol=(3 << 16) | 2
+    )
     sock.sendall(startup.encode())
     buf = b""
     while b"Z\x00\x00\x00\x05I" not in buf:

@@ -108,5 +108,5 @@ def test_prepared_statement_cap_deallocates(proxy_factory: Any) -> None:
         for round_ in range(2):
             for i in range(6):
                 assert conn.execute(f"select {i} + %s::int", (round_,)).fetchone() == (i + round_,)
-        server_prepared = handle.call(lambda: [len(s.prepared) for s in handle.proxy.pool.servers])
+        server_prepared = handle.call(lambda: [s.prepared_count for s in handle.proxy.pool.servers])
         assert max(server_prepared) <= 4

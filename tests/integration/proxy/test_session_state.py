@@ -7,6 +7,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.cases.pg_session import CASES, Case
+
 from .conftest import ProxyHandle
 
 pytestmark = pytest.mark.integration
@@ -32,26 +34,99 @@ def test_set_local_stays_inside_the_transaction(proxy_factory: Any) -> None:
         assert handle.proxy.stats.pinned_total == 0
 
 
-def test_set_pins_the_client_and_others_never_see_it(proxy_factory: Any) -> None:
-    handle: ProxyHandle = proxy_factory(pool_size=2)
+def test_settings_follow_the_client_without_pinning(proxy_factory: Any) -> None:
+    # One server connection, two clients taking turns on it: each sees its own
+    # settings and never the other's, and neither is pinned.
+    handle: ProxyHandle = proxy_factory(pool_size=1)
+    with (
+        psycopg.connect(handle.dsn(), autocommit=True) as a,
+        psycopg.connect(handle.dsn(), autocommit=True, application_name="b-app") as b,
+    ):
+        a.execute("SET statement_timeout = '4343ms'")
+        a.execute("SET search_path = pg_catalog, public")
+        a.execute("SET application_name = 'a-app'")
+        pids = set()
+        for _ in range(5):
+            pids.add(backend_pid(a))
+            assert a.execute("SHOW statement_timeout").fetchone() == ("4343ms",)
+            assert a.execute("SHOW search_path").fetchone() == ("pg_catalog, public",)
+            assert a.execute("SHOW application_name").fetchone() == ("a-app",)
+            pids.add(backend_pid(b))
+            assert b.execute("SHOW statement_timeout").fetchone() == ("0",)
+            assert b.execute("SHOW search_path").fetchone() == ('"$user", public',)
+            assert b.execute("SHOW application_name").fetchone() == ("b-app",)
+        assert len(pids) == 1  # both on the one server connection, in turn
+        assert a.info.parameter_status("application_name") == "a-app"
+        assert handle.proxy.stats.pinned_total == 0
+        a.execute("RESET statement_timeout")
+        assert a.execute("SHOW statement_timeout").fetchone() == ("0",)
+        a.execute("RESET ALL")
+        assert a.execute("SHOW search_path").fetchone() == ('"$user", public',)
+        assert b.execute("SHOW application_name").fetchone() == ("b-app",)
+        assert handle.proxy.stats.pinned_total == 0
+
+
+def test_settings_in_transactions_follow_transaction_semantics(proxy_factory: Any) -> None:
+    handle: ProxyHandle = proxy_factory(pool_size=1)
     with (
         psycopg.connect(handle.dsn(), autocommit=True) as a,
         psycopg.connect(handle.dsn(), autocommit=True) as b,
     ):
-        a.execute("SET statement_timeout = '4343ms'")
-        pid_a = backend_pid(a)
-        for _ in range(5):
-            assert backend_pid(b) != pid_a
-            assert b.execute("SHOW statement_timeout").fetchone() == ("0",)
-            assert backend_pid(a) == pid_a  # pinned
-            assert a.execute("SHOW statement_timeout").fetchone() == ("4343ms",)
-        assert handle.proxy.stats.pinned_total == 1
-        clients = handle.call(lambda: [(c.pinned, c.pin_reason) for c in handle.proxy.clients])
-        assert (True, "SET") in clients
-    # After a disconnects, its backend is reset (DISCARD ALL) before reuse.
-    with psycopg.connect(handle.dsn(), autocommit=True) as c:
-        for _ in range(4):
-            assert c.execute("SHOW statement_timeout").fetchone() == ("0",)
+        with a.transaction():
+            a.execute("SET statement_timeout = '1111ms'")  # committed: kept
+        assert b.execute("SHOW statement_timeout").fetchone() == ("0",)
+        assert a.execute("SHOW statement_timeout").fetchone() == ("1111ms",)
+        with pytest.raises(psycopg.errors.DivisionByZero), a.transaction():
+            a.execute("SET statement_timeout = '2222ms'")  # rolled back: gone
+            a.execute("select 1/0")
+        assert a.execute("SHOW statement_timeout").fetchone() == ("1111ms",)
+        a.execute("BEGIN; SET lock_timeout = '3333ms'; SAVEPOINT s; SET work_mem = '7MB'")
+        a.execute("ROLLBACK TO SAVEPOINT s; COMMIT")
+        assert a.execute("SHOW lock_timeout").fetchone() == ("3333ms",)
+        assert a.execute("SHOW work_mem").fetchone() == ("4MB",)
+        a.execute("select set_config('myapp.tenant', '42', false)")
+        a.execute("select set_config('myapp.local', 'x', true)")
+        assert b.execute("select current_setting('myapp.tenant', true)").fetchone() in [
+            (None,),
+            ("",),
+        ]
+        assert a.execute("select current_setting('myapp.tenant')").fetchone() == ("42",)
+        assert a.execute("select current_setting('myapp.local', true)").fetchone() in [
+            (None,),
+            ("",),
+        ]
+        a.execute("DISCARD ALL")
+        assert a.execute("SHOW statement_timeout").fetchone() == ("0",)
+        assert b.execute("SHOW lock_timeout").fetchone() == ("0",)
+        assert handle.proxy.stats.pinned_total == 0
+
+
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if c.probe is not None], ids=lambda c: c.sql[:50]
+)
+def test_no_state_reaches_another_client(proxy_factory: Any, case: Case) -> None:
+    # Every vector of the shared table, on one server connection: a second client never
+    # sees the first one's state, whether it was pinned (then reset when it left) or
+    # tracked (then replayed only for its owner).
+    handle: ProxyHandle = proxy_factory(pool_size=1, connection_borrow_timeout=10.0)
+    assert case.probe is not None
+    a = psycopg.connect(handle.dsn(), autocommit=True)
+    try:
+        a.execute(case.sql)
+        if case.proxy == "pin":
+            assert handle.proxy.stats.pins == {case.reason: 1}
+            a.close()
+        else:
+            assert handle.proxy.stats.pinned_total == 0
+            row = a.execute(case.probe).fetchone()
+            if case.leaked is not True:
+                assert row == (case.leaked,)  # the owner keeps its setting
+        with psycopg.connect(handle.dsn(), autocommit=True) as b:
+            row = b.execute(case.probe).fetchone()
+            assert row is not None
+            assert row[0] != case.leaked and row[0] is not True
+    finally:
+        a.close()
 
 
 @pytest.mark.parametrize(
@@ -72,13 +147,6 @@ def test_session_state_statements_pin(proxy_factory: Any, statement: str) -> Non
             assert backend_pid(b) != pid
         assert backend_pid(a) == pid
     assert handle.proxy.stats.pinned_total == 1
-
-
-def test_exclude_variable_sets_does_not_pin(proxy_factory: Any) -> None:
-    handle: ProxyHandle = proxy_factory(pool_size=2, exclude_variable_sets=True)
-    with psycopg.connect(handle.dsn(), autocommit=True) as a:
-        a.execute("SET application_name = 'x'")
-    assert handle.proxy.stats.pinned_total == 0
 
 
 def test_transaction_never_split_between_servers(proxy_factory: Any) -> None:
@@ -129,8 +197,8 @@ def test_client_startup_parameters_follow_the_client(proxy_factory: Any) -> None
 def test_pinned_client_leaving_mid_transaction_is_cleaned(proxy_factory: Any) -> None:
     handle: ProxyHandle = proxy_factory(pool_size=1)
     a = psycopg.connect(handle.dsn())
-    a.execute("SET statement_timeout = '2222ms'")  # pins, and opens a transaction
-    a.execute("CREATE TEMP TABLE fp_left (a int)")
+    a.execute("SET statement_timeout = '2222ms'")  # opens a transaction
+    a.execute("CREATE TEMP TABLE fp_left (a int)")  # pins
     pid = backend_pid(a)
     a.close()  # leaves with the transaction open
     with psycopg.connect(handle.dsn(), autocommit=True) as b:

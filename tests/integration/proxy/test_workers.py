@@ -41,7 +41,7 @@ def proxy_process(pg_dsn: str, tmp_path: Path) -> Any:
         f'listen = "127.0.0.1:{listen}"\n'
         "pool_size = 4\nworkers = 2\nshutdown_timeout = 5\n"
         f'admin_listen = "127.0.0.1:{admin_port}"\n'
-        'log_format = "json"\n'
+        'log_format = "json"\nserver_login = "upstream"\n'
         '[users]\napp = "pw"\n'
     )
     env = dict(os.environ, PYTHONPATH=str(SRC))
@@ -57,7 +57,7 @@ def proxy_process(pg_dsn: str, tmp_path: Path) -> Any:
     while time.monotonic() < deadline:
         try:
             with psycopg.connect(
-                f"postgresql://app:pw@127.0.0.1:{listen}/db", connect_timeout=2
+                f"postgresql://app:pw@127.0.0.1:{listen}/{up.database}", connect_timeout=2
             ) as c:
                 c.execute("select 1")
             break
@@ -66,7 +66,7 @@ def proxy_process(pg_dsn: str, tmp_path: Path) -> Any:
     time.sleep(0.5)  # let the second worker bind too
     proc.admin_port = admin_port  # type: ignore[attr-defined]
     try:
-        yield proc, f"postgresql://app:pw@127.0.0.1:{listen}/db"
+        yield proc, f"postgresql://app:pw@127.0.0.1:{listen}/{up.database}"
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)  # the parent forwards it to its workers
@@ -134,6 +134,51 @@ def test_status_sums_all_workers(proxy_process: Any) -> None:
         assert status["workers_reporting"] == 2
         assert status["client_connections"] == 8
         assert status["max_database_connections"] == 4  # 2 + 2: the budget is split
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def test_admin_console_sees_and_steers_every_worker(proxy_process: Any) -> None:
+    _proc, dsn = proxy_process
+    admin_dsn = dsn.rsplit("/", 1)[0] + "/fleetpool"
+    conns = [psycopg.connect(dsn, autocommit=True) for _ in range(8)]
+    try:
+        for conn in conns:
+            conn.execute("select 1")
+        with psycopg.connect(admin_dsn, autocommit=True) as console:
+            rows: list[Any] = []
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # siblings publish once a second
+                rows = console.execute("SHOW CLIENTS").fetchall()
+                if len(rows) == 9:  # the 8 clients and this console, on any worker
+                    break
+                time.sleep(0.3)
+            assert len(rows) == 9
+            workers = console.execute("SHOW WORKERS").fetchall()
+            assert sorted(int(r[0]) for r in workers) == [0, 1]
+            # PAUSE reaches every worker: no client gets a server connection until RESUME.
+            console.execute("PAUSE")
+            done: list[int] = []
+
+            def query(i: int) -> None:
+                conns[i].execute("select 2")
+                done.append(i)
+
+            threads = [threading.Thread(target=query, args=(i,)) for i in range(8)]
+            for t in threads:
+                t.start()
+            time.sleep(0.7)
+            assert done == []
+            console.execute("RESUME")
+            for t in threads:
+                t.join(15)
+            assert sorted(done) == list(range(8))
+            # RECONNECT retires every server connection; WAIT_CLOSE waits for it.
+            console.execute("RECONNECT")
+            console.execute("WAIT_CLOSE")
+            stats = dict(console.execute("SHOW STATS").fetchall())
+            assert int(stats["database_connections_retiring"]) == 0
     finally:
         for conn in conns:
             conn.close()

@@ -5,16 +5,19 @@ from __future__ import annotations
 import pytest
 
 from fleetpool.client.decisions import (
+    AUTH_RETRIES,
     CLEAN,
     NOTHING,
     CheckinPlan,
     CheckoutPlan,
+    ConnectRetry,
     SessionReport,
     plan_checkin,
     plan_checkout,
+    plan_connect_attempt,
     server_idle_timeout,
 )
-from fleetpool.engines import SessionState
+from fleetpool.engines import ErrorKind, SessionState
 
 
 def co(
@@ -102,3 +105,60 @@ def test_broken_or_busy_sessions_are_closed(report: SessionReport) -> None:
 
 def test_per_invocation_mode_closes_always() -> None:
     assert plan_checkin(SessionReport(), keep=False).close
+
+
+# -- connect retries ----------------------------------------------------------
+
+
+def attempt(
+    kind: ErrorKind,
+    *,
+    now: float = 10.0,
+    delay: float = 0.5,
+    auth_retries: int = 0,
+    refreshable: bool = False,
+    without_option: bool = False,
+) -> ConnectRetry | None:
+    return plan_connect_attempt(
+        kind,
+        delay=delay,
+        now=now,
+        auth_retries=auth_retries,
+        network_deadline=12.0,
+        capacity_deadline=20.0,
+        refreshable=refreshable,
+        without_option=without_option,
+    )
+
+
+def test_network_errors_retry_within_the_network_deadline() -> None:
+    assert attempt(ErrorKind.TRANSIENT) == ConnectRetry(pause=0.5, counted=True)
+    step = attempt(ErrorKind.TRANSIENT, now=11.8)
+    assert step is not None and step.counted and step.pause == pytest.approx(0.2)
+    assert attempt(ErrorKind.TRANSIENT, now=12.0) is None
+
+
+def test_a_full_server_is_waited_for_until_the_capacity_deadline() -> None:
+    assert attempt(ErrorKind.CAPACITY, now=15.0) == ConnectRetry(pause=0.5, counted=True)
+    assert attempt(ErrorKind.CAPACITY, now=20.0) is None
+
+
+def test_first_login_refusal_refreshes_rotating_credentials_at_once() -> None:
+    assert attempt(ErrorKind.AUTH, refreshable=True) == ConnectRetry(
+        refresh_credentials=True, auth_retry=True
+    )
+    # Static credentials: one immediate retry all the same (a full PostgreSQL looks alike).
+    assert attempt(ErrorKind.AUTH) == ConnectRetry(auth_retry=True)
+
+
+def test_later_login_refusals_back_off_then_give_up() -> None:
+    assert attempt(ErrorKind.AUTH, auth_retries=1) == ConnectRetry(pause=0.5, auth_retry=True)
+    assert attempt(ErrorKind.AUTH, auth_retries=2, now=20.0) is None
+    assert attempt(ErrorKind.AUTH, auth_retries=AUTH_RETRIES) is None
+
+
+def test_fatal_errors_give_up_unless_an_option_was_dropped() -> None:
+    assert attempt(ErrorKind.FATAL) is None
+    assert attempt(ErrorKind.FATAL, without_option=True) == ConnectRetry()
+    # Only a fatal error can be caused by the optional setting.
+    assert attempt(ErrorKind.AUTH, auth_retries=3, without_option=True) is None

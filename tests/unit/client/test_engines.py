@@ -4,45 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from cases.mysql_session import CASES as MYSQL_CASES
-from cases.mysql_session import Case as MySQLCase
 from fleetpool.engines import ErrorKind, SessionState
 from fleetpool.engines import mysql as my
 from fleetpool.engines import postgres as pg
+from tests.cases.mysql_session import CASES as MYSQL_CASES
+from tests.cases.mysql_session import Case as MySQLCase
+from tests.cases.pg_session import CASES, Case
 
 S = SessionState
 
 
-@pytest.mark.parametrize(
-    ("sql", "state"),
-    [
-        ("SELECT 1", S.NONE),
-        ("UPDATE t SET a = 1", S.NONE),
-        ("insert into t values ('SET x')", S.NONE),
-        ("SET search_path = x", S.SETTING),
-        ("  /* hint */ set TimeZone TO 'UTC'", S.SETTING),
-        ("-- c\nSET role app", S.SETTING),
-        ("SET LOCAL statement_timeout = 5", S.NONE),
-        ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", S.NONE),
-        ("BEGIN; SET x.y = 1", S.SETTING),
-        ("RESET ALL", S.SETTING),
-        ("select set_config('a.b', '1', false)", S.SETTING),
-        ("CREATE TEMP TABLE t (a int)", S.TEMP),
-        ("create temporary table t as select 1", S.TEMP),
-        ("CREATE GLOBAL TEMPORARY TABLE t (a int)", S.TEMP),
-        ("SELECT * INTO TEMP t FROM x", S.TEMP),
-        ("select pg_advisory_lock(1)", S.LOCK),
-        ("select pg_try_advisory_lock_shared(1, 2)", S.LOCK),
-        ("select pg_advisory_xact_lock(1)", S.NONE),
-        ("PREPARE p AS SELECT 1", S.PREPARED),
-        ("PREPARE TRANSACTION 'x'", S.NONE),
-        ("LISTEN chan", S.OTHER),
-        ("DECLARE c CURSOR WITH HOLD FOR SELECT 1", S.OTHER),
-        ("DECLARE c CURSOR FOR SELECT 1", S.NONE),
-    ],
-)
-def test_postgres_statements(sql: str, state: SessionState) -> None:
-    assert pg.classify_statement(sql) == state
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.sql[:60])
+def test_postgres_statements(case: Case) -> None:
+    assert pg.classify_statement(case.sql) == case.state
 
 
 @pytest.mark.parametrize("case", MYSQL_CASES, ids=[c.sql[:50] for c in MYSQL_CASES])

@@ -24,7 +24,7 @@ from fleetpool.mysql.login import (
     Send,
     StartTLS,
 )
-from mysql_wire import client_context, make_cert, pump_login, server_context
+from tests.mysql_wire import client_context, make_cert, pump_login, server_context
 
 RSA_KEY = auth.generate_rsa_key(1024)
 NOW = 1_700_000_000.0

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from cases.mysql_session import CASES, Case
 from fleetpool.engines import SessionState
 from fleetpool.mysql import sql
 from fleetpool.mysql.sql import NO_EFFECT, Setting, classify, might_affect_session
+from tests.cases.mysql_session import CASES, Case
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.sql[:50] for c in CASES])

@@ -15,7 +15,7 @@ def test_parse_upstream_multi_host() -> None:
     assert "p@ss" not in str(up)
 
 
-@pytest.mark.parametrize("url", ["mysql://x@y/z", "", "postgresql://u@h:99999/db"])
+@pytest.mark.parametrize("url", ["redis://x@y/z", "", "postgresql://u@h:99999/db"])
 def test_parse_upstream_errors(url: str) -> None:
     with pytest.raises(ConfigError):
         parse_upstream(url)

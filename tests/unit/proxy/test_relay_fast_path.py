@@ -3,24 +3,20 @@
 Each case checks that the shortcut gives the same result as the general relay would:
 the client gets exactly the server's bytes, the server connection goes back to the
 pool only at the end of a transaction, and what the proxy tracks (ParameterStatus,
-errors, pinning, waiting clients) is still seen.
+errors, pinning, settings, waiting clients) is still seen.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fake_transport import FakeTransport
 from fleetpool.pg import messages as m
 from fleetpool.pg.codec import encode_message
-from fleetpool.proxy import Proxy, ProxyConfig, parse_upstream
-from fleetpool.proxy.client import ClientConnection
-from fleetpool.proxy.server import PLAIN, ServerConnection
+from fleetpool.pg.tracker import PLAIN
+from tests.fake_transport import FakeWorker, run
 
 QUERY = m.query("SELECT abalance FROM pgbench_accounts WHERE aid = 7")
 ROWS = (
@@ -31,60 +27,29 @@ ROWS = (
 ANSWER = ROWS + m.ready_for_query()
 
 
-def run(test: Callable[[Proxy, list[ServerConnection]], Coroutine[Any, Any, None]]) -> None:
-    async def main() -> None:
-        cfg = ProxyConfig(
-            upstream=parse_upstream("postgresql://u@127.0.0.1:1/db"),
-            listen=("127.0.0.1", 0),
-            mode="transaction",
-            connection_borrow_timeout=60,
-        )
-        proxy = Proxy(cfg)
-        servers = []
-        for _ in range(2):
-            server = ServerConnection(proxy, "127.0.0.1", 1)
-            server.transport = FakeTransport()  # type: ignore[assignment]
-            server.state = "ready"
-            proxy.pool.servers.add(server)
-            proxy.pool.idle.append(server)
-            servers.append(server)
-        await test(proxy, servers)
-
-    asyncio.run(main())
-
-
-def new_client(proxy: Proxy) -> ClientConnection:
-    client = ClientConnection(proxy)
-    client.transport = FakeTransport()  # type: ignore[assignment]
-    client.state = "ready"
-    return client
-
-
-def out(conn: ClientConnection | ServerConnection) -> bytes:
-    transport = conn.transport
-    assert isinstance(transport, FakeTransport)
-    return transport.sent()
+def out(conn: Any) -> bytes:
+    return conn.transport.sent()  # type: ignore[no-any-return]
 
 
 def test_simple_query_round_trip_returns_the_server() -> None:
-    async def check(proxy: Proxy, servers: list[ServerConnection]) -> None:
-        client = new_client(proxy)
+    async def check(w: FakeWorker) -> None:
+        client = w.client()
         client.data_received(QUERY)
         server = client.server
         assert server is not None and out(server) == QUERY
-        assert server.busy and server not in proxy.pool.idle
+        assert server.busy and server not in w.pool.idle
         server.data_received(ANSWER)
         assert out(client) == ANSWER
-        assert client.server is None and server.client is None and not server.busy
-        assert proxy.pool.idle[-1] is server
-        assert proxy.stats.transactions == 1 and proxy.stats.borrows == 1
+        assert client.server is None and server.owner is w.pool and not server.busy
+        assert w.pool.idle[-1] is server
+        assert w.stats.transactions == 1 and w.stats.borrows == 1
 
     run(check)
 
 
 def test_answer_in_pieces_and_with_tracked_messages() -> None:
-    async def check(proxy: Proxy, servers: list[ServerConnection]) -> None:
-        client = new_client(proxy)
+    async def check(w: FakeWorker) -> None:
+        client = w.client()
         # Split anywhere: the client still gets every byte, once, in order.
         for cut in (1, 5, 6, len(ROWS), len(ANSWER) - 1):
             client.data_received(QUERY)
@@ -101,7 +66,7 @@ def test_answer_in_pieces_and_with_tracked_messages() -> None:
         assert server is not None
         status = m.parameter_status("TimeZone", "Asia/Tokyo")
         server.data_received(status + ANSWER)
-        assert server.params["timezone"] == "Asia/Tokyo"
+        assert server.pg.settings.params["TimeZone"] == "Asia/Tokyo"
         assert out(client) == status + ANSWER and client.server is None
         # An error is counted, and the connection still goes back to the pool.
         client.data_received(QUERY)
@@ -109,40 +74,48 @@ def test_answer_in_pieces_and_with_tracked_messages() -> None:
         assert server is not None
         error = m.error_response("42P01", "no such table")
         server.data_received(error + m.ready_for_query())
-        assert proxy.stats.server_errors == 1
+        assert w.stats.server_errors == 1
         assert out(client) == error + m.ready_for_query() and client.server is None
 
     run(check)
 
 
 def test_open_transaction_and_pinning_keep_the_server() -> None:
-    async def check(proxy: Proxy, servers: list[ServerConnection]) -> None:
-        client = new_client(proxy)
+    async def check(w: FakeWorker) -> None:
+        client = w.client()
         client.data_received(m.query("BEGIN"))
         server = client.server
         assert server is not None
         server.data_received(m.command_complete("BEGIN") + m.ready_for_query(b"T"))
-        assert client.server is server and server.tx_status == b"T"
+        assert client.server is server and server.tracker.tx_status == b"T"
         client.data_received(QUERY)
         server.data_received(ROWS + m.ready_for_query(b"T"))
         client.data_received(m.query("COMMIT"))
         server.data_received(m.command_complete("COMMIT") + m.ready_for_query())
-        assert client.server is None and proxy.stats.transactions == 1
-        # A session-level SET pins the client to its server connection.
+        assert client.server is None and w.stats.transactions == 1
+        # A session-level SET is tracked: the connection still goes back.
         client.data_received(m.query("SET search_path = x"))
         server = client.server
-        assert server is not None and client.pinned
+        assert server is not None and not client.pinned
         server.data_received(m.command_complete("SET") + m.ready_for_query())
+        assert client.server is None
+        assert client.pg.settings.wanted["search_path"] == "SET search_path = x"
+        assert server.pg.settings.applied["search_path"] == "SET search_path = x"
+        # State the proxy cannot replay pins the client to its server connection.
+        client.data_received(m.query("LISTEN x"))
+        server = client.server
+        assert server is not None and client.pinned
+        server.data_received(m.command_complete("LISTEN") + m.ready_for_query())
         client.data_received(QUERY)
         server.data_received(ANSWER)
-        assert client.server is server and server not in proxy.pool.idle
+        assert client.server is server and server not in w.pool.idle
 
     run(check)
 
 
 def test_waiting_client_gets_the_released_server() -> None:
-    async def check(proxy: Proxy, servers: list[ServerConnection]) -> None:
-        clients = [new_client(proxy) for _ in range(3)]
+    async def check(w: FakeWorker) -> None:
+        clients = [w.client() for _ in range(3)]
         for client in clients:
             client.data_received(QUERY)
         first, second, third = clients
@@ -156,14 +129,14 @@ def test_waiting_client_gets_the_released_server() -> None:
         assert third.server is server and not third.waiting and out(server) == QUERY
         server.data_received(ANSWER)
         assert out(third) == ANSWER and third.server is None
-        assert proxy.stats.transactions == 2 and proxy.stats.borrows == 3
+        assert w.stats.transactions == 2 and w.stats.borrows == 3
 
     run(check)
 
 
-def queue_third(proxy: Proxy, query: bytes = QUERY) -> list[ClientConnection]:
+def queue_third(w: FakeWorker, query: bytes = QUERY) -> list[Any]:
     """Two clients on the two server connections and a third one waiting."""
-    clients = [new_client(proxy) for _ in range(3)]
+    clients = [w.client() for _ in range(3)]
     clients[0].data_received(QUERY)
     clients[1].data_received(QUERY)
     clients[2].data_received(query)
@@ -175,31 +148,31 @@ def queue_third(proxy: Proxy, query: bytes = QUERY) -> list[ClientConnection]:
 
 
 def test_queued_plain_query_is_kept_and_forwarded_as_received() -> None:
-    async def check(proxy: Proxy, servers: list[ServerConnection]) -> None:
-        first, _second, third = queue_third(proxy)
+    async def check(w: FakeWorker) -> None:
+        first, _second, third = queue_third(w)
         # Checked on arrival and kept as the bytes received: nothing copied yet.
         assert third._queued is QUERY and not third._buf
         server = first.server
         assert server is not None
         server.data_received(ANSWER)
         assert third.server is server and not third.waiting and third._queued is None
-        assert out(server) == QUERY and list(server.batches) == [PLAIN]
+        assert out(server) == QUERY and list(server.tracker.batches) == [PLAIN]
         server.data_received(ANSWER)
-        assert out(third) == ANSWER and third.server is None and server in proxy.pool.idle
+        assert out(third) == ANSWER and third.server is None and server in w.pool.idle
 
     run(check)
 
 
 def test_queued_client_sending_more_keeps_the_order() -> None:
-    async def check(proxy: Proxy, servers: list[ServerConnection]) -> None:
-        first, _second, third = queue_third(proxy)
+    async def check(w: FakeWorker) -> None:
+        first, _second, third = queue_third(w)
         other = m.query("SELECT 2")
         third.data_received(other)  # while waiting: both go the general way, in order
         assert third._queued is None and bytes(third._buf) == QUERY + other
         server = first.server
         assert server is not None
         server.data_received(ANSWER)
-        assert out(server) == QUERY + other and len(server.batches) == 2
+        assert out(server) == QUERY + other and len(server.tracker.batches) == 2
         server.data_received(ANSWER)
         assert third.server is server  # the second answer is still to come
         server.data_received(ANSWER)
@@ -209,46 +182,49 @@ def test_queued_client_sending_more_keeps_the_order() -> None:
 
 
 def test_queued_query_with_session_effect_takes_the_general_path() -> None:
-    async def check(proxy: Proxy, servers: list[ServerConnection]) -> None:
-        setting = m.query("SET search_path = x")
-        first, _second, third = queue_third(proxy, setting)
+    async def check(w: FakeWorker) -> None:
+        setting = m.query("LISTEN x")
+        first, _second, third = queue_third(w, setting)
         assert third._queued is None and bytes(third._buf) == setting
         server = first.server
         assert server is not None
         server.data_received(ANSWER)
         assert third.server is server and third.pinned and out(server) == setting
-        server.data_received(m.command_complete("SET") + m.ready_for_query())
+        server.data_received(m.command_complete("LISTEN") + m.ready_for_query())
         assert third.server is server  # pinned: kept
 
     run(check)
 
 
 def test_queued_client_needing_a_parameter_sync() -> None:
-    async def check(proxy: Proxy, servers: list[ServerConnection]) -> None:
-        first, _second, third = queue_third(proxy)
-        third.wanted = {"application_name": "queued"}
-        third.wanted_key = proxy.intern_params(third.wanted)
+    async def check(w: FakeWorker) -> None:
+        first, _second, third = queue_third(w)
+        from fleetpool.pg.relay import ClientState
+
+        third.pg = ClientState({"application_name": "queued"}, w.engine.interner, 1 << 20)
         server = first.server
         assert server is not None
         server.data_received(ANSWER)
-        # The SET goes first, as the proxy's own batch; then the request as received.
-        assert out(server) == m.query("SET application_name = 'queued'") + QUERY
-        assert server.synced_for is third.wanted_key and server.batches[0].swallow
-        server.data_received(m.command_complete("SET") + m.ready_for_query() + ANSWER)
+        # The sync goes first, as the proxy's own batch; then the request as received.
+        sync = m.query("SELECT pg_catalog.set_config('application_name', 'queued', false)")
+        assert out(server) == sync + QUERY
+        assert server.pg.settings.synced_for is third.pg.settings.key
+        assert server.tracker.batches[0].swallow
+        server.data_received(ROWS + m.ready_for_query() + ANSWER)
         assert out(third) == ANSWER and third.server is None
 
     run(check)
 
 
 def test_queued_client_timing_out_or_closing() -> None:
-    async def check(proxy: Proxy, servers: list[ServerConnection]) -> None:
-        _first, second, third = queue_third(proxy)
-        fourth = new_client(proxy)
+    async def check(w: FakeWorker) -> None:
+        _first, second, third = queue_third(w)
+        fourth = w.client()
         fourth.data_received(QUERY)
-        assert list(proxy.pool.waiters) == [third, fourth]
+        assert list(w.pool.waiters) == [third, fourth]
         # connection_borrow_timeout: the kept request is answered with an error.
-        proxy.pool.waiters.popleft()
-        third.wait_timed_out()
+        w.pool.cancel_wait(third)
+        third.borrow_failed("timeout", "no server connection within connection_borrow_timeout")
         sent = out(third)
         assert sent.startswith(b"E") and sent.endswith(m.ready_for_query())
         assert third._queued is None and not third._buf and not third.waiting
@@ -259,7 +235,7 @@ def test_queued_client_timing_out_or_closing() -> None:
         assert server is not None
         server.data_received(ANSWER)
         assert third.server is server and out(server) == QUERY
-        assert fourth.server is None and not proxy.pool.waiters
+        assert fourth.server is None and not w.pool.waiters
 
     run(check)
 
@@ -288,8 +264,8 @@ def test_fast_path_matches_the_general_relay(msgs: list[bytes], status: bytes, c
     def replay(pieces: list[bytes]) -> Any:
         seen: list[Any] = []
 
-        async def check(proxy: Proxy, servers: list[ServerConnection]) -> None:
-            client = new_client(proxy)
+        async def check(w: FakeWorker) -> None:
+            client = w.client()
             client.data_received(QUERY)
             server = client.server
             assert server is not None
@@ -299,11 +275,11 @@ def test_fast_path_matches_the_general_relay(msgs: list[bytes], status: bytes, c
                 [
                     out(client),
                     client.server is server,
-                    server.tx_status,
-                    dict(server.params),
-                    len(server.batches),
-                    proxy.stats.server_errors,
-                    proxy.stats.transactions,
+                    server.tracker.tx_status,
+                    dict(server.pg.settings.params),
+                    len(server.tracker.batches),
+                    w.stats.server_errors,
+                    w.stats.transactions,
                 ]
             )
 

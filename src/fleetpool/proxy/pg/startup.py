@@ -1,0 +1,184 @@
+# Strategy: everything a PostgreSQL client does before it is ready -- SSL and GSS
+# negotiation, cancel requests, the startup packet, authentication (the sans-I/O
+# FrontendLogin) -- and the admin console's sessions, which never become ready. It reads
+# the client's bytes through the frontend decoder and acts through a narrow host (the
+# client connection): write, fail, start TLS, and "authenticated" with what it learnt.
+from __future__ import annotations
+
+import struct
+import time
+from typing import Protocol
+
+from ...errors import RemoteProtocolError
+from ...pg import messages as m
+from ...pg.codec import (
+    NEED_DATA,
+    CancelRequest,
+    FrontendDecoder,
+    GSSENCRequest,
+    Message,
+    SSLRequest,
+    StartupMessage,
+)
+from ...pg.login import AUTH_FAILED, FrontendLogin, scram_verifier
+from ...pg.settings import startup_settings
+from ..services import Services
+from .console import ADMIN_WELCOME, encode_answers
+
+
+class StartupHost(Protocol):
+    tls: bool
+
+    def write(self, data: bytes) -> None: ...
+
+    def fatal(self, code: str, message: str) -> None: ...
+
+    def close(self) -> None: ...
+
+    def start_tls(self) -> None: ...
+
+    def authenticated(self, user: str, database: str, settings: dict[str, str]) -> None: ...
+
+    def admin_ready(self) -> None: ...
+
+
+class StartupPhase:
+    __slots__ = ("_admin", "_dec", "_host", "_login", "_params", "_services", "database", "user")
+
+    def __init__(self, host: StartupHost, services: Services, max_message_size: int) -> None:
+        self._host = host
+        self._services = services
+        self._dec = FrontendDecoder(min(max_message_size, 1 << 20))
+        self._login: FrontendLogin | None = None
+        self._admin = False
+        self._params: dict[str, str] = {}
+        self.user = ""
+        self.database = ""
+
+    @property
+    def admin(self) -> bool:
+        return self._admin
+
+    def rest(self) -> bytes:
+        """Bytes that arrived after the login, for the ready state."""
+        return self._dec.take_buffer()
+
+    def receive(self, data: bytes) -> bool:
+        """Take the client's bytes; True once the client is authenticated (not admin)."""
+        dec = self._dec
+        dec.receive_data(data)
+        host = self._host
+        while True:
+            event = dec.next_event()
+            if event is NEED_DATA:
+                return False
+            if isinstance(event, SSLRequest):
+                if self._services.client_tls is None or host.tls:
+                    host.write(b"N")
+                    continue
+                if dec.buffered:
+                    raise RemoteProtocolError("data after SSLRequest before the TLS handshake")
+                host.write(b"S")
+                host.start_tls()
+                return False
+            if isinstance(event, GSSENCRequest):
+                host.write(b"N")
+            elif isinstance(event, CancelRequest):
+                self._services.registry.cancel(event.pid, event.key)
+                host.close()
+                return False
+            elif isinstance(event, StartupMessage):
+                if not self._startup(event):
+                    return False
+            elif isinstance(event, Message):
+                if self._admin:
+                    self._admin_message(event)
+                    continue
+                if self._login is None:  # pragma: no cover - the decoder orders them
+                    raise RemoteProtocolError("unexpected message before startup")
+                if self._login_step(self._login.receive(event, time.time())):
+                    return not self._admin
+
+    def _startup(self, msg: StartupMessage) -> bool:
+        host = self._host
+        services = self._services
+        cfg = services.cfg
+        params = self._params = msg.params
+        self.user = params.get("user", "")
+        self.database = params.get("database", "") or self.user
+        refusal = None
+        if not self.user:
+            refusal = ("28000", "no PostgreSQL user name specified in startup packet")
+        elif cfg.client_tls == "require" and not host.tls:
+            refusal = ("28000", "the proxy requires TLS (sslmode=require)")
+        elif services.lifecycle.draining:
+            refusal = ("57P01", "the proxy is shutting down")
+        elif len(services.registry) > cfg.max_client_connections:
+            services.stats.clients_refused += 1
+            refusal = (
+                "53300",
+                f"too many client connections (max_client_connections="
+                f"{cfg.max_client_connections})",
+            )
+        if refusal is not None:
+            host.fatal(*refusal)
+            return False
+        unknown = [k for k in params if k.startswith("_pq_.")]
+        if msg.protocol & 0xFFFF or unknown:
+            # We speak 3.0: say so, as PostgreSQL does for newer minor versions.
+            body = struct.pack("!ii", 0, len(unknown))
+            body += b"".join(k.encode() + b"\x00" for k in unknown)
+            host.write(m.NEGOTIATE_PROTOCOL_VERSION + struct.pack("!i", len(body) + 4) + body)
+        users = services.users
+        self._login = FrontendLogin(
+            self.user,
+            cfg.auth_method,
+            users.secret(self.user),
+            users.token_secret,
+            lambda user, secret: users.cached((user, secret), lambda: scram_verifier(user, secret)),
+        )
+        return self._login_step(self._login.start())
+
+    def _login_step(self, reply: bytes) -> bool:
+        """True once authenticated."""
+        login = self._login
+        assert login is not None
+        host = self._host
+        if reply:
+            host.write(reply)
+        if login.failed:
+            self._services.stats.auth_failures += 1
+            host.fatal(AUTH_FAILED, f'password authentication failed for user "{self.user}"')
+            return False
+        if not login.ok:
+            return False
+        self._login = None
+        cfg = self._services.cfg
+        if self.database == cfg.admin_database:
+            admins = cfg.admin_users
+            if admins and self.user not in admins:
+                host.fatal("28000", f'user "{self.user}" may not use the admin console')
+                return False
+            self._admin = True
+            host.write(ADMIN_WELCOME)
+            host.admin_ready()
+            return True
+        host.authenticated(self.user, self.database, startup_settings(self._params))
+        return True
+
+    def _admin_message(self, msg: Message) -> None:
+        host = self._host
+        if msg.type == m.TERMINATE:
+            host.close()
+            return
+        if msg.type != m.QUERY:
+            host.write(
+                m.error_response("08P01", "the admin console accepts simple queries only")
+                + m.ready_for_query()
+            )
+            return
+        sql = m.query_text(msg.body).decode(errors="replace")
+        self._services.spawn(self._console(sql))
+
+    async def _console(self, sql: str) -> None:
+        self._host.write(encode_answers(await self._services.console.execute(sql)))
