@@ -25,6 +25,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "Make a short-lived signed proxy login token",
     ),
     "reap": ("fleetpool.client.cli", "reap", "Terminate the fleet's expired or idle sessions"),
+    "data-api": (
+        "fleetpool.dataapi.cli",
+        "data_api_command",
+        "Serve SQL over HTTP, compatible with the AWS RDS Data API",
+    ),
 }
 GROUPS: dict[str, tuple[str, str]] = {
     "budget": ("fleetpool.budget.cli", "Set, inspect and watch a fleet-wide budget"),

@@ -8,6 +8,8 @@ the second level says what to do about it:
 * :class:`LeaseLost` -- your lease expired; acquire a new one.
 * :class:`UnavailableError` -- a dependency (budget store, database) is down: retry later.
 * :class:`ProtocolError` -- a peer broke the wire protocol (proxy).
+* :class:`DataApiError` -- the Data API refused a request; ``code`` names the API's
+  error (``BadRequestException``, ``DatabaseErrorException``, ...).
 
 Third-party exceptions are translated at the boundary (``raise X(...) from exc``),
 so callers never need to import redis, botocore or sqlite3 to handle ours.
@@ -167,10 +169,41 @@ class RemoteProtocolError(ProtocolError):
     __module__ = "fleetpool"
 
 
+class DataApiError(FleetpoolError):
+    """The Data API (SQL over HTTP) refused or failed a request.
+
+    ``code`` is the RDS Data API error name (``BadRequestException``,
+    ``StatementTimeoutException``, ``TransactionNotFoundException`` ...), ``status`` its
+    HTTP status; ``sqlstate`` / ``errno`` carry the database's own error code when the
+    database raised it, so callers can classify without parsing the message.
+    """
+
+    __module__ = "fleetpool"
+
+    def __init__(
+        self,
+        message: str,
+        code: str = "BadRequestException",
+        status: int = 400,
+        *,
+        sqlstate: str | None = None,
+        errno: int | None = None,
+        connection_id: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.status = status
+        self.sqlstate = sqlstate
+        self.errno = errno
+        self.connection_id = connection_id
+
+
 __all__ = [
     "BudgetUnavailable",
     "CapacityError",
     "ConfigError",
+    "DataApiError",
     "DatabaseUnavailable",
     "FleetpoolError",
     "LeaseLost",

@@ -136,6 +136,8 @@ class ProxyProcess:
     advance. Its output goes to ``log`` (kept with ``--logs``).
     """
 
+    marker = "fleetpool proxy listening on "
+
     def __init__(self, upstream: str, pool_size: int, log: Path) -> None:
         self.upstream = upstream
         self.pool_size = pool_size
@@ -143,7 +145,7 @@ class ProxyProcess:
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = PROXY_READY_TIMEOUT) -> ProxyProcess:
+    def command(self) -> list[str]:
         cmd = [
             sys.executable,
             "-m",
@@ -160,6 +162,10 @@ class ProxyProcess:
             # does), so SCRAM at the proxy would only lock out the clients; it
             # listens on loopback only, for the length of one strategy run.
             cmd += ["--auth-method", "trust"]
+        return cmd
+
+    def start(self, timeout: float = PROXY_READY_TIMEOUT) -> ProxyProcess:
+        cmd = self.command()
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
         try:
@@ -172,7 +178,7 @@ class ProxyProcess:
     def _wait_listening(self, timeout: float) -> int:
         assert self.proc is not None
         deadline = time.monotonic() + timeout
-        marker = "fleetpool proxy listening on "
+        marker = self.marker
         while True:
             with contextlib.suppress(OSError):
                 for line in self.log.read_text(errors="replace").splitlines():
@@ -213,6 +219,31 @@ class ProxyProcess:
                 proc.kill()
                 proc.wait(timeout)
         return proc.returncode
+
+
+class DataApiProcess(ProxyProcess):
+    """``fleetpool data-api`` in front of the target, for the data-api strategy."""
+
+    marker = "fleetpool data API listening on "
+    key_id = "fleet-data-api"
+
+    def __init__(self, upstream: str, pool_size: int, log: Path) -> None:
+        super().__init__(upstream, pool_size, log)
+        self.secret = uuid.uuid4().hex
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "fleetpool.cli", "data-api", "--listen", "127.0.0.1:0",
+            "--upstream", self.upstream, "--pool-size", str(self.pool_size),
+            "--access-key", f"{self.key_id}:{self.secret}", "--log-level", "warning",
+        ]  # fmt: skip
+
+    def client_env(self) -> dict[str, str]:
+        return {
+            "FLEET_DATA_API_URL": f"http://127.0.0.1:{self.port}",
+            "FLEET_DATA_API_KEY": self.key_id,
+            "FLEET_DATA_API_SECRET": self.secret,
+        }
 
 
 def _accepts(port: int) -> bool:
@@ -321,6 +352,11 @@ def run_strategy(
         proxy.start()
         env["FLEET_PROXY_DSN"] = proxy.client_dsn()
         env["FLEET_PROXY_APP_NAME"] = pool_app
+    elif strategy == "data-api":
+        # The endpoint owns a pool of the fleet's limit; containers hold no session.
+        proxy = DataApiProcess(target.dsn, limit, logs / "data-api.log")
+        proxy.start()
+        env.update(proxy.client_env())
     try:
         result = _run_fleet(
             scenario,

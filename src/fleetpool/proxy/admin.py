@@ -10,59 +10,51 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from .inspect import Inspector, _add_hist
-from .stats import Histogram
+from .. import prometheus
+from ..histogram import Histogram
+from .inspect import Inspector
+from .stats import LATENCY_BUCKETS
 
 log = logging.getLogger("fleetpool.proxy.admin")
 
 
-class _Collector:
-    def __init__(self, inspect: Inspector) -> None:
-        self.inspect = inspect
-
-    def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import (
-            CounterMetricFamily,
-            GaugeMetricFamily,
-            HistogramMetricFamily,
-        )
-
-        snap = self.inspect.snapshot()
-        for key, value in snap.items():
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                continue
-            if key in ("worker", "pid"):
-                continue
-            name = "fleetpool_proxy_" + key
-            if key.endswith("_total"):
-                yield CounterMetricFamily(name[: -len("_total")], key.replace("_", " "), value)
-            else:
-                yield GaugeMetricFamily(name, key.replace("_", " "), value=value)
-        pinned = GaugeMetricFamily(
-            "fleetpool_proxy_client_connections_pinned_by_reason",
-            "clients pinned to a server connection now, by reason",
-            labels=["reason"],
-        )
-        for reason, n in sorted(snap.get("pinned_by_reason", {}).items()):
-            pinned.add_metric([reason], n)
-        yield pinned
-        pins = CounterMetricFamily(
-            "fleetpool_proxy_pins",
-            "clients pinned since start, by reason",
-            labels=["reason"],
-        )
-        for reason, n in sorted(snap.get("pins_by_reason", {}).items()):
-            pins.add_metric([reason], n)
-        yield pins
-        for name, key in (
-            ("fleetpool_proxy_borrow_latency_seconds", "borrow_latency"),
-            ("fleetpool_proxy_transaction_latency_seconds", "transaction_latency"),
-        ):
-            hist = Histogram()
-            _add_hist(hist, snap["_hist"][key])
-            yield HistogramMetricFamily(
-                name, name.replace("_", " "), buckets=hist.cumulative(), sum_value=hist.total
-            )
+def metric_families(inspect: Inspector) -> Iterator[Any]:
+    """What a scrape of /metrics shows: every worker's numbers (the Inspector merges)."""
+    core = prometheus.families()
+    snap = inspect.snapshot()
+    for key, value in snap.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if key in ("worker", "pid"):
+            continue
+        name = "fleetpool_proxy_" + key
+        if key.endswith("_total"):
+            yield core.CounterMetricFamily(name[: -len("_total")], key.replace("_", " "), value)
+        else:
+            yield core.GaugeMetricFamily(name, key.replace("_", " "), value=value)
+    pinned = core.GaugeMetricFamily(
+        "fleetpool_proxy_client_connections_pinned_by_reason",
+        "clients pinned to a server connection now, by reason",
+        labels=["reason"],
+    )
+    for reason, n in sorted(snap.get("pinned_by_reason", {}).items()):
+        pinned.add_metric([reason], n)
+    yield pinned
+    pins = core.CounterMetricFamily(
+        "fleetpool_proxy_pins", "clients pinned since start, by reason", labels=["reason"]
+    )
+    for reason, n in sorted(snap.get("pins_by_reason", {}).items()):
+        pins.add_metric([reason], n)
+    yield pins
+    for name, key in (
+        ("fleetpool_proxy_borrow_latency_seconds", "borrow_latency"),
+        ("fleetpool_proxy_transaction_latency_seconds", "transaction_latency"),
+    ):
+        hist = Histogram(LATENCY_BUCKETS)
+        hist.merge_dict(snap["_hist"][key])
+        family = core.HistogramMetricFamily(name, name.replace("_", " "), labels=[])
+        prometheus.add_histogram(family, [], hist)
+        yield family
 
 
 class AdminHTTP:
@@ -74,7 +66,7 @@ class AdminHTTP:
         self._server: asyncio.base_events.Server | None = None
         self.port = 0
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(_Collector(inspect))  # type: ignore[arg-type]
+        prometheus.register("fleetpool-proxy", lambda: metric_families(inspect), self.registry)
 
     async def start(self) -> None:
         host, port = self.listen

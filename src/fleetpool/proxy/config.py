@@ -171,6 +171,10 @@ class ProxyConfig:
     client_tls: TlsMode = "allow"
     # operations
     admin_listen: tuple[str, int] | None = None
+    # the RDS-Data-API-compatible HTTP endpoint in the proxy process (worker 0), and its
+    # settings (access_keys, limits, pool_size: see fleetpool/dataapi/example.toml)
+    data_api_listen: str = ""
+    data_api: dict[str, Any] = field(default_factory=dict)
     admin_database: str = "fleetpool"
     admin_users: list[str] = field(default_factory=list)
     workers: int = 1
@@ -313,6 +317,8 @@ _FILE_KEYS: dict[str, type | tuple[type, ...]] = {
     "tls_key": str,
     "client_tls": str,
     "admin_listen": str,
+    "data_api_listen": str,
+    "data_api": dict,
     "admin_database": str,
     "admin_users": list,
     "workers": int,
@@ -387,7 +393,7 @@ def load_config(path: str | Path, **overrides: Any) -> ProxyConfig:
         raise ConfigError(f"{path}: {exc}") from exc
 
 
-_NOT_SETTABLE = ("users", "server_users", "databases")
+_NOT_SETTABLE = ("users", "server_users", "databases", "data_api")
 
 
 def parse_settings(items: list[str]) -> dict[str, Any]:
@@ -402,9 +408,9 @@ def parse_settings(items: list[str]) -> dict[str, Any]:
         key = key.strip().replace("-", "_")
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        if key in ("users", "server_users", "databases"):
-            if key == "databases":
-                raise ConfigError("--set databases: give [databases] in the config file")
+        if key in _NOT_SETTABLE:
+            if key in ("databases", "data_api"):
+                raise ConfigError(f"--set {key}: give [{key}] in the config file")
             raise ConfigError(
                 "--set users: give users in the config file or as "
                 f"{ENV_USER_PREFIX}<name>=<secret> environment variables"

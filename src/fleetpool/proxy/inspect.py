@@ -12,28 +12,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..histogram import Histogram
 from . import workers as channel
 from .config import ProxyConfig
 from .registry import Registry
 from .router import Router
 from .services import Lifecycle
-from .stats import Histogram, Stats
+from .stats import LATENCY_BUCKETS, Stats
 
 _LIST_LIMIT = 2000  # clients/servers a worker publishes for its siblings
 _NOT_SUMMED = ("uptime_seconds", "max_wait_seconds", "worker", "pid")
 _SECRETS = ("users", "token_secret")
-
-
-def _hist(h: Histogram) -> dict[str, Any]:
-    return {"counts": list(h.counts), "sum": h.total, "n": h.n}
-
-
-def _add_hist(h: Histogram, data: dict[str, Any] | None) -> None:
-    if not data or len(data.get("counts", [])) != len(h.counts):
-        return
-    h.counts = [a + b for a, b in zip(h.counts, data["counts"], strict=True)]
-    h.total += data["sum"]
-    h.n += data["n"]
 
 
 class Inspector:
@@ -120,8 +109,8 @@ class Inspector:
             "pinned_by_reason": _count(c.pin_reason for c in clients if c.pinned),
             "last_error": next((p.last_error for p in pools if p.failing), default.last_error),
             "_hist": {
-                "borrow_latency": _hist(st.borrow_latency),
-                "transaction_latency": _hist(st.transaction_latency),
+                "borrow_latency": st.borrow_latency.as_dict(),
+                "transaction_latency": st.transaction_latency.as_dict(),
             },
         }
 
@@ -231,9 +220,9 @@ class Inspector:
         merged = dict(mine)
         merged["worker"] = "all"
         merged["workers_reporting"] = 1
-        hists = {k: Histogram() for k in ("borrow_latency", "transaction_latency")}
+        hists = {k: Histogram(LATENCY_BUCKETS) for k in ("borrow_latency", "transaction_latency")}
         for key, h in hists.items():
-            _add_hist(h, mine["_hist"][key])
+            h.merge_dict(mine["_hist"][key])
         for data in self._siblings():
             other = data.get("snapshot", {})
             merged["workers_reporting"] += 1
@@ -249,8 +238,8 @@ class Inspector:
                 for reason, n in other.get(field, {}).items():
                     merged[field][reason] = merged[field].get(reason, 0) + n
             for key, h in hists.items():
-                _add_hist(h, other.get("_hist", {}).get(key))
-        merged["_hist"] = {k: _hist(h) for k, h in hists.items()}
+                h.merge_dict(other.get("_hist", {}).get(key))
+        merged["_hist"] = {k: h.as_dict() for k, h in hists.items()}
         merged["borrow_latency_p99_seconds"] = hists["borrow_latency"].quantile(0.99)
         merged["transaction_latency_p99_seconds"] = hists["transaction_latency"].quantile(0.99)
         merged["pins_by_reason"] = dict(merged["pins_by_reason"])

@@ -8,6 +8,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..backoff import EqualJitterBackoff
 from ..client.decisions import RENEW_FRACTION
 
 
@@ -88,10 +89,13 @@ def split_pool_size(total: int, workers: int, index: int) -> int:
     return max(1, base + (1 if index < extra else 0))
 
 
-def retry_delay(attempt: int, rand: float, base: float = 0.1, cap: float = 2.0) -> float:
-    """Equal-jitter exponential backoff for reconnect attempts."""
-    ceiling = min(cap, base * 2.0 ** min(attempt, 30))
-    return ceiling / 2 + rand * ceiling / 2
+# Reconnect attempts while clients wait: equal jitter, 0.1 s growing to 2 s.
+RECONNECT_BACKOFF = EqualJitterBackoff(base=0.1, cap=2.0)
+
+
+def retry_delay(attempt: int, rand: float) -> float:
+    """Seconds before reconnect attempt ``attempt`` (0-based), ``rand`` in [0, 1)."""
+    return RECONNECT_BACKOFF.delay(attempt + 1, rand)
 
 
 # -- returning a server connection ------------------------------------------------------

@@ -3,8 +3,9 @@
 # /status, the admin console's SHOW STATS) read them; nothing here does I/O.
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass, field
+
+from ..histogram import Histogram
 
 LATENCY_BUCKETS = (
     0.0005,
@@ -27,40 +28,6 @@ LATENCY_BUCKETS = (
 
 
 @dataclass(slots=True)
-class Histogram:
-    buckets: tuple[float, ...] = LATENCY_BUCKETS
-    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
-    total: float = 0.0
-    n: int = 0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.buckets, value)] += 1
-        self.total += value
-        self.n += 1
-
-    def cumulative(self) -> list[tuple[str, int]]:
-        out = []
-        running = 0
-        for bound, count in zip(self.buckets, self.counts, strict=False):
-            running += count
-            out.append((repr(bound), running))
-        out.append(("+Inf", running + self.counts[-1]))
-        return out
-
-    def quantile(self, q: float) -> float:
-        """Upper bucket bound holding the q-quantile (coarse, for status pages)."""
-        if not self.n:
-            return 0.0
-        target = q * self.n
-        running = 0
-        for bound, count in zip(self.buckets, self.counts, strict=False):
-            running += count
-            if running >= target:
-                return bound
-        return float("inf")
-
-
-@dataclass(slots=True)
 class Stats:
     client_connections_total: int = 0
     clients_refused: int = 0
@@ -76,8 +43,8 @@ class Stats:
     transactions: int = 0
     cancels: int = 0
     pins: dict[str, int] = field(default_factory=dict)  # pinned clients by reason
-    borrow_latency: Histogram = field(default_factory=Histogram)
-    transaction_latency: Histogram = field(default_factory=Histogram)
+    borrow_latency: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
+    transaction_latency: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
 
     def borrowed_at_once(self) -> None:
         self.borrows += 1

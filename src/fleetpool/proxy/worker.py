@@ -91,6 +91,7 @@ class Proxy:
         self.leases: LeaseManager | None = None
         self.channel: Channel | None = None
         self.admin: Any = None
+        self.data_api: Any = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: asyncio.base_events.Server | None = None
         self._janitor: asyncio.Task[None] | None = None
@@ -147,6 +148,13 @@ class Proxy:
 
             self.admin = AdminHTTP(self.inspector, cfg.admin_listen)
             await self.admin.start()
+        if cfg.data_api_listen and self.worker_index == 0:
+            # It logs in to this proxy as a client: it shares the pools, queue, leases.
+            from ..dataapi.embedded import config_for_proxy, start_in_proxy
+
+            self.data_api = await start_in_proxy(
+                cfg, self.port, config_for_proxy(cfg, cfg.data_api_listen, cfg.data_api)
+            )
         self._janitor = asyncio.ensure_future(self._janitor_loop())
         self.router.start()
         log.info(
@@ -174,6 +182,8 @@ class Proxy:
     async def stop(self, timeout: float | None = None) -> None:
         """Stop accepting, let attached clients finish their transaction, then close."""
         timeout = self.cfg.shutdown_timeout if timeout is None else timeout
+        if self.data_api is not None:
+            await self.data_api.stop(timeout)
         self.lifecycle.draining = True
         self.router.drain()
         if self._server is not None:

@@ -15,6 +15,7 @@ STRATEGIES: dict[str, str] = {
     "zombie-killer": "fleetpool.fleet.strategies.zombie_killer:handler",
     "fleetpool": "fleetpool.fleet.strategies.fleetpool_client:handler",
     "proxy": "fleetpool.fleet.strategies.proxy_client:handler",
+    "data-api": "fleetpool.fleet.strategies.data_api:handler",
 }
 
 DESCRIPTIONS: dict[str, str] = {
@@ -26,6 +27,7 @@ DESCRIPTIONS: dict[str, str] = {
     "(serverless-mysql / serverless-pg)",
     "fleetpool": "fleetpool client: warm connection held under a budget lease with TTL",
     "proxy": "global connection through fleetpool's proxy (transaction pooling, pool = limit)",
+    "data-api": "no database connection: SQL over HTTP to fleetpool's Data API (pool = limit)",
 }
 
 #: Strategies that need a PostgreSQL server; on MySQL/MariaDB they are skipped.
