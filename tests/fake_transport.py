@@ -118,7 +118,7 @@ def fake_worker(servers: int = 2, **settings: Any) -> FakeWorker:
     async def no_connect(host: str, port: int, timeout: float) -> Any:
         raise OSError("no server in unit tests")
 
-    router = Router(cfg, servers, lambda up: no_connect, stats, lambda: {"u": "pw"})
+    router = Router(cfg, servers, lambda up, variant: no_connect, stats, lambda: {"u": "pw"})
     services = Services(
         cfg=cfg,
         router=router,

@@ -497,7 +497,7 @@ class SessionStateInfo:
         if self.schema is not None:
             entry(SESSION_TRACK_SCHEMA, lenenc_str(self.schema))
         if self.state_changed:
-            entry(SESSION_TRACK_STATE_CHANGE, lenenc_str(b"1"))
+            entry(SESSION_TRACK_STATE_CHANGE, b"1")  # the flag itself, not a lenenc string
         if self.gtids is not None:
             entry(SESSION_TRACK_GTIDS, b"\x00" + lenenc_str(self.gtids))
         if self.transaction_characteristics is not None:
@@ -524,7 +524,8 @@ class SessionStateInfo:
             elif kind == SESSION_TRACK_SCHEMA:
                 schema = _text(data.lenenc_bytes())
             elif kind == SESSION_TRACK_STATE_CHANGE:
-                changed = data.lenenc_bytes() == b"1"
+                # The entry's data is the flag itself ("1"), as MySQL and MariaDB send it.
+                changed = data.rest() == b"1"
             elif kind == SESSION_TRACK_GTIDS:
                 data.u8()  # encoding specification
                 gtids = _text(data.lenenc_bytes())

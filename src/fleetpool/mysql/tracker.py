@@ -128,6 +128,7 @@ class ResponseTracker:
         "infile",
         "last_insert_id",
         "max_payload",
+        "ok_spans",
         "prepare_ok",
         "results",
         "rows",
@@ -164,6 +165,9 @@ class ResponseTracker:
         self.infile: str | None = None
         self.results = 0
         self.rows = 0
+        #: when a list: ``(payload start, end)`` of every OK with an info text or
+        #: session state fed since (an owner that re-encodes those for its client)
+        self.ok_spans: list[tuple[int, int]] | None = None
 
     # -- the session as last reported
 
@@ -514,6 +518,8 @@ class ResponseTracker:
 
     def _ok(self, data: bytes | bytearray | memoryview, p: int, end: int) -> int:
         """Parse an OK (header 0x00 or 0xFE) at ``data[p:end]``; returns its status."""
+        if self.ok_spans is not None and (end - p > 7):
+            self.ok_spans.append((p, end))
         if end - p >= 7 and data[p + 1] < 0xFB and data[p + 2] < 0xFB:
             status: int = _U16.unpack_from(data, p + 3)[0]
             self.affected_rows = data[p + 1]

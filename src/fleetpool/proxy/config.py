@@ -248,7 +248,7 @@ _NON_NEGATIVE = (
 )
 
 
-SERVED_ENGINES = ("postgresql",)
+SERVED_ENGINES = ("postgresql", "mysql")
 
 
 def validate(cfg: ProxyConfig) -> None:

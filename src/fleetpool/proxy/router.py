@@ -40,7 +40,7 @@ class Router:
         self,
         cfg: ProxyConfig,
         limit: int,
-        connector: Callable[[Upstream], Connector],
+        connector: Callable[[Upstream, str], Connector],
         stats: Stats,
         secrets: Callable[[], dict[str, str]],
         probe: Prober | None = None,
@@ -51,7 +51,9 @@ class Router:
         self.stats = stats
         self._secrets = secrets
         self._probe = probe
-        self.pools: dict[tuple[str, str], Pool] = {}
+        # (database, server login, variant): a plug-in may keep clients that need
+        # differently opened server connections apart (MySQL capability flags).
+        self.pools: dict[tuple[str, str, str], Pool] = {}
         self.failovers: dict[tuple[tuple[str, int], ...], Failover] = {}
         self.leases: LeaseManager | None = None
         self.paused = False
@@ -65,8 +67,9 @@ class Router:
 
     # -- routing --------------------------------------------------------------------------
 
-    def route(self, database: str, user: str) -> Pool:
-        """The pool for a client logged in to the proxy as ``user`` on ``database``."""
+    def route(self, database: str, user: str, variant: str = "") -> Pool:
+        """The pool for a client logged in to the proxy as ``user`` on ``database``
+        (``variant``: what else its server connections must agree on)."""
         cfg = self.cfg
         entry = cfg.databases.get(database)
         if entry is None and cfg.databases and "*" in cfg.databases:
@@ -77,7 +80,7 @@ class Router:
             up = entry.upstream
             if database != up.database and entry is cfg.databases.get("*"):
                 up = up.with_login(database, up.user, up.password)
-            return self._pool(database, up, entry.pool_size)
+            return self._pool(database, up, entry.pool_size, variant)
         base = entry.upstream if entry is not None else cfg.upstream
         size = entry.pool_size if entry is not None else None
         if cfg.server_login == "upstream" or user == base.user:
@@ -86,7 +89,7 @@ class Router:
                 if database == base.database
                 else base.with_login(database, base.user, base.password)
             )
-            return self._pool(database, up, size)
+            return self._pool(database, up, size, variant)
         password = cfg.server_password(user, self._secrets())
         if password is None:
             raise Refused(
@@ -94,15 +97,15 @@ class Router:
                 f'the proxy has no server password for user "{user}" (give it in users as a '
                 f"password, or in server_users)",
             )
-        return self._pool(database, base.with_login(database, user, password), size)
+        return self._pool(database, base.with_login(database, user, password), size, variant)
 
-    def _pool(self, database: str, up: Upstream, size: int | None) -> Pool:
-        pool = self.pools.get((database, up.user))
+    def _pool(self, database: str, up: Upstream, size: int | None, variant: str) -> Pool:
+        pool = self.pools.get((database, up.user, variant))
         if pool is None:
-            pool = self._make(database, up, size)
+            pool = self._make(database, up, size, variant)
         return pool
 
-    def _make(self, database: str, up: Upstream, size: int | None) -> Pool:
+    def _make(self, database: str, up: Upstream, size: int | None, variant: str = "") -> Pool:
         hosts = tuple(up.hosts)
         failover = None
         if len(hosts) > 1 and self._probe is not None:
@@ -117,7 +120,7 @@ class Router:
         pool = Pool(
             self.cfg,
             min(size or self.limit, self.limit),
-            self._connector(up),
+            self._connector(up, variant),
             self.stats,
             primary=up.hosts[0],
             leases=self.leases,
@@ -127,7 +130,7 @@ class Router:
         pool.database, pool.user, pool.upstream = database, up.user, up
         pool.paused = self.paused
         pool.draining = self.draining
-        self.pools[(database, up.user)] = pool
+        self.pools[(database, up.user, variant)] = pool
         log.info("pool for %s as %s -> %s (size %d)", database, up.user, up, pool.max_size)
         return pool
 

@@ -22,6 +22,7 @@ from .console import Console
 from .context import ServerConn
 from .inspect import Inspector
 from .leases import LeaseManager
+from .mysql import MySQLEngine
 from .pg import PostgresEngine
 from .policy import effective_pool_size, split_pool_size
 from .pool import Pool
@@ -53,7 +54,11 @@ class Proxy:
         self.port = cfg.listen[1]
         self.stats = Stats()
         self.lifecycle = Lifecycle()
-        self.engine = PostgresEngine(cfg, self.stats)
+        self.engine: Any = (
+            MySQLEngine(cfg, self.stats)
+            if cfg.upstream.engine == "mysql"
+            else PostgresEngine(cfg, self.stats)
+        )
         self.registry = Registry(worker_index, workers, forward=self._forward_cancel)
         self.users = Users(cfg.user_secrets(), cfg.effective_token_secret())
         self.router = Router(
@@ -119,6 +124,9 @@ class Proxy:
         host, port = cfg.listen
         if cfg.max_connections_percent is not None:
             await self._size_from_server()
+        prepare = getattr(self.engine, "prepare", None)
+        if prepare is not None:
+            await prepare(self.router.default)
         self._server = await loop.create_server(
             self.engine.frontend(self.services),
             host,

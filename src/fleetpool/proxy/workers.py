@@ -91,8 +91,8 @@ class Channel:
             if size > 1 << 16:
                 return
             body = await asyncio.wait_for(reader.readexactly(size), 10)
-            if kind == _CANCEL and size == 8:
-                pid, key = struct.unpack("!ii", body)
+            if kind == _CANCEL and size == 12:
+                pid, key = struct.unpack("!iq", body)  # (key: wider for MySQL's KILL)
                 self._on_cancel(pid, key)
             elif kind == _COMMAND:
                 answer = (await self._on_command(body.decode())).encode()
@@ -104,7 +104,7 @@ class Channel:
             writer.close()
 
     def forward_cancel(self, worker: int, pid: int, key: int) -> None:
-        task = asyncio.ensure_future(self._send(worker, _CANCEL, struct.pack("!ii", pid, key)))
+        task = asyncio.ensure_future(self._send(worker, _CANCEL, struct.pack("!iq", pid, key)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -41,7 +41,7 @@ class PostgresEngine:
         # server backend pid -> pid of the client it last served (notifications)
         self.pids: dict[int, int] = {}
 
-    def connector(self, up: Upstream) -> Connector:
+    def connector(self, up: Upstream, variant: str = "") -> Connector:
         """How a pool opens server connections to ``up`` (its login and database)."""
         cfg = self.cfg
         startup = {"user": up.user, "database": up.database, "application_name": "fleetpool"}

@@ -1,0 +1,131 @@
+"""The MySQL/MariaDB plug-in of the proxy core.
+
+Strategy: what the core needs from an engine, in one object -- how to open a server
+connection (``connector``), how to accept a client (``frontend``), how to tell the
+writer from a replica (``probe``: ``@@read_only = 0``) and how to read the server's
+``max_connections``. The protocol itself lives in :mod:`fleetpool.mysql` (sans-I/O)
+and in the two asyncio connections of this package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ...mysql.constants import CHARSET_UTF8MB4_GENERAL_CI
+from ...mysql.login import BACKEND_CAPABILITIES, BackendLogin
+from ...mysql.relay import Interner
+from ..config import ProxyConfig, Upstream
+from ..context import Connector
+from ..pool import Pool
+from ..services import Services
+from ..stats import Stats
+from . import backend
+from .backend import ServerConnection
+from .frontend import _KNOWN_DBS, PROFILE, ClientConnection
+
+log = logging.getLogger("fleetpool.proxy")
+
+NAME = "mysql"
+_TLS = {"disable": "disable", "allow": "prefer", "prefer": "prefer", "require": "require"}
+
+
+class MySQLEngine:
+    name = NAME
+    default_port = 3306
+    server_version = "8.0.36-fleetpool"
+
+    def __init__(self, cfg: ProxyConfig, stats: Stats) -> None:
+        self.cfg = cfg
+        self.stats = stats
+        self.interner = Interner()
+        self.collation = CHARSET_UTF8MB4_GENERAL_CI  # what server connections log in with
+
+    def connector(self, up: Upstream, variant: str = "") -> Connector:
+        """How a pool opens server connections to ``up``; ``variant`` carries the
+        capability flags its clients agree on (frontend.variant)."""
+        profile = int(variant.partition("=")[2] or "0", 16) if variant else 0
+        caps = (BACKEND_CAPABILITIES & ~PROFILE) | profile
+        cfg = self.cfg
+
+        def login() -> BackendLogin:
+            return BackendLogin(
+                up.user,
+                up.password,
+                up.database,
+                {"program_name": "fleetpool"},
+                tls=_TLS.get(cfg.server_tls, "prefer"),  # type: ignore[arg-type]
+                capabilities=caps,
+                charset=self.collation,
+            )
+
+        async def connect(host: str, port: int, timeout: float) -> ServerConnection:
+            return await backend.connect(
+                host, port, timeout, login=login, stats=self.stats, init_query=cfg.init_query
+            )
+
+        return connect
+
+    def frontend(self, services: Services) -> Callable[[], ClientConnection]:
+        return lambda: ClientConnection(services, self)
+
+    @staticmethod
+    def forget_reported(pools: Iterable[Pool]) -> None:
+        """Databases may have been dropped (reload, failover): check them again."""
+        for pool in pools:
+            pool.plugin.pop(_KNOWN_DBS, None)
+
+    async def prepare(self, pool: Pool) -> None:
+        """Learn the server's version string (clients choose features by it): from one
+        connection opened at start; until then, and if it fails, a MySQL 8 one."""
+        host, port = pool.primary
+        try:
+            server = await pool.open_connection()
+        except Exception as exc:
+            log.warning("cannot reach %s:%s at start (%s); announcing MySQL %s", host, port,
+                        exc, self.server_version)  # fmt: skip
+            return
+        self.learnt(server.version)
+        server.close("version learnt")
+
+    def learnt(self, version: str) -> None:
+        if version:
+            self.server_version = version
+
+    async def _query_one(self, host: str, port: int, timeout: float, sql: str) -> Any:
+        import pymysql
+
+        up = self.cfg.upstream
+
+        def run() -> Any:
+            conn = pymysql.connect(
+                host=host,
+                port=port,
+                user=up.user,
+                password=up.password,
+                connect_timeout=max(1, int(timeout)),
+                read_timeout=max(1, int(timeout)),
+            )
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(sql)
+                    row = cur.fetchone()
+                return row[0] if row else None
+            finally:
+                conn.close()
+
+        return await asyncio.wait_for(asyncio.to_thread(run), timeout + 1)
+
+    async def probe(self, host: str, port: int, timeout: float) -> bool:
+        """Is the server at host:port the writer (``@@read_only = 0``)?"""
+        return int(await self._query_one(host, port, timeout, "SELECT @@global.read_only")) == 0
+
+    async def max_connections(self, host: str, port: int, timeout: float) -> int | None:
+        try:
+            value = await self._query_one(host, port, timeout, "SELECT @@global.max_connections")
+        except Exception as exc:
+            log.warning("cannot read max_connections (%s); using pool_size", exc)
+            return None
+        return int(value) if value else None

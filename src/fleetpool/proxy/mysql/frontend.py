@@ -1,0 +1,798 @@
+# Strategy: one asyncio.Protocol per MySQL/MariaDB client. The login runs through the
+# sans-I/O FrontendLogin; then the client's commands are taken one at a time (MySQL is
+# request/answer: a client waits for each answer) and each gets a server connection
+# from its pool unless it already holds one -- the connection goes back when an
+# answer ends outside a transaction and nothing pins the client.
+#
+# Before a command runs on a connection, the connection's settings and default
+# database are brought in line with the client's (pipelined commands of the proxy's
+# own, answers swallowed). Prepared statements are the client's under ids the proxy
+# gives it; each maps by its text to a statement on whichever connection runs it,
+# prepared there first when missing (the client's command waits for that answer), with
+# the parameter types the client bound replayed when that connection has not seen
+# them. Settings come from the server's session tracking (mysql/relay.py).
+#
+# ``KILL [QUERY] <id>`` naming a client of the proxy (its connection id is the proxy's)
+# is done by the proxy: the query it runs is killed on its server, or it is closed.
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import struct
+import time
+from collections import deque
+from itertools import count
+from typing import Any
+
+from ...errors import ProtocolError
+from ...mysql import constants as c
+from ...mysql import messages as mm
+from ...mysql.codec import NEED_DATA, Packet, PacketDecoder, encode_packet, encode_packets
+from ...mysql.login import (
+    ClientAuthenticated,
+    ClientSession,
+    Credential,
+    FrontendLogin,
+    LoginFailed,
+    Send,
+    StartTLS,
+)
+from ...mysql.relay import (
+    PREPARE,
+    TRACKING,
+    ClientState,
+    Pending,
+    ServerStatement,
+    names_statement,
+    rewrite_oks,
+)
+from ...mysql.sql import classify, might_affect_session
+from ...tokens import verify_token
+from .. import policy
+from ..console import Done, Failed, Table
+from ..link import Endpoint
+from ..pool import Pool
+from ..router import Refused
+from ..services import Services
+from .backend import ServerConnection
+
+log = logging.getLogger("fleetpool.proxy.mysql.client")
+
+_U32 = struct.Struct("<I")
+_STARTUP, _LOGIN_WAIT, _READY, _ADMIN, _CLOSED = "startup", "login-wait", "ready", "admin", "closed"
+_ids = count(1)
+_KILL = re.compile(rb"(?is)^\s*kill\s+(query\s+|connection\s+)?(\d+)\s*;?\s*$")
+_STATEMENT_COMMANDS = frozenset(
+    (c.COM_STMT_EXECUTE, c.COM_STMT_FETCH, c.COM_STMT_RESET, c.COM_STMT_SEND_LONG_DATA)
+)
+_FORWARDED = frozenset((c.COM_QUERY, c.COM_INIT_DB, c.COM_FIELD_LIST, c.COM_STATISTICS))
+# What a borrow failure is, in MySQL error numbers.
+_BORROW = {
+    "timeout": c.ER_CON_COUNT_ERROR,
+    "cancelled": c.ER_QUERY_INTERRUPTED,
+    "auth": c.ER_ACCESS_DENIED_ERROR,
+    "refused": c.ER_BAD_DB_ERROR,
+    "shutdown": c.ER_SERVER_SHUTDOWN,
+}
+# Capability flags that change what a server says: a client shares server
+# connections only with clients that agree on them (one pool each, see variant()).
+PROFILE = (
+    c.CLIENT_DEPRECATE_EOF
+    | c.CLIENT_FOUND_ROWS
+    | c.CLIENT_IGNORE_SPACE
+    | c.CLIENT_MULTI_STATEMENTS
+    | c.CLIENT_LOCAL_FILES
+)
+_KNOWN_DBS = "mysql-databases"
+
+
+def variant(capabilities: int) -> str:
+    return f"caps={capabilities & PROFILE:#x}"
+
+
+class ClientConnection(Endpoint):
+    __slots__ = (
+        "_dec",
+        "_held",
+        "_infile",
+        "_login",
+        "_login_handle",
+        "_queue",
+        "_running",
+        "application_name",
+        "attached_at",
+        "caps",
+        "connected_at",
+        "database",
+        "engine",
+        "id",
+        "key",
+        "last_activity",
+        "my",
+        "peer_addr",
+        "pid",
+        "pinned",
+        "pool",
+        "releasable",
+        "server",
+        "services",
+        "state",
+        "stats",
+        "tls",
+        "tracks_session",
+        "user",
+        "wait_started",
+        "waiting",
+    )
+
+    def __init__(self, services: Services, engine: Any) -> None:
+        super().__init__()
+        self.services = services
+        self.engine = engine
+        self.stats = services.stats
+        self.pool: Pool = services.router.default
+        self.id = next(_ids)
+        self.state = _STARTUP
+        self.server: ServerConnection | None = None
+        self.my: ClientState | None = None
+        self.user = ""
+        self.database = ""
+        self.application_name = ""
+        self.peer_addr = ""
+        self.pid = 0
+        self.key = 0
+        self.caps = 0
+        self.tracks_session = True
+        self.pinned = False
+        self.releasable = services.cfg.mode == "transaction"
+        self.waiting = False
+        self.wait_started = 0.0
+        self.connected_at = time.monotonic()
+        self.last_activity = self.connected_at
+        self.attached_at = 0.0
+        self.tls = False
+        self._dec = PacketDecoder(services.cfg.max_message_size, expected_seq=None)
+        self._queue: deque[list[Packet]] = deque()  # commands not started yet
+        self._running: list[Packet] | None = None  # the command in progress
+        self._held: list[Packet] | None = None  # waiting for a re-prepare's answer
+        self._infile = False  # the client is uploading a LOCAL INFILE
+        self._login: FrontendLogin | None = None
+        self._login_handle: asyncio.TimerHandle | None = None
+
+    def __repr__(self) -> str:
+        return f"<mysql ClientConnection #{self.id} {self.user}@{self.peer_addr} {self.state}>"
+
+    @property
+    def closed(self) -> bool:
+        return self.state is _CLOSED
+
+    @property
+    def pin_reason(self) -> str:
+        return (self.my.pin_reason if self.my is not None else None) or ""
+
+    # -- login -----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer_addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
+        services = self.services
+        services.registry.opened(self)
+        cfg = services.cfg
+        refusal = None
+        if services.lifecycle.draining:
+            refusal = (c.ER_SERVER_SHUTDOWN, "the proxy is shutting down")
+        elif len(services.registry) > cfg.max_client_connections:
+            self.stats.clients_refused += 1
+            refusal = (
+                c.ER_CON_COUNT_ERROR,
+                f"Too many connections (fleetpool proxy: max_client_connections="
+                f"{cfg.max_client_connections})",
+            )
+        if refusal is not None:
+            self.write(encode_packet(mm.build_error(*refusal), 0))
+            self.close()
+            return
+        self.pid, self.key = services.registry.new_cancel_key(self)
+        self._login = FrontendLogin(
+            self._credential,
+            connection_id=self.pid,
+            server_version=self.engine.server_version,
+            tls_available=services.client_tls is not None,
+            require_tls=cfg.client_tls == "require" and services.client_tls is not None,
+        )
+        self._act(self._login.start())
+        if cfg.client_login_timeout:
+            self._login_handle = asyncio.get_running_loop().call_later(
+                cfg.client_login_timeout, self._login_timeout
+            )
+
+    def _credential(self, user: str) -> Credential | None:
+        users = self.services.users
+        secret = users.secret(user)
+        if secret is not None:
+            if secret.startswith("*") and len(secret) == 41:
+                return Credential.from_native_hash(secret)
+            if not secret.startswith(("md5", "SCRAM-SHA-256$")):
+                return Credential.from_password(secret)
+        token_secret = users.token_secret
+        if token_secret:
+            return Credential.token(
+                lambda given: verify_token(
+                    token_secret, given.decode(errors="replace"), user, time.time()
+                )
+            )
+        return None
+
+    def _act(self, actions: list[Any]) -> None:
+        for action in actions:
+            if isinstance(action, Send):
+                self.write(action.data)
+            elif isinstance(action, StartTLS):
+                self.services.spawn(self._start_tls(action.pending))
+                return
+            elif isinstance(action, ClientAuthenticated):
+                self._authenticated(action.info)
+            elif isinstance(action, LoginFailed):
+                self.stats.auth_failures += action.code == c.ER_ACCESS_DENIED_ERROR
+                self.close()
+
+    async def _start_tls(self, pending: bytes) -> None:
+        ctx = self.services.client_tls
+        assert ctx is not None and self._login is not None
+        loop = asyncio.get_running_loop()
+        try:
+            transport = await loop.start_tls(self.transport, self, ctx, server_side=True)
+        except (OSError, ConnectionError) as exc:
+            log.info("%r: TLS handshake failed: %s", self, exc)
+            self.close()
+            return
+        if transport is None:
+            self.close()
+            return
+        self.transport = transport
+        self.tls = True
+        self._act(self._login.tls_started())
+
+    def _authenticated(self, info: ClientSession) -> None:
+        cfg = self.services.cfg
+        login = self._login
+        assert login is not None
+        self.user, self.database = info.user, info.database
+        self.caps = info.capabilities
+        self.tracks_session = bool(info.capabilities & c.CLIENT_SESSION_TRACK)
+        self.application_name = info.attributes.get("program_name", "")
+        if info.database == cfg.admin_database:
+            admins = cfg.admin_users
+            if admins and info.user not in admins:
+                self._login_error(
+                    c.ER_DBACCESS_DENIED_ERROR, f"user '{info.user}' may not use the admin console"
+                )
+                return
+            self.write(login.ok_packet())
+            self.state = _ADMIN
+            self._cancel_login_timer()
+            return
+        try:
+            up = cfg.upstream
+            self.pool = self.services.router.route(up.database, info.user, variant(self.caps))
+        except Refused as exc:
+            self._login_error(c.ER_ACCESS_DENIED_ERROR, str(exc))
+            return
+        baseline: dict[str, str] = {}
+        if info.charset != self.engine.collation:
+            baseline["names"] = names_statement(info.charset)
+        self.my = ClientState(info.capabilities, self.engine.interner, baseline)
+        self.my.database = info.database
+        self.my.key = self.engine.interner.key(self.my.settings, self.my.database)
+        self.state = _LOGIN_WAIT
+        known: set[str] = self.pool.plugin.setdefault(_KNOWN_DBS, set())
+        if not info.database or info.database in known:
+            self._logged_in()
+        else:
+            self.pool.acquire(self)  # the database is checked on a real connection
+
+    def _logged_in(self) -> None:
+        assert self._login is not None
+        self.write(self._login.ok_packet())
+        self._login = None
+        self._cancel_login_timer()
+        self.state = _READY
+
+    def _login_error(self, code: int, message: str) -> None:
+        if self._login is not None:
+            self.write(self._login.error_packet(code, message))
+        self.close()
+
+    def _cancel_login_timer(self) -> None:
+        if self._login_handle is not None:
+            self._login_handle.cancel()
+            self._login_handle = None
+
+    def _login_timeout(self) -> None:
+        if self.state in (_STARTUP, _LOGIN_WAIT):
+            self.write(encode_packet(mm.build_error(c.ER_HANDSHAKE_ERROR, "login timed out"), 0))
+            self.close()
+
+    # -- the client's bytes ------------------------------------------------------------
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._teardown()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            if self.state is _STARTUP:
+                assert self._login is not None
+                self._act(self._login.receive_data(data))
+            elif self.state is _READY or self.state is _ADMIN or self.state is _LOGIN_WAIT:
+                self._dec.receive_data(data)
+                self._take()
+        except ProtocolError as exc:
+            self.protocol_violation(str(exc))
+        except Exception:  # a bug must cost one client, not the proxy
+            log.exception("%r: internal error; closing this client", self)
+            self.close()
+
+    def _take(self) -> None:
+        """Split what arrived into commands (each its packets) and run the first."""
+        dec = self._dec
+        while True:
+            packet = dec.next_packet()
+            if packet is NEED_DATA:
+                break
+            assert isinstance(packet, Packet)
+            if self._infile:
+                self._upload(packet)
+                continue
+            self._queue.append([packet])
+        if self.state is _READY:
+            self.last_activity = time.monotonic()
+            if self._running is None and self._held is None:
+                self._next()
+        elif self.state is _ADMIN:
+            while self._queue:
+                self._admin(self._queue.popleft()[0])
+
+    def _next(self) -> None:
+        """Start the next command, if one is waiting and the last one has ended."""
+        while self._queue and self._running is None and self.state is _READY:
+            packets = self._queue.popleft()
+            self._running = packets
+            self._command(packets)
+
+    def _command(self, packets: list[Packet]) -> None:
+        payload = packets[0].payload
+        if not payload:
+            raise ProtocolError("empty command packet")
+        cmd = payload[0]
+        my = self.my
+        assert my is not None
+        if cmd == c.COM_QUIT:
+            self.close()
+        elif cmd == c.COM_PING:
+            self._reply(mm.OkPacket(status=my.status).build(self.caps))
+        elif cmd == c.COM_STMT_CLOSE:
+            my.statements.pop(mm.statement_id(payload), None)
+            self._done()  # no answer
+        elif cmd == c.COM_RESET_CONNECTION and self.server is None:
+            my.reset(None)
+            self._unpin()
+            self._reply(mm.OkPacket(status=my.status).build(self.caps))
+        elif cmd == c.COM_CHANGE_USER:
+            self._error(
+                c.ER_NOT_SUPPORTED_YET,
+                "COM_CHANGE_USER through fleetpool proxy: connect again as the other user",
+            )
+        elif cmd == c.COM_PROCESS_KILL:
+            self._kill(mm.parse_process_kill(payload), connection=True)
+        elif cmd == c.COM_QUERY and _KILL.match(payload, 1):
+            match = _KILL.match(payload, 1)
+            assert match is not None
+            self._kill(
+                int(match.group(2)),
+                connection=not match.group(1) or b"onn" in match.group(1).lower(),
+            )
+        elif (
+            cmd in _FORWARDED
+            or cmd in _STATEMENT_COMMANDS
+            or cmd
+            in (
+                c.COM_STMT_PREPARE,
+                c.COM_RESET_CONNECTION,
+                c.COM_SET_OPTION,
+            )
+        ):
+            if cmd == c.COM_QUERY and might_affect_session(payload, 1, len(payload)):
+                effect = classify(payload[1:])
+                if effect.pin:
+                    my.pin(effect.pin)
+                my.hold = my.hold or effect.next_transaction
+            elif cmd == c.COM_SET_OPTION:
+                my.pin("COM_SET_OPTION")
+            self._on_server()
+        else:
+            self._error(
+                c.ER_UNKNOWN_COM_ERROR,
+                f"command {c.COMMAND_NAMES.get(cmd, hex(cmd))} is not supported by fleetpool proxy",
+            )
+
+    def _reply(self, payload: bytes) -> None:
+        assert self._running is not None
+        self.write(encode_packet(payload, self._running[-1].next_seq))
+        self._done()
+
+    def _error(self, code: int, message: str) -> None:
+        self._reply(mm.build_error(code, message, self.caps))
+
+    def _done(self) -> None:
+        """The running command has ended (its answer went to the client)."""
+        self._running = None
+        if self.server is not None:
+            self._maybe_release(self.server)
+        self._next()
+
+    # -- running a command on a server connection --------------------------------------
+
+    def _on_server(self) -> None:
+        server = self.server
+        if server is not None:
+            self._run(server)
+            return
+        pool = self.pool
+        now = time.monotonic()
+        server = None if pool.waiters else pool.checkout(now)
+        if server is None:
+            pool.enqueue(self, now)
+        else:
+            self.attach(server, now)
+
+    def attach(self, server: ServerConnection, now: float) -> None:
+        """``server`` now serves this client (the pool, or _on_server)."""
+        my = self.my
+        assert my is not None
+        self.server = server
+        server.owner = self
+        self.peer = server
+        server.peer = self
+        self.waiting = False
+        self.attached_at = now
+        if server.my.synced_for is not my.key:
+            sync = my.sync(server.my)
+            if sync:
+                server.inject(sync)
+        if self.state is _LOGIN_WAIT:
+            if not server.busy:
+                self.server_idle(server)
+            return
+        if self._running is not None:
+            self._run(server)
+
+    def _run(self, server: ServerConnection) -> None:
+        packets = self._running
+        my = self.my
+        assert packets is not None and my is not None
+        payload = packets[0].payload
+        cmd = payload[0]
+        seq = packets[-1].next_seq
+        if cmd in _STATEMENT_COMMANDS:
+            rewritten = self._statement_command(server, payload)
+            if rewritten is None:
+                return  # held until the statement is prepared on this connection
+            server.send_client(encode_packet(rewritten, 0), cmd, seq)
+            return
+        if cmd == c.COM_QUERY and my.last_insert_id and _reads_insert_id(payload):
+            # LAST_INSERT_ID() answers for the session: give this one the client's.
+            server.inject([mm.com_query(f"DO LAST_INSERT_ID({my.last_insert_id})")])
+        data = b"".join(encode_packet(p.payload, p.seq) for p in packets)
+        server.send_client(data, cmd, seq)
+
+    def _statement_command(self, server: ServerConnection, payload: bytes) -> bytes | None:
+        my = self.my
+        assert my is not None
+        cid = mm.statement_id(payload)
+        stmt = my.statements.get(cid)
+        cmd = payload[0]
+        if stmt is None:
+            # Unknown to the client: let the server say so, with an id it cannot have.
+            out = bytearray(payload)
+            mm.set_statement_id(out, 0, 0xFFFFFFFF)
+            return bytes(out)
+        srv = server.my.statements.get(stmt.sql)
+        if srv is None:
+            self._held = self._running
+            server.inject([mm.com_stmt_prepare(stmt.sql)], kind=PREPARE, sql=stmt.sql)
+            return None
+        server.my.statements.move_to_end(stmt.sql)
+        out = bytearray(payload)
+        mm.set_statement_id(out, 0, srv.id)
+        if cmd == c.COM_STMT_EXECUTE and stmt.params:
+            execute = mm.StmtExecute.parse(payload)
+            types = execute.parameter_types(stmt.params)
+            if types is not None:
+                stmt.types = bytes(types)
+                srv.typed = True
+            elif not srv.typed and stmt.types is not None:
+                out = bytearray(mm.with_parameter_types(bytes(out), stmt.params, stmt.types))
+                srv.typed = True
+            my.long_data.discard(cid)
+        elif cmd == c.COM_STMT_SEND_LONG_DATA:
+            my.long_data.add(cid)
+        elif cmd == c.COM_STMT_RESET:
+            my.long_data.discard(cid)
+        return bytes(out)
+
+    # ServerOwner and what the server connection reports
+    def answer(self, server: ServerConnection, data: bytes, pending: Pending) -> None:
+        self.write(data)
+
+    def reencode(self, data: bytes, spans: list[tuple[int, int]]) -> bytes:
+        return rewrite_oks(data, spans, server_caps=self._server_caps(), client_caps=self.caps)
+
+    def _server_caps(self) -> int:
+        return self.server.my.capabilities if self.server is not None else self.caps
+
+    def prepared(self, server: ServerConnection, pending: Pending, answer: bytes) -> None:
+        my = self.my
+        assert my is not None and self._running is not None
+        sql = self._running[0].payload[1:]
+        out = bytearray(answer)
+        tracker = server.my.tracker
+        ok = tracker.prepare_ok
+        if ok is not None and tracker.error is None:
+            old = server.my.statements.get(sql)
+            server.my.statements[sql] = ServerStatement(ok.statement_id, ok.params)
+            if old is not None and old.id != ok.statement_id:
+                server.transport.write(encode_packet(mm.com_stmt_close(old.id), 0))
+            cid = my.new_statement(sql, ok.params, ok.columns)
+            _U32.pack_into(out, 5, cid)  # header (4) + OK byte (1)
+            self._evict(server)
+        self.write(bytes(out))
+        self.answered(server, pending)
+
+    def _evict(self, server: ServerConnection) -> None:
+        limit = self.services.cfg.max_prepared_statements
+        statements = server.my.statements
+        while len(statements) > limit:
+            _sql, stmt = statements.popitem(last=False)
+            server.transport.write(encode_packet(mm.com_stmt_close(stmt.id), 0))
+
+    def reprepared(self, server: ServerConnection, pending: Pending) -> None:
+        held, self._held = self._held, None
+        if held is None or self.server is not server:
+            return
+        if pending.sql not in server.my.statements:
+            error = server.my.tracker.error
+            self._error(
+                error.code if error else c.ER_UNKNOWN_STMT_HANDLER,
+                error.message if error else "the statement could not be prepared again",
+            )
+            return
+        self._run(server)
+
+    def infile(self, server: ServerConnection) -> None:
+        self._infile = True
+
+    def _upload(self, packet: Packet) -> None:
+        server = self.server
+        if server is None:
+            return
+        server.transport.write(encode_packet(packet.payload, packet.seq))
+        if not packet.payload:  # the end of the file
+            self._infile = False
+            server.my.tracker.infile_sent(packet.next_seq)
+
+    def answered(self, server: ServerConnection, pending: Pending) -> None:
+        """The answer to the client's command has ended."""
+        my = self.my
+        assert my is not None
+        tracker = server.my.tracker
+        if tracker.session_changes:
+            my.reported(tracker.session_changes, server.my)
+            if my.database:
+                self.pool.plugin.setdefault(_KNOWN_DBS, set()).add(my.database)
+        my.status = tracker.status
+        if tracker.error is None and tracker.last_insert_id:
+            my.last_insert_id = tracker.last_insert_id
+        running = self._running
+        if running is not None and running[0].payload[:1] == bytes((c.COM_RESET_CONNECTION,)):
+            my.reset(server.my)
+            self._unpin()
+            server.inject([mm.com_query(TRACKING)])
+        if my.pin_reason is not None and not self.pinned:
+            self._pinned(my.pin_reason)
+        if my.hold and not tracker.in_transaction and running is not None:
+            first = running[0].payload
+            if not (first[:1] == bytes((c.COM_QUERY,)) and classify(first[1:]).next_transaction):
+                my.hold = False  # the transaction it was for has ended
+        self._running = None
+        self._next()
+
+    def server_idle(self, server: ServerConnection) -> None:
+        if self.state is _LOGIN_WAIT:
+            error = server.my.tracker.error
+            if error is not None and error.code == c.ER_BAD_DB_ERROR:
+                self._login_error(error.code, error.message)
+                self._give_back(server)
+                return
+            if self.my is not None and self.my.database:
+                self.pool.plugin.setdefault(_KNOWN_DBS, set()).add(self.my.database)
+            self._logged_in()
+            self._give_back(server)
+            self._next()
+            return
+        if self._running is None:
+            self._maybe_release(server)
+
+    def _maybe_release(self, server: ServerConnection) -> None:
+        my = self.my
+        if (
+            my is None
+            or not self.releasable
+            or server.busy
+            or self._queue
+            or self._held is not None
+            or server.my.tracker.in_transaction
+            or server.my.tracker.cursor_open
+            or my.hold
+            or my.long_data
+        ):
+            return
+        now = time.monotonic()
+        self.stats.transaction_done(now - self.attached_at)
+        self.detach(server, now)
+        self.pool.release(server, now)
+
+    def detach(self, server: ServerConnection, now: float) -> None:
+        self.server = None
+        self.peer = server.peer = None
+        if server.reading_paused:
+            server.resume_reading()
+        self.last_activity = now
+
+    def server_closed(self, server: ServerConnection, reason: str) -> None:
+        self.server = None
+        self.peer = server.peer = None
+        self.pool.forget(server)
+        if self.closed:
+            return
+        self.stats.server_lost += 1
+        if (
+            self.pinned
+            or self._running is not None
+            or server.my is None
+            or (server.my.tracker.in_transaction)
+        ):
+            self.close()  # the session the client knew is gone (it sees a lost connection)
+            return
+        self._held = None
+
+    def borrow_failed(self, kind: str, message: str, code: str = "", raw: bytes = b"") -> None:
+        self.waiting = False
+        if self.closed:
+            return
+        number = int(code) if code.isdigit() else _BORROW.get(kind, c.ER_CON_COUNT_ERROR)
+        if self.state is _LOGIN_WAIT:
+            self._login_error(number, message)
+            return
+        if self._running is not None:
+            self._error(number, f"fleetpool proxy: {message}")
+
+    def cancel(self) -> None:
+        """KILL QUERY for this client: stop what it runs (or its wait)."""
+        server = self.server
+        if server is not None:
+            self.services.spawn(server.cancel_running())
+        elif self.waiting:
+            self.pool.cancel_wait(self)
+            self.borrow_failed("cancelled", "Query execution was interrupted")
+
+    def _kill(self, target: int, connection: bool) -> None:
+        """KILL [QUERY|CONNECTION] <id>: ids of the proxy's clients are the proxy's."""
+        self.services.registry.kill(target, connection)
+        self._reply(mm.OkPacket(status=self.my.status if self.my else 2).build(self.caps))
+
+    def _pinned(self, reason: str) -> None:
+        self.pinned = True
+        self.releasable = False
+        self.stats.pinned(reason)
+        log.info("client #%d (program %r) pinned: %s", self.id, self.application_name, reason)
+
+    def _unpin(self) -> None:
+        if self.pinned:
+            self.pinned = False
+            self.releasable = self.services.cfg.mode == "transaction"
+
+    # -- admin console --------------------------------------------------------------------
+
+    def _admin(self, packet: Packet) -> None:
+        payload = packet.payload
+        seq = packet.next_seq
+        if not payload or payload[0] == c.COM_QUIT:
+            self.close()
+        elif payload[0] == c.COM_PING or payload[0] == c.COM_INIT_DB:
+            self.write(encode_packet(mm.OkPacket().build(self.caps), seq))
+        elif payload[0] == c.COM_QUERY:
+            self.services.spawn(self._console(payload[1:].decode(errors="replace"), seq))
+        else:
+            self.write(
+                encode_packet(
+                    mm.build_error(
+                        c.ER_UNKNOWN_COM_ERROR, "the admin console takes queries only", self.caps
+                    ),
+                    seq,
+                )
+            )
+
+    async def _console(self, sql: str, seq: int) -> None:
+        if sql.strip().lower().startswith(("set ", "select @@", "select database()")):
+            self.write(encode_packet(mm.OkPacket().build(self.caps), seq))
+            return  # what client tools send at connect: nothing to answer
+        answers = await self.services.console.execute(sql)
+        payloads: list[bytes] = []
+        for i, answer in enumerate(answers or [Done("")]):
+            more = c.SERVER_MORE_RESULTS_EXISTS if i < len(answers) - 1 else 0
+            status = c.SERVER_STATUS_AUTOCOMMIT | more
+            if isinstance(answer, Table):
+                rows = [[None if v is None else str(v) for v in row] for row in answer.rows]
+                payloads += mm.build_result_set(answer.columns, rows, self.caps, status)
+            elif isinstance(answer, Failed):
+                payloads.append(mm.build_error(c.ER_UNKNOWN_COM_ERROR, answer.message, self.caps))
+                break
+            else:
+                payloads.append(mm.OkPacket(status=status, info=answer.tag).build(self.caps))
+        data, _ = encode_packets(payloads, seq)
+        self.write(data)
+
+    # -- teardown -----------------------------------------------------------------------
+
+    def protocol_violation(self, message: str) -> None:
+        self.stats.protocol_errors += 1
+        log.info("%r: protocol violation: %s", self, message)
+        self.write(encode_packet(mm.build_error(c.ER_NET_PACKETS_OUT_OF_ORDER, message), 0))
+        self.close()
+
+    def fatal(self, code: str, message: str) -> None:
+        """Close with an error (the worker's shutdown and idle timeout use this)."""
+        number = c.ER_SERVER_SHUTDOWN if code.startswith("57") else c.ER_CLIENT_INTERACTION_TIMEOUT
+        if not self.closed:
+            self.write(encode_packet(mm.build_error(number, message, self.caps), 0))
+        self.close()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+        self._teardown()
+
+    def _teardown(self) -> None:
+        if self.state is _CLOSED:
+            return
+        self.state = _CLOSED
+        self._cancel_login_timer()
+        if self.waiting:
+            self.pool.cancel_wait(self)
+        server = self.server
+        if server is not None:
+            self.detach(server, time.monotonic())
+            self._give_back(server)
+        self.services.registry.closed(self, (self.pid, self.key))
+
+    def _give_back(self, server: ServerConnection) -> None:
+        if self.server is server:
+            self.detach(server, time.monotonic())
+        my = self.my
+        verdict, reason = policy.plan_give_back(
+            alive=server.alive,
+            busy=server.busy,
+            session_state=self.pinned
+            or not self.releasable
+            or bool(my and (my.hold or my.long_data)),
+            in_transaction=server.in_transaction,
+            can_reset=True,  # COM_RESET_CONNECTION undoes every kind of session state
+        )
+        if verdict is not policy.GiveBack.GONE:
+            self.pool.give_back(server, verdict, reason)
+
+
+def _reads_insert_id(payload: bytes) -> bool:
+    return b"last_insert_id" in payload.lower() and classify(payload[1:]).depends_on_previous
