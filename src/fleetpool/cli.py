@@ -107,6 +107,8 @@ def build_app(argv: list[str] | None = None) -> Any:
         """Keep fleets of serverless functions from exhausting a database's connections."""
 
     wanted = next((a for a in (argv or []) if not a.startswith("-")), None)
+    if wanted not in COMMANDS and wanted not in GROUPS:
+        wanted = None  # mount everything: the error can suggest the closest name
     for name, (module, help_) in GROUPS.items():
         if wanted not in (None, name):
             continue
@@ -131,14 +133,14 @@ def build_app(argv: list[str] | None = None) -> Any:
 
 def exit_code_for(exc: BaseException) -> int:
     """The status of :data:`EXIT_CODES` that ``exc`` ends a command with."""
-    import click
+    import typer
 
     from .errors import ConfigError, FleetpoolError, NotConfigured
 
-    if isinstance(exc, KeyboardInterrupt | click.exceptions.Abort):
+    if isinstance(exc, KeyboardInterrupt | typer.Abort):
         return EXIT_INTERRUPTED
-    if isinstance(exc, click.exceptions.UsageError):
-        return EXIT_USAGE
+    if isinstance(exc, typer.TyperException):  # typer's own: usage errors (2) and others
+        return EXIT_USAGE if exc.exit_code == EXIT_USAGE else EXIT_FAILED
     if isinstance(exc, NotConfigured):
         return EXIT_NOT_FOUND
     if isinstance(exc, ConfigError):
@@ -156,13 +158,14 @@ def _driver_error(exc: BaseException) -> bool:
 
 def error_line(exc: BaseException, prog: str = "fleetpool") -> str:
     """``exc`` as the one line a command prints on stderr."""
-    import click
+    import typer
 
     code = exit_code_for(exc)
-    if isinstance(exc, click.exceptions.UsageError):
-        where = exc.ctx.command_path if exc.ctx is not None else prog
-        hint = f" (see '{where} --help')"
-        return f"{where}: error: {exc.format_message()}{hint}"
+    if isinstance(exc, typer.TyperException):
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else prog
+        text = " ".join(exc.format_message().split())
+        return f"{where}: error: {text} (see '{where} --help')"
     if code == EXIT_INTERRUPTED:
         return f"{prog}: interrupted"
     text = " ".join(str(exc).split()) or type(exc).__name__
@@ -181,7 +184,7 @@ def error_line(exc: BaseException, prog: str = "fleetpool") -> str:
     return f"{prog}: error: {text}"
 
 
-def _debug_requested(args: list[str]) -> tuple[list[str], bool]:
+def split_debug(args: list[str]) -> tuple[list[str], bool]:
     """``--debug`` may stand anywhere before ``--``; it is taken out of ``args``."""
     debug = os.environ.get(DEBUG_ENV, "").lower() in ("1", "true", "yes", "on")
     end = args.index("--") if "--" in args else len(args)
@@ -190,15 +193,20 @@ def _debug_requested(args: list[str]) -> tuple[list[str], bool]:
 
 
 def run(command: Any, args: list[str], prog_name: str = "fleetpool", debug: bool = False) -> int:
-    """Run a typer app (or click command) on ``args``; the exit status, errors printed."""
-    import click
+    """Run a typer app on ``args``; the exit status, errors printed."""
     import typer
 
-    cmd = typer.main.get_command(command) if isinstance(command, typer.Typer) else command
+    cmd = typer.main.get_command(command)
     try:
         result = cmd.main(args=args, prog_name=prog_name, standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return int(exc.exit_code)
+    except typer.TyperException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a group named alone: its help
+            print(exc.format_message())
+            return EXIT_USAGE
+        print(error_line(exc, prog_name), file=sys.stderr, flush=True)
+        return exit_code_for(exc)
     except BaseException as exc:  # every error: one line, one status
         if isinstance(exc, SystemExit):
             return exc.code if isinstance(exc.code, int) else EXIT_FAILED
@@ -210,7 +218,7 @@ def run(command: Any, args: list[str], prog_name: str = "fleetpool", debug: bool
 
 
 def main(argv: list[str] | None = None) -> None:
-    args, debug = _debug_requested(sys.argv[1:] if argv is None else list(argv))
+    args, debug = split_debug(sys.argv[1:] if argv is None else list(argv))
     try:
         app = build_app(args)
     except ImportError as exc:

@@ -67,9 +67,11 @@ def _timeout(opts: dict[str, str], url: str) -> float:
 
 def store_display(url: str) -> str:
     """The store's URL as messages show it: no password, no query options."""
-    parts = urlsplit(url.strip())
-    netloc = parts.netloc.rpartition("@")[2] if "@" in parts.netloc else parts.netloc
-    return parts._replace(netloc=netloc, query="", fragment="").geturl()
+    base = url.strip().split("?", 1)[0].split("#", 1)[0]
+    netloc = urlsplit(base).netloc
+    if "@" in netloc:  # credentials: redis://user:password@host
+        base = base.replace(netloc, netloc.rpartition("@")[2], 1)
+    return base
 
 
 def open_backend(
