@@ -181,7 +181,8 @@ def _open_existing(path: str) -> _Handles:
     if not os.path.isfile(path):
         raise missing
     conn = sqlite3.connect(
-        f"file:{urllib.parse.quote(path)}?mode=rw",
+        # "file:" + a path starting "//" would read as a host: one leading slash.
+        f"file:{urllib.parse.quote('/' + path.lstrip('/'))}?mode=rw",
         uri=True,
         timeout=0.0,
         isolation_level=None,
