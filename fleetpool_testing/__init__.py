@@ -2,7 +2,7 @@
 
 Modules: ``binaries`` (finding them), ``processes`` (privilege drop, reaping, ports),
 ``server`` (the shared lifecycle), ``postgres``, ``mariadb``, ``redis``, ``moto``,
-``pgbouncer``.
+``pgbouncer``, ``prometheus``.
 The pytest fixtures over them are in ``tests/fix_servers.py``.
 
 Strategy:
@@ -37,6 +37,7 @@ from .mariadb import MariaDBServer
 from .moto import MotoServer
 from .pgbouncer import PgBouncerServer
 from .postgres import AUTH_METHODS, PostgresServer
+from .prometheus import PrometheusServer
 from .processes import HOST, ServerError, free_port
 from .redis import RedisServer
 from .server import Server
@@ -50,6 +51,7 @@ __all__ = [
     "MotoServer",
     "PgBouncerServer",
     "PostgresServer",
+    "PrometheusServer",
     "RedisServer",
     "Server",
     "ServerError",

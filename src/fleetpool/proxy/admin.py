@@ -26,7 +26,7 @@ from .. import metrics as budget_metrics
 from .. import prometheus
 from ..histogram import Histogram
 from .config import listen_error
-from .inspect import Inspector
+from .inspect import Inspector, client_states, server_states
 from .stats import LATENCY_BUCKETS
 
 log = logging.getLogger("fleetpool.proxy.admin")
@@ -52,23 +52,6 @@ _NOT_EXPORTED = frozenset(
         "transaction_latency_p99_seconds",
     }
 )
-
-
-def client_states(snap: dict[str, Any]) -> dict[str, int]:
-    """Clients by state; the states add up to every client connection."""
-    total = int(snap.get("client_connections", 0))
-    active = int(snap.get("client_connections_active", 0))
-    waiting = int(snap.get("client_connections_waiting", 0))
-    return {"active": active, "waiting": waiting, "idle": max(0, total - active - waiting)}
-
-
-def server_states(snap: dict[str, Any]) -> dict[str, int]:
-    """Server connections by state (PgBouncer's sv_active, sv_idle, sv_login)."""
-    return {
-        "active": int(snap.get("database_connections_borrowed", 0)),
-        "idle": int(snap.get("database_connections_idle", 0)),
-        "connecting": int(snap.get("database_connections_connecting", 0)),
-    }
 
 
 def metric_families(inspect: Inspector) -> Iterator[Any]:

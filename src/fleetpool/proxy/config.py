@@ -348,6 +348,8 @@ def validate(cfg: ProxyConfig) -> None:
             f"log_level must be one of {', '.join(LOG_LEVELS)} (any case), got {cfg.log_level!r}"
         )
     cfg.log_level = cfg.log_level.upper()
+    if not isinstance(cfg.name, str) or not 0 < len(cfg.name) <= 255:
+        raise ConfigError(f"name must be 1 to 255 characters (an EMF dimension), got {cfg.name!r}")
     if cfg.log_format not in ("text", "json"):
         raise ConfigError(f"log_format must be 'text' or 'json', got {cfg.log_format!r}")
 

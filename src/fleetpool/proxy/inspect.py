@@ -354,6 +354,23 @@ class Inspector:
         return out
 
 
+def client_states(snap: dict[str, Any]) -> dict[str, int]:
+    """Clients by state; the states add up to every client connection."""
+    total = int(snap.get("client_connections", 0))
+    active = int(snap.get("client_connections_active", 0))
+    waiting = int(snap.get("client_connections_waiting", 0))
+    return {"active": active, "waiting": waiting, "idle": max(0, total - active - waiting)}
+
+
+def server_states(snap: dict[str, Any]) -> dict[str, int]:
+    """Server connections by state (PgBouncer's sv_active, sv_idle, sv_login)."""
+    return {
+        "active": int(snap.get("database_connections_borrowed", 0)),
+        "idle": int(snap.get("database_connections_idle", 0)),
+        "connecting": int(snap.get("database_connections_connecting", 0)),
+    }
+
+
 def wall_text(epoch: float) -> str:
     """A time as PgBouncer's SHOW commands print it: ``2024-05-01 12:00:00 UTC``."""
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))

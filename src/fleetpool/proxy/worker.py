@@ -20,6 +20,7 @@ from typing import Any
 from ..errors import BudgetNotConfigured, ConfigError, FleetpoolError, UnavailableError
 from .config import RESTART_SETTINGS, ProxyConfig, listen_error, settings_from_env
 from .console import Console
+from .emf import EmfWriter
 from .context import ServerConn
 from .inspect import Inspector
 from .leases import LeaseManager
@@ -110,6 +111,9 @@ class Proxy:
         self._server: asyncio.base_events.Server | None = None
         self._janitor: asyncio.Task[None] | None = None
         self._budget_view_due = 0.0
+        self.emf: EmfWriter | None = None
+        if cfg.emf_interval > 0 and worker_index == 0:
+            self.emf = EmfWriter(cfg.name, cfg.emf_interval)
 
     def __repr__(self) -> str:
         return (
@@ -298,6 +302,12 @@ class Proxy:
             if self.admin is not None and now >= self._budget_view_due:
                 self._budget_view_due = now + _BUDGET_VIEW_EVERY
                 self.spawn(self._refresh_budget_view(self.leases))
+        emf = self.emf
+        if emf is not None and emf.due(now):
+            try:
+                emf.write(self.inspector.snapshot(), now)
+            except (OSError, ValueError) as exc:  # stdout closed: the proxy goes on
+                log.warning("cannot write EMF metrics: %s", exc)
         if self.workers > 1:
             try:
                 self.inspector.publish()

@@ -42,18 +42,20 @@ def test_status_of_an_unconfigured_budget_names_it(store: str) -> None:
 
 def test_set_keeps_function_limits_it_is_not_given(store: str) -> None:
     name = f"orders-{uuid.uuid4().hex[:6]}"
-    assert run_fleetpool("budget", "set", name, "--store", store, "-f", "api=1:5").code == EXIT_USAGE
+    assert (
+        run_fleetpool("budget", "set", name, "--store", store, "-f", "api=1:5").code == EXIT_USAGE
+    )
     first = run_fleetpool("budget", "set", name, "--store", store, "--limit", "10", "-f", "api=1:5")
     assert first.code == 0, first
-    second = run_fleetpool("budget", "set", name, "--store", store, "--limit", "12", "-f", "jobs=0:2")
+    second = run_fleetpool(
+        "budget", "set", name, "--store", store, "--limit", "12", "-f", "jobs=0:2"
+    )
     assert second.code == 0
     status = run_fleetpool("budget", "status", name, "--store", store, "--json")
     data = json.loads(status.out)
     assert data["limit"] == 12
     assert data["function_limits"] == {"api": {"min": 1, "max": 5}, "jobs": {"min": 0, "max": 2}}
-    replaced = run_fleetpool(
-        "budget", "set", name, "--store", store, "-f", "jobs=0:3", "--replace"
-    )
+    replaced = run_fleetpool("budget", "set", name, "--store", store, "-f", "jobs=0:3", "--replace")
     assert replaced.code == 0
     data = json.loads(run_fleetpool("budget", "status", name, "--store", store, "--json").out)
     assert data["limit"] == 12 and data["function_limits"] == {"jobs": {"min": 0, "max": 3}}
