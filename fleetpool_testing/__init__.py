@@ -37,8 +37,8 @@ from .mariadb import MariaDBServer
 from .moto import MotoServer
 from .pgbouncer import PgBouncerServer
 from .postgres import AUTH_METHODS, PostgresServer
-from .prometheus import PrometheusServer
 from .processes import HOST, ServerError, free_port
+from .prometheus import PrometheusServer
 from .redis import RedisServer
 from .server import Server
 

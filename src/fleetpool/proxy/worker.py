@@ -20,8 +20,8 @@ from typing import Any
 from ..errors import BudgetNotConfigured, ConfigError, FleetpoolError, UnavailableError
 from .config import RESTART_SETTINGS, ProxyConfig, listen_error, settings_from_env
 from .console import Console
-from .emf import EmfWriter
 from .context import ServerConn
+from .emf import EmfWriter
 from .inspect import Inspector
 from .leases import LeaseManager
 from .pg import PostgresEngine
