@@ -509,28 +509,19 @@ def _shown(key: str, value: Any, pgbouncer: bool) -> str:
 
 def config_rows(settings: dict[str, Any]) -> list[list[Any]]:
     """SHOW CONFIG: every setting (key, value, default, changeable by RELOAD), then the
-    PgBouncer names of those PgBouncer also has, with PgBouncer's spelling of the value."""
+    PgBouncer names of those PgBouncer also has, with PgBouncer's spelling of the value
+    (a setting with the same name in both is spelt PgBouncer's way)."""
     defaults = setting_defaults()
     rows: list[list[Any]] = []
-    for key in sorted(settings):
+
+    def row(name: str, key: str, pgbouncer: bool) -> list[Any]:
+        value, default = settings[key], defaults.get(key)
         changeable = "no" if key in RESTART_SETTINGS else "yes"
-        rows.append(
-            [
-                key,
-                _shown(key, settings[key], False),
-                _shown(key, defaults.get(key), False),
-                changeable,
-            ]
-        )
+        return [name, _shown(key, value, pgbouncer), _shown(key, default, pgbouncer), changeable]
+
+    for key in sorted(settings):
+        rows.append(row(key, key, PGBOUNCER_NAMES.get(key) == key))
     for key, name in sorted(PGBOUNCER_NAMES.items(), key=lambda kv: kv[1]):
         if key in settings and name not in settings:
-            changeable = "no" if key in RESTART_SETTINGS else "yes"
-            rows.append(
-                [
-                    name,
-                    _shown(key, settings[key], True),
-                    _shown(key, defaults.get(key), True),
-                    changeable,
-                ]
-            )
+            rows.append(row(name, key, True))
     return rows

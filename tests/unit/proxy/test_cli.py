@@ -85,3 +85,36 @@ def test_token_secret_from_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("FLEETPOOL_TOKEN_SECRET_FILE", str(secret))
     result = fleetpool("token", "--user", "fn")
     assert result.code == 0 and verify_token("from-a-file", result.out.strip(), "fn", time.time())
+
+
+def test_convert_prints_toml_and_names_what_it_left_out(tmp_path: Path) -> None:
+    ini = tmp_path / "pgbouncer.ini"
+    ini.write_text(
+        "[databases]\napp = host=db port=5433 user=app password=pw\n"
+        "[pgbouncer]\npool_mode = transaction\nlogfile = /var/log/x.log\n"
+    )
+    result = fleetpool("proxy", "convert", str(ini))
+    assert result.code == 0
+    import tomllib
+
+    data = tomllib.loads(result.out)
+    assert data["databases"]["app"]["upstream"] == "postgresql://app:pw@db:5433/app"
+    assert data["mode"] == "transaction"
+    warnings = [line for line in result.err.splitlines() if line.startswith("warning: ")]
+    assert any("logfile" in w for w in warnings)
+    out = tmp_path / "proxy.toml"
+    assert fleetpool("proxy", "convert", str(ini), "--out", str(out)).code == 0
+    assert fleetpool("proxy", "--check", str(out)).code == 0
+
+
+def test_check_validates_without_starting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    good = tmp_path / "proxy.toml"
+    good.write_text('upstream = "postgresql://app@db:5432/app"\nauth_file = "users.txt"\n')
+    monkeypatch.chdir(tmp_path)
+    missing = fleetpool("proxy", "--check", str(good))
+    assert missing.code == 2 and "auth_file" in one_line_error(missing)
+    (tmp_path / "users.txt").write_text('"app" "pw"\n')
+    ok = fleetpool("proxy", "--check", str(good))
+    assert ok.code == 0 and f"{good}: OK:" in ok.out and "1 user(s)" in ok.out
+    tls = fleetpool("proxy", "--check", str(good), "--set", "tls_cert=/nonexistent.pem")
+    assert tls.code == 2 and "tls_cert" in one_line_error(tls)
