@@ -87,7 +87,7 @@ def test_user_secrets_from_files_and_userlist(tmp_path: Path) -> None:
     assert secrets["ops"].startswith("SCRAM-SHA-256$")
     bad = tmp_path / "bad.txt"
     bad.write_text('"only-a-user"\n')
-    with pytest.raises(ConfigError, match="bad.txt:1"):
+    with pytest.raises(ConfigError, match=r"bad\.txt:1"):
         read_userlist(bad)
 
 
