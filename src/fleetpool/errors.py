@@ -175,9 +175,15 @@ class ServerLoginError(DatabaseUnavailable):
         auth: bool = False,
         capacity: bool = False,
         permanent: bool = False,
+        detail: str = "",
+        raw: bytes = b"",
     ) -> None:
         super().__init__(message)
         self.code = code
+        #: the server's own words, when it gave any
+        self.detail = detail
+        #: the server's refusal as it arrived on the wire (a client may be given it whole)
+        self.raw = raw
         self.auth = auth
         self.capacity = capacity
         self.permanent = permanent or auth

@@ -20,51 +20,53 @@ done so holds no locks and no changes, and is not visible there.
 from __future__ import annotations
 
 import math
-import re
 
-from . import ErrorKind, Rule, SessionState, classify, compile_rules
+from ..mysql import constants as c
+from ..mysql.sql import session_state
+from . import ErrorKind, SessionState
 
 #: ER_CON_COUNT_ERROR, ER_TOO_MANY_USER_CONNECTIONS, ER_USER_LIMIT_REACHED.
-CAPACITY_ERRNOS = frozenset({1040, 1203, 1226})
+CAPACITY_ERRNOS = frozenset(
+    {c.ER_CON_COUNT_ERROR, c.ER_TOO_MANY_USER_CONNECTIONS, c.ER_USER_LIMIT_REACHED}
+)
 #: Client-side network errors (CR_*: 2002-2013, 2055) and server shutdown (1053),
 #: connection killed (1927 MariaDB), disconnected for inactivity (4031 MySQL 8).
-TRANSIENT_ERRNOS = frozenset({1053, 1927, 2002, 2003, 2005, 2006, 2013, 2055, 4031, 1081})
+TRANSIENT_ERRNOS = frozenset(
+    {
+        c.ER_SERVER_SHUTDOWN,
+        c.ER_CONNECTION_KILLED,
+        c.CR_CONNECTION_ERROR,
+        c.CR_CONN_HOST_ERROR,
+        2005,  # CR_UNKNOWN_HOST
+        c.CR_SERVER_GONE_ERROR,
+        c.CR_SERVER_LOST,
+        c.CR_SERVER_LOST_EXTENDED,
+        c.ER_CLIENT_INTERACTION_TIMEOUT,
+        1081,  # ER_IPSOCK_ERROR
+    }
+)
 #: ER_ACCESS_DENIED_ERROR: wrong user or password (also an expired IAM token).
-AUTH_ERRNOS = frozenset({1045})
+AUTH_ERRNOS = frozenset({c.ER_ACCESS_DENIED_ERROR})
 #: Errors meaning "you may not see that table": the reaper degrades instead of failing.
-PRIVILEGE_ERRNOS = frozenset({1044, 1142, 1227, 1356})
+PRIVILEGE_ERRNOS = frozenset(
+    {c.ER_DBACCESS_DENIED_ERROR, 1142, c.ER_SPECIFIC_ACCESS_DENIED_ERROR, 1356}
+)
 
 #: COM_RESET_CONNECTION: rolls back, drops temp tables, releases GET_LOCK and
 #: LOCK TABLES, forgets user variables and prepared statements, and resets the
 #: session variables to the global values -- keeping the user, the database and
 #: the handshake's character set (MySQL >= 5.7.3, MariaDB >= 10.2.4).
-COM_RESET_CONNECTION = 0x1F
+COM_RESET_CONNECTION = c.COM_RESET_CONNECTION
 ROLLBACK = "ROLLBACK"
-
-RULES = compile_rules(
-    [
-        # Any SET, including SET NAMES, SET TRANSACTION (applies to the next
-        # transaction, possibly the next invocation's) and SET @v.
-        Rule(r"SET\s", SessionState.SETTING),
-        Rule(r"@@(?:session\.|local\.)?\w+\s*:?=", SessionState.SETTING, leading=False),
-        Rule(r"CREATE\s+(?:OR\s+REPLACE\s+)?TEMPORARY\s", SessionState.TEMP),
-        Rule(r"\b(?:GET_LOCK|get_lock)\s*\(", SessionState.LOCK, leading=False),
-        Rule(r"LOCK\s+(?:TABLES?|INSTANCE)\b", SessionState.LOCK),
-        Rule(r"FLUSH\s+TABLES?\b.*\bWITH\s+READ\s+LOCK", SessionState.LOCK),
-        Rule(r"PREPARE\s", SessionState.PREPARED),
-        Rule(r"@\w+\s*:=", SessionState.VARIABLE, leading=False),
-        Rule(r"\bINTO\s+@", SessionState.VARIABLE, leading=False),
-        Rule(r"HANDLER\s+\S+\s+OPEN\b", SessionState.OTHER),
-        Rule(r"XA\s", SessionState.OTHER),
-        Rule(r"USE\s", SessionState.DATABASE),
-    ]
-)
-QUICK = re.compile(r"SET|@|TEMPORARY|LOCK|PREPARE|HANDLER|XA|USE", re.IGNORECASE)
 
 
 def classify_statement(sql: str) -> SessionState:
-    """The session state a MySQL/MariaDB statement may leave behind."""
-    return classify(sql, RULES, QUICK)
+    """The session state a MySQL/MariaDB statement may leave behind.
+
+    One classifier serves the client library and the proxy: see
+    :func:`fleetpool.mysql.sql.classify`, which also says why (pin reasons).
+    """
+    return session_state(sql)
 
 
 def classify_errno(errno: int | None) -> ErrorKind:

@@ -192,6 +192,8 @@ class BackendLogin:
                 auth=sqlstate.startswith("28"),
                 capacity=sqlstate == "53300",
                 permanent=sqlstate.startswith("3D"),  # no such database
+                detail=fields.get("M", ""),
+                raw=msg.encode(),
             )
         elif t == m.READY_FOR_QUERY:
             self.tx_status = msg.body[:1] or m.IDLE

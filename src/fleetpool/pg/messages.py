@@ -5,9 +5,10 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from typing import Final
 
-from ..errors import RemoteProtocolError
+from ..errors import LocalProtocolError, RemoteProtocolError
 from .codec import encode_message
 
 _I16 = struct.Struct("!h")
@@ -44,6 +45,7 @@ ROW_DESCRIPTION: Final = b"T"
 DATA_ROW: Final = b"D"
 EMPTY_QUERY: Final = b"I"
 NEGOTIATE_PROTOCOL_VERSION: Final = b"v"
+NOTIFICATION_RESPONSE: Final = b"A"
 
 # Authentication request codes.
 AUTH_OK: Final = 0
@@ -62,6 +64,8 @@ PARSE_COMPLETE_MSG: Final = b"1\x00\x00\x00\x04"
 CLOSE_COMPLETE_MSG: Final = b"3\x00\x00\x00\x04"
 SYNC_MSG: Final = b"S\x00\x00\x00\x04"
 EMPTY_QUERY_MSG: Final = b"I\x00\x00\x00\x04"
+FLUSH_MSG: Final = b"H\x00\x00\x00\x04"
+COPY_DONE_MSG: Final = b"c\x00\x00\x00\x04"
 TERMINATE_MSG: Final = b"X\x00\x00\x00\x04"
 
 
@@ -171,28 +175,6 @@ def data_row(values: list[str | None]) -> bytes:
             raw = value.encode()
             parts.append(_I32.pack(len(raw)) + raw)
     return encode_message(DATA_ROW, b"".join(parts))
-
-
-def parse_data_row(body: bytes) -> list[bytes | None]:
-    """The column values of a DataRow body (``None`` for NULL)."""
-    if len(body) < 2:
-        raise RemoteProtocolError("malformed DataRow")
-    count = _I16.unpack_from(body, 0)[0]
-    pos = 2
-    out: list[bytes | None] = []
-    for _ in range(count):
-        if pos + 4 > len(body):
-            raise RemoteProtocolError("malformed DataRow")
-        size = _I32.unpack_from(body, pos)[0]
-        pos += 4
-        if size < 0:
-            out.append(None)
-            continue
-        if pos + size > len(body):
-            raise RemoteProtocolError("malformed DataRow")
-        out.append(body[pos : pos + size])
-        pos += size
-    return out
 
 
 # -- authentication -------------------------------------------------------------------
@@ -314,3 +296,138 @@ def query_text(body: bytes) -> bytes:
     if not body.endswith(b"\x00"):
         raise RemoteProtocolError("Query text is not NUL-terminated")
     return body[:-1]
+
+
+# -- what a client sends and reads (scripted sessions, tests, the client's probe) ------
+
+_I16_MAX: Final = 0x7FFF
+
+
+def _count(what: str, n: int) -> bytes:
+    if n > _I16_MAX:
+        raise LocalProtocolError(f"{what}: {n} items, the protocol accepts at most {_I16_MAX}")
+    return _I16.pack(n)
+
+
+def _formats(what: str, formats: Sequence[int]) -> bytes:
+    bad = [f for f in formats if f not in (0, 1)]
+    if bad:
+        raise LocalProtocolError(f"{what}: format codes are 0 (text) or 1 (binary), got {bad}")
+    return _count(what, len(formats)) + b"".join(_I16.pack(f) for f in formats)
+
+
+def parameter_types(oids: Sequence[int]) -> bytes:
+    """The parameter-type section of a Parse body (``oids``: 0 lets the server infer)."""
+    bad = [o for o in oids if not 0 <= o <= 0xFFFFFFFF]
+    if bad:
+        raise LocalProtocolError(f"parameter type OIDs are unsigned 32-bit, got {bad}")
+    return _count("Parse parameter types", len(oids)) + b"".join(struct.pack("!I", o) for o in oids)
+
+
+def bind_values(
+    values: Sequence[bytes | None],
+    param_formats: Sequence[int] = (),
+    result_formats: Sequence[int] = (),
+) -> bytes:
+    """The part of a Bind body after the portal and statement names (see
+    :func:`build_bind`): parameter formats, values (``None`` is NULL), result formats."""
+    if len(param_formats) not in (0, 1, len(values)):
+        raise LocalProtocolError(
+            f"Bind: {len(param_formats)} parameter format codes for {len(values)} values; "
+            "give none (all text), one (for all) or one per value"
+        )
+    parts = [_formats("Bind parameter formats", param_formats)]
+    parts.append(_count("Bind values", len(values)))
+    for value in values:
+        parts.append(_I32.pack(-1) if value is None else _I32.pack(len(value)) + value)
+    parts.append(_formats("Bind result formats", result_formats))
+    return b"".join(parts)
+
+
+def build_execute(portal: bytes = b"", max_rows: int = 0) -> bytes:
+    """Execute ``portal``; ``max_rows`` 0 means all rows, else PortalSuspended after that many."""
+    if not 0 <= max_rows <= 0x7FFFFFFF:
+        raise LocalProtocolError(
+            f"Execute max_rows must be 0 (all) or a positive int32, got {max_rows}"
+        )
+    return encode_message(EXECUTE, portal + b"\x00" + _I32.pack(max_rows))
+
+
+def build_function_call(
+    oid: int, args: Sequence[bytes | None], arg_formats: Sequence[int] = (), result_format: int = 0
+) -> bytes:
+    """A FunctionCall (the legacy fast-path call libpq's large-object API still uses)."""
+    if len(arg_formats) not in (0, 1, len(args)):
+        raise LocalProtocolError(
+            f"FunctionCall: {len(arg_formats)} argument format codes for {len(args)} "
+            "arguments; give none (all text), one (for all) or one per argument"
+        )
+    parts = [struct.pack("!I", oid), _formats("FunctionCall argument formats", arg_formats)]
+    parts.append(_count("FunctionCall arguments", len(args)))
+    for arg in args:
+        parts.append(_I32.pack(-1) if arg is None else _I32.pack(len(arg)) + arg)
+    parts.append(_formats("FunctionCall result format", (result_format,))[2:])
+    return encode_message(FUNCTION_CALL, b"".join(parts))
+
+
+def build_copy_data(data: bytes) -> bytes:
+    return encode_message(COPY_DATA, data)
+
+
+def build_copy_fail(reason: str) -> bytes:
+    return encode_message(COPY_FAIL, reason.encode() + b"\x00")
+
+
+def parse_row_description(body: bytes) -> list[tuple[str, int]]:
+    """(name, type OID) of each column of a RowDescription body."""
+    if len(body) < 2:
+        raise RemoteProtocolError("malformed RowDescription")
+    count = _I16.unpack_from(body, 0)[0]
+    out: list[tuple[str, int]] = []
+    pos = 2
+    for _ in range(count):
+        name, pos = _cstr(body, pos)
+        if len(body) < pos + 18:
+            raise RemoteProtocolError("malformed RowDescription column")
+        out.append((name.decode(errors="replace"), struct.unpack_from("!I", body, pos + 6)[0]))
+        pos += 18
+    return out
+
+
+def parse_data_row(body: bytes) -> list[bytes | None]:
+    """The column values of a DataRow body (``None`` is NULL)."""
+    if len(body) < 2:
+        raise RemoteProtocolError("malformed DataRow")
+    count = _I16.unpack_from(body, 0)[0]
+    out: list[bytes | None] = []
+    pos = 2
+    for _ in range(count):
+        if len(body) < pos + 4:
+            raise RemoteProtocolError("malformed DataRow column")
+        size = _I32.unpack_from(body, pos)[0]
+        pos += 4
+        if size < 0:
+            out.append(None)
+            continue
+        if len(body) < pos + size:
+            raise RemoteProtocolError("DataRow column is longer than the message")
+        out.append(body[pos : pos + size])
+        pos += size
+    return out
+
+
+def parse_notification(body: bytes) -> tuple[int, str, str]:
+    """(sending backend pid, channel, payload) of a NotificationResponse body."""
+    if len(body) < 4:
+        raise RemoteProtocolError("malformed NotificationResponse")
+    pid = _I32.unpack_from(body, 0)[0]
+    channel, pos = _cstr(body, 4)
+    payload, _ = _cstr(body, pos)
+    return pid, channel.decode(errors="replace"), payload.decode(errors="replace")
+
+
+def build_notification(pid: int, channel: str, payload: str) -> bytes:
+    return encode_message(
+        NOTIFICATION_RESPONSE,
+        _I32.pack(pid) + channel.encode() + b"\x00" + payload.encode() + b"\x00",
+    )

@@ -21,16 +21,17 @@
 # to ``ClientState.learn`` (read back from the server when the transaction is over).
 from __future__ import annotations
 
+import re
 import struct
 from itertools import count
 
 from ..errors import ProtocolError, RemoteProtocolError
 from . import messages as m
-from .codec import scan_frames
+from .codec import encode_message, scan_frames
 from .settings import ClientSettings, Interner, ServerSettings, learn_sql
 from .sql import NOTHING, Analysis, analyze, deallocate_target, might_affect_session
 from .statements import ClientStatements, ServerStatements, Statement, server_name
-from .tracker import INTERESTING, PLAIN, Batch, Listener, ResponseTracker
+from .tracker import FAILED_PARSES, INTERESTING, PLAIN, Batch, Listener, ResponseTracker
 
 _I32 = struct.Struct("!i")
 _header = struct.Struct("!Bi").unpack_from  # type byte and length of a message
@@ -54,10 +55,12 @@ class ServerState:
         self.tracker = ResponseTracker(self.statements, listener, max_size, self.settings.params)
         self.queries = 0
 
-    def plain_query_sent(self) -> None:
+    def plain_query_sent(self, client: ClientState) -> None:
         """One simple Query without session effects was sent as received (fast path)."""
         self.queries += 1
-        self.statements.unnamed_owner = 0  # a simple query drops the unnamed statement
+        # A simple Query destroys the unnamed statement, on the server and for the client.
+        self.statements.unnamed_owner = 0
+        client.statements.unnamed = None
         self.tracker.batches.append(PLAIN)
 
     def forget_session(self, statements: bool, settings: bool) -> None:
@@ -113,19 +116,40 @@ PROBE_SQL = m.query(
 class ClientState:
     """The proxy's knowledge of one client (see the module comment)."""
 
-    __slots__ = ("application_name", "max_size", "pin_reason", "settings", "statements")
+    __slots__ = (
+        "application_name",
+        "believed",
+        "fatal",
+        "max_size",
+        "pin_reason",
+        "settings",
+        "startup_values",
+        "statements",
+    )
 
     def __init__(self, startup: dict[str, str], interner: Interner, max_size: int) -> None:
         self.statements = ClientStatements()
         self.settings = ClientSettings(startup, interner)
         self.pin_reason: str | None = None
         self.max_size = max_size
+        # The parameters the client was told (at login, then by ParameterStatus), and
+        # those of its startup settings as the server reported them at login: a RESET
+        # goes back to these (see client_message).
+        self.believed: dict[str, str] = {}
+        self.startup_values: dict[str, str] = {}
+        self.fatal = False  # a FATAL error reached the client: the session is over
         # As the server reports it (for SHOW CLIENTS and the pin log).
         self.application_name = startup.get("application_name", "")
 
     def pin(self, reason: str) -> None:
         if self.pin_reason is None:
             self.pin_reason = reason
+
+    def logged_in(self, reported: dict[str, str]) -> None:
+        """The parameters the client was told at login."""
+        self.believed = dict(reported)
+        startup = self.settings.startup
+        self.startup_values = {k: v for k, v in reported.items() if k.lower() in startup}
 
     # -- client -> server ---------------------------------------------------------------
 
@@ -158,7 +182,8 @@ class ClientState:
             if t == _Q or t == _S or t == _F:  # noqa: SIM109 - faster than a tuple
                 if t == _Q:
                     server.queries += 1
-                    server.statements.unnamed_owner = 0  # a simple query drops it
+                    server.statements.unnamed_owner = 0  # a simple query destroys it
+                    self.statements.unnamed = None
                     if might_affect_session(data, pos + 5, end - 1):
                         rep = self._on_query(server, data[pos + 5 : end - 1])
                 tracker.close_batch()
@@ -294,11 +319,23 @@ class ClientState:
                 server.statements.unnamed_owner = mine.unnamed_key
                 batch.p_sent += 1
                 return None
+            old = mine.named.get(name)
+            if old is not None:
+                # The name is taken: the server must refuse this Parse as PostgreSQL
+                # would (42P05, its message naming the client's statement: see
+                # client_message), so send it under the existing server-side name.
+                pre = self._ensure(server, old)
+                batch.p_sent += 1
+                return pre + m.build_parse(old.server, sql, types)
             srv = server_name(sql, types)
             entry = Statement(srv, m.build_parse(srv, sql, types), effect)
             mine.named[name] = entry
             prepared = server.statements.prepared
             state = prepared.get(srv)
+            if batch.client_parses is None:
+                batch.client_parses = [(batch.p_sent, name)]
+            else:
+                batch.client_parses.append((batch.p_sent, name))
             batch.p_sent += 1
             if state is True:
                 # Already there: answer the client's Parse with a no-op Parse.
@@ -337,18 +374,22 @@ class ClientState:
     # -- settings -------------------------------------------------------------------------
 
     def answered(self, server: ServerState, batch: Batch, status: bytes) -> None:
-        """A batch with a note was answered: settings changed or read back, or a probe."""
+        """A batch with a note was answered: settings changed or read back, a probe, or
+        a failure that undoes some of the client's named Parses."""
         settings = self.settings
         note = batch.note
+        if batch.failed and batch.client_parses:
+            for index, stmt in batch.client_parses:
+                if index >= batch.p_seen:  # never answered: the statement never existed
+                    self.statements.named.pop(stmt, None)
+            if note is FAILED_PARSES:
+                return
         if note is PROBE:
             if batch.capture and not batch.failed:
                 (found,) = m.parse_data_row(batch.capture[0])[:1] or [None]
                 if found is not None:
                     self.pin(f"{found.decode(errors='replace')} (found by state_probe)")
             return
-        self.application_name = server.settings.params.get(
-            "application_name", self.application_name
-        )
         if isinstance(note, Learn):
             values: dict[str, str | None] = dict.fromkeys(note.names)
             if batch.capture and not batch.failed:
@@ -360,32 +401,68 @@ class ClientState:
         assert isinstance(note, Note)
         effects = note.effects
         if (
-            status == m.IDLE
-            and note.idle_before
-            and not batch.failed
+            note.idle_before
             and batch.executes <= 1
             and len(effects) == 1
+            and not effects[0].tx_control
         ):
+            # One statement text (or one extended-protocol execution) outside a
+            # transaction, nothing in it that opens or ends one: its changes took effect
+            # in order if it succeeded -- and a single statement that failed changed
+            # nothing. (``changes`` holds only what follows a RESET ALL in the text.)
             effect = effects[0]
-            if effect.settings_only:
+            if not batch.failed and status == m.IDLE:
+                if effect.reset_all:
+                    settings.reset_all(server.settings)
                 settings.apply(effect.changes, server.settings)
+                settings.to_learn(effect.learn)
                 return
-            if effect.reset_all and effect.statements == 1:
-                settings.reset_all(server.settings)
+            if batch.failed and effect.statements == 1:
                 return
-        if (
-            batch.failed
-            and note.idle_before
-            and batch.executes <= 1
-            and len(effects) == 1
-            and effects[0].statements == 1
-        ):
-            return  # the one statement failed: nothing changed
         for effect in effects:
             settings.to_learn(c.name for c in effect.changes)
             settings.to_learn(effect.learn)
             if effect.reset_all:
                 settings.learn_all(server.settings)
+
+    def client_message(self, t: int, message: bytes, batch: Batch | None) -> bytes | None:
+        """A ParameterStatus or ErrorResponse of one of this client's batches, as the
+        client must see it (None: unchanged; ``b""``: not at all).
+
+        * ParameterStatus: after a RESET, RESET ALL or DISCARD ALL the server reports
+          its own session default, but the client's session default is its startup
+          value; and a value the client already has is not reported again.
+        * ErrorResponse: the proxy's server-side statement names (``fp_...``) become the
+          client's; a FATAL means the server ends the session (the client's too).
+        """
+        if t == _PARAM:
+            name, value = m.parse_parameter_status(message[5:])
+            note = batch.note if batch is not None else None
+            if isinstance(note, Note) and name in self.startup_values and _resets(note, name):
+                value = self.startup_values[name]
+            if self.believed.get(name) == value:
+                return b""
+            self.believed[name] = value
+            if name == "application_name":
+                self.application_name = value
+            return m.parameter_status(name, value)
+        # ErrorResponse
+        body = message[5:]
+        if (b"FATAL" in body or b"PANIC" in body) and m.parse_error_fields(body).get("S") in (
+            "FATAL",
+            "PANIC",
+        ):
+            self.fatal = True
+        if b'"fp_' not in body:
+            return None
+        return encode_message(m.ERROR_RESPONSE, _SERVER_NAME.sub(self._client_name, body))
+
+    def _client_name(self, match: re.Match[bytes]) -> bytes:
+        srv = match.group(1)
+        for name, entry in self.statements.named.items():
+            if entry.server == srv:
+                return b'"' + name + b'"'
+        return match.group(0)
 
     def probe_query(self) -> tuple[bytes, Probe]:
         """The query that looks for session state a function body may have left."""
@@ -402,6 +479,21 @@ class ClientState:
         """The batch that brings ``server``'s settings in line with this client's."""
         sql = self.settings.sync_sql(server.settings)
         return m.query(sql) if sql else None
+
+
+_PARAM = ord("S")
+_SERVER_NAME = re.compile(rb'"(fp_[0-9a-f]{24})"')
+
+
+def _resets(note: Note, name: str) -> bool:
+    lower = name.lower()
+    for effect in note.effects:
+        if effect.reset_all:
+            return True
+        for change in effect.changes:
+            if change.statement is None and change.name == lower:
+                return True
+    return False
 
 
 # -- fast paths ---------------------------------------------------------------------------

@@ -146,7 +146,7 @@ class ClientSettings:
 
     def apply(self, changes: Iterable[SettingChange], server: ServerSettings) -> None:
         """Plain SET/RESET statements succeeded on ``server`` outside a transaction."""
-        in_line = True
+        in_line = server.synced_for is self.key
         for change in changes:
             if change.statement is None:  # RESET: the server has its own default now
                 server.applied.pop(change.name, None)
@@ -155,8 +155,8 @@ class ClientSettings:
             else:
                 server.applied[change.name] = self.wanted[change.name] = change.statement
         self._changed()
-        # The server was in line before (the client is attached); it still is unless a
-        # RESET took it back to a default this client does not want.
+        # If the server was in line before, it still is -- unless a RESET took it back
+        # to a default this client does not want.
         server.synced_for = self.key if in_line else None
 
     def reset_all(self, server: ServerSettings) -> None:
@@ -181,9 +181,10 @@ class ClientSettings:
                 server.applied.pop(name, None)
             else:
                 server.applied[name] = self.wanted[name] = set_statement(name, value)
+        in_line = server.synced_for is self.key
         self.learn.clear()
         self._changed()
-        server.synced_for = self.key
+        server.synced_for = self.key if in_line else None
 
     def sync_sql(self, server: ServerSettings) -> str:
         """SQL that brings ``server`` in line with this client ("" if it already is).

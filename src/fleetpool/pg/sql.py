@@ -117,7 +117,11 @@ class Analysis:
       with ``current_setting`` once the transaction has ended;
     * ``reset_all`` -- every setting back to its default (RESET ALL, DISCARD ALL);
     * ``drops_prepared`` -- every prepared statement dropped (DISCARD ALL);
-    * ``statements`` -- how many statements the text holds.
+    * ``statements`` -- how many statements the text holds;
+    * ``tx_control`` -- a statement opens, ends or rolls back part of a transaction
+      (then a change's fate depends on the outcome, which the text cannot tell).
+
+    ``changes`` and ``learn`` hold only what follows the last RESET ALL / DISCARD ALL.
     """
 
     state: SessionState = SessionState.NONE
@@ -127,6 +131,7 @@ class Analysis:
     reset_all: bool = False
     drops_prepared: bool = False
     statements: int = 1
+    tx_control: bool = False
 
     @property
     def settings_only(self) -> bool:
@@ -155,6 +160,13 @@ class _Acc:
     learn: list[str] = field(default_factory=list)
     reset_all: bool = False
     drops_prepared: bool = False
+    tx_control: bool = False
+
+    def reset(self) -> None:
+        """RESET ALL: whatever the text changed before is undone."""
+        self.reset_all = True
+        self.changes.clear()
+        self.learn.clear()
 
     def pins(self, reason: str, state: SessionState) -> None:
         self.state |= state
@@ -202,7 +214,7 @@ def _reset_statement(acc: _Acc, words: list[str]) -> None:
     second = words[1:2]
     if second == ["all"]:
         acc.state |= _SETTING
-        acc.reset_all = True
+        acc.reset()
         return
     if second == ["role"] or words[1:3] == ["session", "authorization"]:
         acc.state |= _SETTING
@@ -219,6 +231,8 @@ def _statement(acc: _Acc, blanked: str, original: str) -> None:
         return
     first = words[0]
     second = words[1] if len(words) > 1 else ""
+    if first in _TX_CONTROL or (first == "prepare" and second == "transaction"):
+        acc.tx_control = True
     if first == "set":
         _set_statement(acc, words, original)
     elif first == "reset":
@@ -231,7 +245,8 @@ def _statement(acc: _Acc, blanked: str, original: str) -> None:
         acc.pins("DO block", SessionState.OTHER)
     elif first == "discard":
         if second == "all":
-            acc.reset_all = acc.drops_prepared = True
+            acc.reset()
+            acc.drops_prepared = True
             acc.state |= _SETTING
     elif first == "prepare" and second != "transaction":
         acc.pins("PREPARE", SessionState.PREPARED)
@@ -281,6 +296,9 @@ def _set_config(acc: _Acc, original: str, args: int) -> None:
 
 
 _SETTING = SessionState.SETTING
+_TX_CONTROL = frozenset(
+    ("begin", "start", "commit", "end", "rollback", "abort", "savepoint", "release")
+)
 
 
 def analyze(sql: bytes | str) -> Analysis:
@@ -306,7 +324,7 @@ def analyze(sql: bytes | str) -> Analysis:
         and not acc.changes
         and not acc.learn
     ):
-        return NOTHING
+        return NOTHING  # (a transaction-control statement alone changes no setting)
     return Analysis(
         state=acc.state,
         pin=acc.pin,
@@ -315,6 +333,7 @@ def analyze(sql: bytes | str) -> Analysis:
         reset_all=acc.reset_all,
         drops_prepared=acc.drops_prepared,
         statements=max(count, 1),
+        tx_control=acc.tx_control,
     )
 
 

@@ -23,8 +23,9 @@ from . import messages as m
 from .statements import ServerStatements
 
 _I32 = struct.Struct("!i")
-_Z, _S, _E, _D, _ONE, _THREE = 90, 83, 69, 68, 49, 51
-INTERESTING = frozenset((_Z, _S, _E, _ONE, _THREE))
+_Z, _S, _E, _D, _A, _ONE, _THREE = 90, 83, 69, 68, 65, 49, 51
+INTERESTING = frozenset((_Z, _S, _E, _A, _ONE, _THREE))
+_DROP = b""
 
 
 class Batch:
@@ -35,6 +36,7 @@ class Batch:
         "c_seen",
         "c_sent",
         "capture",
+        "client_parses",
         "critical",
         "executes",
         "failed",
@@ -60,6 +62,9 @@ class Batch:
         self.note: Any = None
         self.capture: list[bytes] | None = None
         self.executes = 0
+        # (index among this batch's Parses, client's name) of the client's named Parses:
+        # those not answered when the batch fails never came to exist.
+        self.client_parses: list[tuple[int, bytes]] | None = None
 
     def inject_parse(self, name: bytes) -> None:
         """A Parse the proxy sent on its own: drop its ParseComplete."""
@@ -99,6 +104,15 @@ class Listener(Protocol):
 
     def internal_error(self, message: str, critical: bool) -> None:
         """A batch the proxy injected failed (``critical``: the connection is not trusted)."""
+
+    def client_message(self, t: int, message: bytes, batch: Batch | None) -> bytes | None:
+        """A ParameterStatus, ErrorResponse or NotificationResponse for the client: the
+        bytes to send instead (``b""``: none), or None to send it as it is."""
+
+
+# A batch that failed after preparing some of the client's named statements: its
+# listener hears of it (batch_done) so the client forgets those that never came to be.
+FAILED_PARSES = object()
 
 
 class ResponseTracker:
@@ -227,11 +241,15 @@ class ResponseTracker:
                 if t == _Z and not self.swallowing:
                     # ReadyForQuery answering a client batch: the common case, inline.
                     self.batch_answered(data[end - 1 : end])
-                elif self._on_message(t, data, pos, end):
-                    if out is None:
-                        out = []
-                    out.append(data[seg:pos])
-                    seg = end
+                else:
+                    rep = self._on_message(t, data, pos, end)
+                    if rep is not None:
+                        if out is None:
+                            out = []
+                        out.append(data[seg:pos])
+                        if rep:
+                            out.append(rep)
+                        seg = end
             pos = end
         if pos < n:
             self.pending += data[pos:]
@@ -242,45 +260,53 @@ class ResponseTracker:
         out.append(data[seg:pos])
         return out
 
-    def _on_message(self, t: int, data: bytes, pos: int, end: int) -> bool:
-        """Handle one interesting message; return True to drop it (not for the client)."""
+    def _on_message(self, t: int, data: bytes, pos: int, end: int) -> bytes | None:
+        """Handle one interesting message: None sends it to the client as it is, bytes
+        instead of it (``b""``: nothing)."""
         head = self.batches[0] if self.batches else self.open
         if t == _Z:
             self.batch_answered(data[end - 1 : end])
-            return head is not None and head.swallow
-        if head is None:
-            if t == _S:
-                name, value = m.parse_parameter_status(data[pos + 5 : end])
-                self.params[name] = value
-            return False
-        if t == _D:  # only seen here while swallowing
-            if head.capture is not None:
-                head.capture.append(data[pos + 5 : end])
-            return head.swallow
-        if head is PLAIN and (t == _ONE or t == _THREE):  # noqa: SIM109
-            return False  # cannot answer a plain batch; and never touch the shared one
-        if t == _ONE:
-            idx = head.p_seen
-            head.p_seen += 1
-            return head.swallow or (head.p_drop is not None and idx in head.p_drop)
-        if t == _THREE:
-            idx = head.c_seen
-            head.c_seen += 1
-            return head.swallow or (head.c_drop is not None and idx in head.c_drop)
+            return _DROP if head is not None and head.swallow else None
+        swallow = head is not None and head.swallow
         if t == _S:
             name, value = m.parse_parameter_status(data[pos + 5 : end])
             self.params[name] = value
-            return head.swallow
+            if swallow:
+                return _DROP
+            return self.listener.client_message(t, data[pos:end], head)
+        if t == _A:
+            return _DROP if swallow else self.listener.client_message(t, data[pos:end], head)
+        if head is None:
+            return None
+        if t == _D:  # only seen here while swallowing
+            if head.capture is not None:
+                head.capture.append(data[pos + 5 : end])
+            return _DROP if swallow else None
+        if head is PLAIN and (t == _ONE or t == _THREE):  # noqa: SIM109
+            return None  # cannot answer a plain batch; and never touch the shared one
+        if t == _ONE:
+            idx = head.p_seen
+            head.p_seen += 1
+            drop = swallow or (head.p_drop is not None and idx in head.p_drop)
+            return _DROP if drop else None
+        if t == _THREE:
+            idx = head.c_seen
+            head.c_seen += 1
+            drop = swallow or (head.c_drop is not None and idx in head.c_drop)
+            return _DROP if drop else None
         if t == _E:
             self.errors += 1
             if head is not PLAIN:
                 head.failed = True
+                if head.client_parses and head.note is None:
+                    head.note = FAILED_PARSES
             # The server now skips to the next Sync: statements this batch parsed may
             # or may not exist, so the next user re-prepares them behind a Close.
             if head.names:
                 self.statements.unknown(head.names)
-            if head.swallow:
+            if swallow:
                 fields = m.parse_error_fields(data[pos + 5 : end])
                 self.listener.internal_error(fields.get("M", "?"), head.critical)
-            return head.swallow
-        return head.swallow
+                return _DROP
+            return self.listener.client_message(t, data[pos:end], head)
+        return _DROP if swallow else None

@@ -83,11 +83,12 @@ class PoolClient(Protocol):
     def attach(self, server: Any, now: float) -> None:
         """``server`` now serves this client (its owner is the client from now on)."""
 
-    def borrow_failed(self, kind: str, message: str, code: str = "") -> None:
+    def borrow_failed(self, kind: str, message: str, code: str = "", raw: bytes = b"") -> None:
         """No server connection for this client: ``kind`` is ``timeout``, ``cancelled``,
         ``auth``, ``refused`` (the server refused the login for good), ``unavailable``
         or ``shutdown``; ``code`` the engine's own code of the
-        server's refusal when there is one."""
+        server's refusal when there is one, ``raw`` that refusal as the server sent it
+        (a login-time client may be given it whole)."""
 
 
 Spawner = Callable[[Coroutine[Any, Any, Any]], Any]

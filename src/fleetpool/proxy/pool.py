@@ -415,8 +415,10 @@ class Pool:
         for client in list(self.waiters):
             self.waiters.remove(client)
             client.waiting = False
-            kind = "auth" if exc.auth else "refused"
-            client.borrow_failed(kind, f"proxy cannot log in to the server: {exc}", exc.code)
+            if exc.auth:  # the proxy's own credentials: say whose problem it is
+                client.borrow_failed("auth", f"proxy cannot log in to the server: {exc}", exc.code)
+            else:  # e.g. no such database: the server's own refusal, whole
+                client.borrow_failed("refused", exc.detail or str(exc), exc.code, exc.raw)
 
     # -- maintenance -----------------------------------------------------------------
 

@@ -32,6 +32,11 @@ class Listener:
     def internal_error(self, message: str, critical: bool) -> None:
         self.errors.append((message, critical))
 
+    def client_message(self, t: int, message: bytes, batch: Batch | None) -> bytes | None:
+        if self.client is None or t == ord("A"):
+            return None
+        return self.client.client_message(t, message, batch)
+
 
 def pair(startup: dict[str, str] | None = None) -> tuple[ClientState, ServerState, Listener]:
     listener = Listener()
@@ -97,7 +102,7 @@ def drive(messages: list[bytes], cuts: list[int], fast: bool) -> tuple[bytes, li
         buf = b""
         length = int.from_bytes(data[1:5], "big") if len(data) > 5 else 0
         if fast and plain_query(data, len(data), length) and server.tracker.open is None:
-            server.plain_query_sent()
+            server.plain_query_sent(client)
             out += data
             continue
         payload, consumed, _ = client.forward(server, data)
@@ -197,22 +202,42 @@ def test_injected_batches_are_swallowed_and_captured() -> None:
     assert server.tracker.busy  # the client's own answer is still to come
 
 
-def test_a_failed_batch_makes_its_statements_unknown() -> None:
+def test_a_failed_batch_undoes_the_parses_it_did_not_answer() -> None:
     client, server, _ = pair()
-    parse = m.build_parse(b"s1", b"select 1")
-    client.forward(server, parse + m.SYNC_MSG)
+    good = m.build_parse(b"s1", b"select 1")
+    bad = m.build_parse(b"s2", b"selec 2")
+    client.forward(server, good + bad + m.SYNC_MSG)
     srv = client.statements.named[b"s1"].server
     assert server.statements.prepared[srv] is True
-    server.tracker.feed(m.error_response("42601", "syntax") + m.ready_for_query())
+    error = m.error_response("42601", "syntax error")
+    server.tracker.feed(m.PARSE_COMPLETE_MSG + error + m.ready_for_query())
+    # s2 never existed (as for PostgreSQL: a Bind of it is the server's 26000) ...
+    assert b"s2" not in client.statements.named
+    bind2 = m.build_bind(b"", b"s2", b"\x00\x00\x00\x00\x00\x00")
+    payload, _, _ = client.forward(server, bind2 + m.SYNC_MSG)
+    assert flat(payload) == bind2 + m.SYNC_MSG
+    server.tracker.feed(m.error_response("26000", "no s2") + m.ready_for_query())
+    # ... s1 did, but the server may or may not keep it: re-prepared behind a Close,
+    # both answers dropped.
     assert server.statements.prepared[srv] is False
-    # The next Bind re-prepares it behind a Close, both answers dropped.
     bind = m.build_bind(b"", b"s1", b"\x00\x00\x00\x00\x00\x00")
     payload, _, _ = client.forward(server, bind + m.SYNC_MSG)
     assert flat(payload).startswith(m.build_target(m.CLOSE, b"S", srv))
     out = server.tracker.feed(
         b"3\x00\x00\x00\x04" + m.PARSE_COMPLETE_MSG + b"2\x00\x00\x00\x04" + m.ready_for_query()
     )
-    assert flat(out) == (b"2\x00\x00\x00\x04" + m.ready_for_query())
+    assert flat(out) == b"2\x00\x00\x00\x04" + m.ready_for_query()
+
+
+def test_errors_name_the_clients_statements() -> None:
+    client, server, _ = pair()
+    client.forward(server, m.build_parse(b"mine", b"select $1::int") + m.SYNC_MSG)
+    server.tracker.feed(m.PARSE_COMPLETE_MSG + m.ready_for_query())
+    srv = client.statements.named[b"mine"].server.decode()
+    client.forward(server, m.build_bind(b"", b"mine", b"\x00\x00\x00\x00\x00\x00") + m.SYNC_MSG)
+    error = m.error_response("08P01", f'prepared statement "{srv}" requires 1')
+    out = flat(server.tracker.feed(error + m.ready_for_query()))
+    assert b'"mine" requires 1' in out and srv.encode() not in out
 
 
 # -- settings ----------------------------------------------------------------------------
@@ -225,6 +250,7 @@ def settle(client: ClientState, server: ServerState, sql: str, answer: bytes) ->
 
 def test_plain_set_outside_a_transaction_is_applied_at_once() -> None:
     client, server, _ = pair({"application_name": "app"})
+    client.sync_query(server)  # attached: the server has the client's settings
     settle(
         client, server, "SET search_path = a, b", m.command_complete("SET") + m.ready_for_query()
     )

@@ -38,6 +38,8 @@ class PostgresEngine:
         self.cfg = cfg
         self.stats = stats
         self.interner = Interner()
+        # server backend pid -> pid of the client it last served (notifications)
+        self.pids: dict[int, int] = {}
 
     def connector(self, up: Upstream) -> Connector:
         """How a pool opens server connections to ``up`` (its login and database)."""
@@ -59,6 +61,7 @@ class PostgresEngine:
                 max_message_size=cfg.max_message_size,
                 reset_query=cfg.server_reset_query,
                 init_query=cfg.init_query,
+                pids=self.pids,
             )
 
         return connect

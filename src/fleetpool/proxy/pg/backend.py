@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import struct
 import time
 from itertools import count
 from typing import Any
@@ -30,6 +31,8 @@ from ..stats import Stats
 
 log = logging.getLogger("fleetpool.proxy.server")
 
+_I32 = struct.Struct("!i")
+_NOTIFICATION = ord("A")
 _TLS, _LOGIN, _READY, _CLOSING, _CLOSED = "tls", "login", "ready", "closing", "closed"
 _LINGER = 2.0  # seconds a closed connection waits for the server to let go
 _ids = count(1)
@@ -57,6 +60,7 @@ class BackendConnection(Endpoint):
         "owner",
         "pg",
         "pid",
+        "pids",
         "port",
         "ready",
         "reset_query",
@@ -81,6 +85,7 @@ class BackendConnection(Endpoint):
         max_message_size: int,
         reset_query: str,
         init_query: str = "",
+        pids: dict[int, int] | None = None,
         tls: bool = False,
     ) -> None:
         super().__init__()
@@ -97,6 +102,8 @@ class BackendConnection(Endpoint):
         self.startup = startup
         self.reset_query = reset_query
         self.init_query = init_query
+        # server backend pid -> the pid of the client it last served (NotificationResponse)
+        self.pids: dict[int, int] = {} if pids is None else pids
         self._login = BackendLogin(user, password)
         self._dec = BackendDecoder(max_message_size)
         self.pg = ServerState(self, max_message_size)
@@ -155,6 +162,7 @@ class BackendConnection(Endpoint):
     def connection_lost(self, exc: Exception | None) -> None:
         was = self.state
         self.state = _CLOSED
+        self.pids.pop(self.pid, None)
         self.alive = False
         if not self.ready.done():
             self.ready.set_exception(
@@ -228,6 +236,20 @@ class BackendConnection(Endpoint):
         client: ClientState | None = getattr(self.owner, "pg", None)
         if client is not None:
             client.answered(self.pg, batch, status)
+
+    def client_message(self, t: int, message: bytes, batch: Batch | None) -> bytes | None:
+        if t == _NOTIFICATION:
+            # The notifying backend's pid, as the pid its client was told (when the
+            # proxy knows which of its clients that server connection last served).
+            pid = _I32.unpack_from(message, 5)[0]
+            mapped = self.pids.get(pid)
+            if mapped is None or mapped == pid:
+                return None
+            return message[:5] + _I32.pack(mapped) + message[9:]
+        client: ClientState | None = getattr(self.owner, "pg", None)
+        if client is None:
+            return None
+        return client.client_message(t, message, batch)
 
     def internal_error(self, message: str, critical: bool) -> None:
         log.warning("%r: internal query failed: %s", self, message)

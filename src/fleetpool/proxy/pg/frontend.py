@@ -216,8 +216,9 @@ class FrontendConnection(Endpoint):
                         pool.enqueue(self, now)
                         return
                     self.attach(server, now)
+                    pg: ClientState = self.pg  # type: ignore[assignment]
                     if plain and server.tracker.open is None:
-                        server.pg.plain_query_sent()
+                        server.pg.plain_query_sent(pg)
                         server.transport.write(data)
                     else:
                         self._relay(server, data)
@@ -280,6 +281,7 @@ class FrontendConnection(Endpoint):
     def authenticated(self, user: str, database: str, settings: dict[str, str]) -> None:
         """The startup phase is over: complete the login with the server's values."""
         self.user, self.database = user, database
+        self.write(m.auth_ok())  # (PostgreSQL, too, says so before checking the database)
         log_it = self.services.cfg.log_connections
         try:
             self.pool = self.services.router.route(database, user)
@@ -311,8 +313,9 @@ class FrontendConnection(Endpoint):
         if self.state is not _LOGIN_WAIT:
             return
         self.pid, self.key = self.services.registry.new_cancel_key(self)
-        parts = [m.auth_ok()]
-        parts.extend(m.parameter_status(name, value) for name, value in params.items())
+        assert self.pg is not None
+        self.pg.logged_in(params)
+        parts = [m.parameter_status(name, value) for name, value in params.items()]
         parts.append(m.backend_key_data(self.pid, self.key))
         parts.append(m.ready_for_query())
         self.write(b"".join(parts))
@@ -359,7 +362,10 @@ class FrontendConnection(Endpoint):
 
     def _check_buffer(self) -> tuple[list[int], int]:
         offsets, end = scan_frames(self._buf, 0, self._max)
-        if len(self._buf) > _PAUSE_BUFFER:
+        # Waiting for a server connection with a request in hand: stop reading once a
+        # megabyte is buffered. (Not before the first message is whole -- up to
+        # max_message_size -- or it would never be asked for.)
+        if offsets and len(self._buf) > _PAUSE_BUFFER:
             self.pause_reading()
         return offsets, end
 
@@ -439,6 +445,7 @@ class FrontendConnection(Endpoint):
         self.waiting = False
         self.attached_at = now
         self.probed = False
+        server.pids[server.pid] = self.pid  # its notifications name this client
         if server.pg.settings.synced_for is not pg.settings.key:
             sync = pg.sync_query(server.pg)
             if sync is not None:
@@ -455,7 +462,7 @@ class FrontendConnection(Endpoint):
             if server.tracker.open is None:
                 # The hot path with a queue: a waiting client's one plain Query,
                 # checked when it arrived, is forwarded as received.
-                server.pg.plain_query_sent()
+                server.pg.plain_query_sent(pg)
                 server.transport.write(queued)
                 return
             self._buf[:0] = queued
@@ -516,6 +523,9 @@ class FrontendConnection(Endpoint):
         self.pool.forget(server)
         if self.closed:
             return
+        if self.pg is not None and self.pg.fatal:
+            self.close()  # the server ended the session with a FATAL the client has seen
+            return
         self.stats.server_lost += 1
         msg = f"server connection lost ({reason}); the transaction was rolled back"
         tracker = server.tracker
@@ -531,14 +541,18 @@ class FrontendConnection(Endpoint):
         if self._buf and not self._discard_until_sync:
             self._ready_data()
 
-    def borrow_failed(self, kind: str, message: str, code: str = "") -> None:
+    def borrow_failed(self, kind: str, message: str, code: str = "", raw: bytes = b"") -> None:
         """Answer the buffered requests with an error instead of a server connection."""
         self.waiting = False
         if self.closed:
             return
         sqlstate = code if len(code) == 5 else _BORROW_CODES.get(kind, "08006")
         if self.state is _LOGIN_WAIT:
-            self.fatal(sqlstate, message)
+            if raw and kind == "refused":
+                self.write(raw)  # what PostgreSQL itself would have said, fields and all
+                self.close()
+            else:
+                self.fatal(sqlstate, message)
             return
         if self._queued is not None:
             self._unqueue()

@@ -13,6 +13,7 @@ from ...errors import RemoteProtocolError
 from ...pg import messages as m
 from ...pg.codec import (
     NEED_DATA,
+    PROTOCOL_3_0,
     CancelRequest,
     FrontendDecoder,
     GSSENCRequest,
@@ -129,7 +130,7 @@ class StartupPhase:
         unknown = [k for k in params if k.startswith("_pq_.")]
         if msg.protocol & 0xFFFF or unknown:
             # We speak 3.0: say so, as PostgreSQL does for newer minor versions.
-            body = struct.pack("!ii", 0, len(unknown))
+            body = struct.pack("!ii", PROTOCOL_3_0, len(unknown))
             body += b"".join(k.encode() + b"\x00" for k in unknown)
             host.write(m.NEGOTIATE_PROTOCOL_VERSION + struct.pack("!i", len(body) + 4) + body)
         users = services.users

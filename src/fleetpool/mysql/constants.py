@@ -1,0 +1,310 @@
+# Strategy: the numbers of the MySQL/MariaDB client/server protocol, named once.
+#
+# Plain ``int`` constants (not enum members) because the relay's hot path tests bits
+# and compares command bytes millions of times, and an ``IntFlag`` operation costs
+# several times a plain integer's. ``Capability`` and ``ServerStatus`` (IntFlag views
+# of the same numbers) exist for readable reprs in logs, tests and error messages.
+# Sources: the MySQL "Client/Server Protocol" reference and MariaDB's protocol pages;
+# the values are fixed by deployed clients and do not change between versions.
+from __future__ import annotations
+
+import enum
+from typing import Final
+
+# -- capability flags (HandshakeV10 / HandshakeResponse41) -----------------------------
+CLIENT_LONG_PASSWORD: Final = 0x00000001
+CLIENT_FOUND_ROWS: Final = 0x00000002
+CLIENT_LONG_FLAG: Final = 0x00000004
+CLIENT_CONNECT_WITH_DB: Final = 0x00000008
+CLIENT_NO_SCHEMA: Final = 0x00000010
+CLIENT_COMPRESS: Final = 0x00000020
+CLIENT_ODBC: Final = 0x00000040
+CLIENT_LOCAL_FILES: Final = 0x00000080
+CLIENT_IGNORE_SPACE: Final = 0x00000100
+CLIENT_PROTOCOL_41: Final = 0x00000200
+CLIENT_INTERACTIVE: Final = 0x00000400
+CLIENT_SSL: Final = 0x00000800
+CLIENT_IGNORE_SIGPIPE: Final = 0x00001000
+CLIENT_TRANSACTIONS: Final = 0x00002000
+CLIENT_RESERVED: Final = 0x00004000
+CLIENT_SECURE_CONNECTION: Final = 0x00008000
+CLIENT_MULTI_STATEMENTS: Final = 0x00010000
+CLIENT_MULTI_RESULTS: Final = 0x00020000
+CLIENT_PS_MULTI_RESULTS: Final = 0x00040000
+CLIENT_PLUGIN_AUTH: Final = 0x00080000
+CLIENT_CONNECT_ATTRS: Final = 0x00100000
+CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA: Final = 0x00200000
+CLIENT_CAN_HANDLE_EXPIRED_PASSWORDS: Final = 0x00400000
+CLIENT_SESSION_TRACK: Final = 0x00800000
+CLIENT_DEPRECATE_EOF: Final = 0x01000000
+CLIENT_OPTIONAL_RESULTSET_METADATA: Final = 0x02000000
+CLIENT_ZSTD_COMPRESSION_ALGORITHM: Final = 0x04000000
+CLIENT_QUERY_ATTRIBUTES: Final = 0x08000000
+CLIENT_MULTI_FACTOR_AUTHENTICATION: Final = 0x10000000
+CLIENT_SSL_VERIFY_SERVER_CERT: Final = 0x40000000
+CLIENT_REMEMBER_OPTIONS: Final = 0x80000000
+
+#: Capabilities fleetpool never negotiates: compression changes the framing, query
+#: attributes and optional metadata change the command and result layouts.
+REFUSED_CAPABILITIES: Final = (
+    CLIENT_COMPRESS
+    | CLIENT_ZSTD_COMPRESSION_ALGORITHM
+    | CLIENT_QUERY_ATTRIBUTES
+    | CLIENT_OPTIONAL_RESULTSET_METADATA
+    | CLIENT_MULTI_FACTOR_AUTHENTICATION
+)
+
+
+class Capability(enum.IntFlag):
+    """Readable view of the capability bits (``Capability(caps)`` in logs and tests)."""
+
+    LONG_PASSWORD = CLIENT_LONG_PASSWORD
+    FOUND_ROWS = CLIENT_FOUND_ROWS
+    LONG_FLAG = CLIENT_LONG_FLAG
+    CONNECT_WITH_DB = CLIENT_CONNECT_WITH_DB
+    NO_SCHEMA = CLIENT_NO_SCHEMA
+    COMPRESS = CLIENT_COMPRESS
+    ODBC = CLIENT_ODBC
+    LOCAL_FILES = CLIENT_LOCAL_FILES
+    IGNORE_SPACE = CLIENT_IGNORE_SPACE
+    PROTOCOL_41 = CLIENT_PROTOCOL_41
+    INTERACTIVE = CLIENT_INTERACTIVE
+    SSL = CLIENT_SSL
+    IGNORE_SIGPIPE = CLIENT_IGNORE_SIGPIPE
+    TRANSACTIONS = CLIENT_TRANSACTIONS
+    RESERVED = CLIENT_RESERVED
+    SECURE_CONNECTION = CLIENT_SECURE_CONNECTION
+    MULTI_STATEMENTS = CLIENT_MULTI_STATEMENTS
+    MULTI_RESULTS = CLIENT_MULTI_RESULTS
+    PS_MULTI_RESULTS = CLIENT_PS_MULTI_RESULTS
+    PLUGIN_AUTH = CLIENT_PLUGIN_AUTH
+    CONNECT_ATTRS = CLIENT_CONNECT_ATTRS
+    PLUGIN_AUTH_LENENC_CLIENT_DATA = CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
+    CAN_HANDLE_EXPIRED_PASSWORDS = CLIENT_CAN_HANDLE_EXPIRED_PASSWORDS
+    SESSION_TRACK = CLIENT_SESSION_TRACK
+    DEPRECATE_EOF = CLIENT_DEPRECATE_EOF
+    OPTIONAL_RESULTSET_METADATA = CLIENT_OPTIONAL_RESULTSET_METADATA
+    ZSTD_COMPRESSION_ALGORITHM = CLIENT_ZSTD_COMPRESSION_ALGORITHM
+    QUERY_ATTRIBUTES = CLIENT_QUERY_ATTRIBUTES
+    MULTI_FACTOR_AUTHENTICATION = CLIENT_MULTI_FACTOR_AUTHENTICATION
+    SSL_VERIFY_SERVER_CERT = CLIENT_SSL_VERIFY_SERVER_CERT
+    REMEMBER_OPTIONS = CLIENT_REMEMBER_OPTIONS
+
+
+# -- server status flags (OK and EOF packets) ------------------------------------------
+SERVER_STATUS_IN_TRANS: Final = 0x0001
+SERVER_STATUS_AUTOCOMMIT: Final = 0x0002
+SERVER_MORE_RESULTS_EXISTS: Final = 0x0008
+SERVER_QUERY_NO_GOOD_INDEX_USED: Final = 0x0010
+SERVER_QUERY_NO_INDEX_USED: Final = 0x0020
+SERVER_STATUS_CURSOR_EXISTS: Final = 0x0040
+SERVER_STATUS_LAST_ROW_SENT: Final = 0x0080
+SERVER_STATUS_DB_DROPPED: Final = 0x0100
+SERVER_STATUS_NO_BACKSLASH_ESCAPES: Final = 0x0200
+SERVER_STATUS_METADATA_CHANGED: Final = 0x0400
+SERVER_QUERY_WAS_SLOW: Final = 0x0800
+SERVER_PS_OUT_PARAMS: Final = 0x1000
+SERVER_STATUS_IN_TRANS_READONLY: Final = 0x2000
+SERVER_SESSION_STATE_CHANGED: Final = 0x4000
+
+
+class ServerStatus(enum.IntFlag):
+    """Readable view of the status bits of OK/EOF packets."""
+
+    IN_TRANS = SERVER_STATUS_IN_TRANS
+    AUTOCOMMIT = SERVER_STATUS_AUTOCOMMIT
+    MORE_RESULTS_EXISTS = SERVER_MORE_RESULTS_EXISTS
+    QUERY_NO_GOOD_INDEX_USED = SERVER_QUERY_NO_GOOD_INDEX_USED
+    QUERY_NO_INDEX_USED = SERVER_QUERY_NO_INDEX_USED
+    CURSOR_EXISTS = SERVER_STATUS_CURSOR_EXISTS
+    LAST_ROW_SENT = SERVER_STATUS_LAST_ROW_SENT
+    DB_DROPPED = SERVER_STATUS_DB_DROPPED
+    NO_BACKSLASH_ESCAPES = SERVER_STATUS_NO_BACKSLASH_ESCAPES
+    METADATA_CHANGED = SERVER_STATUS_METADATA_CHANGED
+    QUERY_WAS_SLOW = SERVER_QUERY_WAS_SLOW
+    PS_OUT_PARAMS = SERVER_PS_OUT_PARAMS
+    IN_TRANS_READONLY = SERVER_STATUS_IN_TRANS_READONLY
+    SESSION_STATE_CHANGED = SERVER_SESSION_STATE_CHANGED
+
+
+# -- command bytes (first byte of a command packet) ------------------------------------
+COM_SLEEP: Final = 0x00
+COM_QUIT: Final = 0x01
+COM_INIT_DB: Final = 0x02
+COM_QUERY: Final = 0x03
+COM_FIELD_LIST: Final = 0x04
+COM_CREATE_DB: Final = 0x05
+COM_DROP_DB: Final = 0x06
+COM_REFRESH: Final = 0x07
+COM_SHUTDOWN: Final = 0x08
+COM_STATISTICS: Final = 0x09
+COM_PROCESS_INFO: Final = 0x0A
+COM_CONNECT: Final = 0x0B
+COM_PROCESS_KILL: Final = 0x0C
+COM_DEBUG: Final = 0x0D
+COM_PING: Final = 0x0E
+COM_TIME: Final = 0x0F
+COM_DELAYED_INSERT: Final = 0x10
+COM_CHANGE_USER: Final = 0x11
+COM_BINLOG_DUMP: Final = 0x12
+COM_TABLE_DUMP: Final = 0x13
+COM_CONNECT_OUT: Final = 0x14
+COM_REGISTER_SLAVE: Final = 0x15
+COM_STMT_PREPARE: Final = 0x16
+COM_STMT_EXECUTE: Final = 0x17
+COM_STMT_SEND_LONG_DATA: Final = 0x18
+COM_STMT_CLOSE: Final = 0x19
+COM_STMT_RESET: Final = 0x1A
+COM_SET_OPTION: Final = 0x1B
+COM_STMT_FETCH: Final = 0x1C
+COM_DAEMON: Final = 0x1D
+COM_BINLOG_DUMP_GTID: Final = 0x1E
+COM_RESET_CONNECTION: Final = 0x1F
+
+COMMAND_NAMES: Final[dict[int, str]] = {
+    value: name
+    for name, value in globals().items()
+    if name.startswith("COM_") and isinstance(value, int)
+}
+
+#: COM_SET_OPTION values.
+MYSQL_OPTION_MULTI_STATEMENTS_ON: Final = 0
+MYSQL_OPTION_MULTI_STATEMENTS_OFF: Final = 1
+
+#: COM_STMT_EXECUTE flags (cursor types).
+CURSOR_TYPE_NO_CURSOR: Final = 0x00
+CURSOR_TYPE_READ_ONLY: Final = 0x01
+CURSOR_TYPE_FOR_UPDATE: Final = 0x02
+CURSOR_TYPE_SCROLLABLE: Final = 0x04
+
+# -- packet headers --------------------------------------------------------------------
+OK_HEADER: Final = 0x00
+EOF_HEADER: Final = 0xFE
+ERR_HEADER: Final = 0xFF
+LOCAL_INFILE_HEADER: Final = 0xFB
+AUTH_SWITCH_HEADER: Final = 0xFE
+AUTH_MORE_DATA_HEADER: Final = 0x01
+#: caching_sha2_password's AuthMoreData bodies and the client's public-key request.
+SHA2_FAST_AUTH_SUCCESS: Final = 0x03
+SHA2_PERFORM_FULL_AUTH: Final = 0x04
+SHA2_REQUEST_PUBLIC_KEY: Final = 0x02
+
+# -- session state tracking (OK packet, CLIENT_SESSION_TRACK) ---------------------------
+SESSION_TRACK_SYSTEM_VARIABLES: Final = 0x00
+SESSION_TRACK_SCHEMA: Final = 0x01
+SESSION_TRACK_STATE_CHANGE: Final = 0x02
+SESSION_TRACK_GTIDS: Final = 0x03
+SESSION_TRACK_TRANSACTION_CHARACTERISTICS: Final = 0x04
+SESSION_TRACK_TRANSACTION_STATE: Final = 0x05
+
+# -- column types ----------------------------------------------------------------------
+MYSQL_TYPE_DECIMAL: Final = 0x00
+MYSQL_TYPE_TINY: Final = 0x01
+MYSQL_TYPE_SHORT: Final = 0x02
+MYSQL_TYPE_LONG: Final = 0x03
+MYSQL_TYPE_FLOAT: Final = 0x04
+MYSQL_TYPE_DOUBLE: Final = 0x05
+MYSQL_TYPE_NULL: Final = 0x06
+MYSQL_TYPE_TIMESTAMP: Final = 0x07
+MYSQL_TYPE_LONGLONG: Final = 0x08
+MYSQL_TYPE_INT24: Final = 0x09
+MYSQL_TYPE_DATE: Final = 0x0A
+MYSQL_TYPE_TIME: Final = 0x0B
+MYSQL_TYPE_DATETIME: Final = 0x0C
+MYSQL_TYPE_YEAR: Final = 0x0D
+MYSQL_TYPE_NEWDATE: Final = 0x0E
+MYSQL_TYPE_VARCHAR: Final = 0x0F
+MYSQL_TYPE_BIT: Final = 0x10
+MYSQL_TYPE_TIMESTAMP2: Final = 0x11
+MYSQL_TYPE_DATETIME2: Final = 0x12
+MYSQL_TYPE_TIME2: Final = 0x13
+MYSQL_TYPE_JSON: Final = 0xF5
+MYSQL_TYPE_NEWDECIMAL: Final = 0xF6
+MYSQL_TYPE_ENUM: Final = 0xF7
+MYSQL_TYPE_SET: Final = 0xF8
+MYSQL_TYPE_TINY_BLOB: Final = 0xF9
+MYSQL_TYPE_MEDIUM_BLOB: Final = 0xFA
+MYSQL_TYPE_LONG_BLOB: Final = 0xFB
+MYSQL_TYPE_BLOB: Final = 0xFC
+MYSQL_TYPE_VAR_STRING: Final = 0xFD
+MYSQL_TYPE_STRING: Final = 0xFE
+MYSQL_TYPE_GEOMETRY: Final = 0xFF
+
+#: Column definition flags fleetpool sets on the columns it builds.
+NOT_NULL_FLAG: Final = 0x0001
+BINARY_FLAG: Final = 0x0080
+UNSIGNED_FLAG: Final = 0x0020
+NUM_FLAG: Final = 0x8000
+
+# -- character sets (collation ids of the handshake and column definitions) ------------
+CHARSET_BINARY: Final = 63
+CHARSET_UTF8MB4_GENERAL_CI: Final = 45
+CHARSET_UTF8_GENERAL_CI: Final = 33
+
+# -- error numbers fleetpool sends or reacts to ----------------------------------------
+ER_CON_COUNT_ERROR: Final = 1040  # too many connections
+ER_HANDSHAKE_ERROR: Final = 1043  # bad handshake
+ER_DBACCESS_DENIED_ERROR: Final = 1044  # access denied to a database
+ER_ACCESS_DENIED_ERROR: Final = 1045  # wrong user or password
+ER_NO_DB_ERROR: Final = 1046  # no database selected
+ER_UNKNOWN_COM_ERROR: Final = 1047  # unknown or unsupported command
+ER_BAD_DB_ERROR: Final = 1049  # unknown database
+ER_SERVER_SHUTDOWN: Final = 1053  # server shutdown in progress
+ER_NET_PACKET_TOO_LARGE: Final = 1153  # packet bigger than max_allowed_packet
+ER_NET_READ_ERROR: Final = 1158
+ER_NET_PACKETS_OUT_OF_ORDER: Final = 1156
+ER_TOO_MANY_USER_CONNECTIONS: Final = 1203
+ER_LOCK_WAIT_TIMEOUT: Final = 1205
+ER_QUERY_INTERRUPTED: Final = 1317
+ER_USER_LIMIT_REACHED: Final = 1226
+ER_SPECIFIC_ACCESS_DENIED_ERROR: Final = 1227
+ER_UNKNOWN_STMT_HANDLER: Final = 1243  # unknown prepared statement handler
+ER_NOT_SUPPORTED_AUTH_MODE: Final = 1251  # client does not support the auth protocol
+ER_NO_SUCH_TABLE: Final = 1146
+ER_OPTION_PREVENTS_STATEMENT: Final = 1290
+ER_NOT_SUPPORTED_YET: Final = 1235
+ER_CONNECTION_KILLED: Final = 1927  # MariaDB
+ER_CLIENT_INTERACTION_TIMEOUT: Final = 4031  # MySQL 8: disconnected for inactivity
+ER_SECURE_TRANSPORT_REQUIRED: Final = 3159
+CR_CONNECTION_ERROR: Final = 2002
+CR_CONN_HOST_ERROR: Final = 2003
+CR_SERVER_GONE_ERROR: Final = 2006
+CR_SERVER_LOST: Final = 2013  # lost connection during query
+CR_SERVER_LOST_EXTENDED: Final = 2055
+CR_SSL_CONNECTION_ERROR: Final = 2026  # client side: TLS could not be set up
+CR_AUTH_PLUGIN_CANNOT_LOAD: Final = 2059  # client side: the plugin asked for is not supported
+CR_AUTH_PLUGIN_ERR: Final = (
+    2061  # client side: the plugin refused to run (e.g. cleartext without TLS)
+)
+
+#: The SQLSTATE fleetpool sends with each error number it builds.
+SQLSTATES: Final[dict[int, str]] = {
+    ER_CON_COUNT_ERROR: "08004",
+    ER_HANDSHAKE_ERROR: "08S01",
+    ER_DBACCESS_DENIED_ERROR: "42000",
+    ER_ACCESS_DENIED_ERROR: "28000",
+    ER_NO_DB_ERROR: "3D000",
+    ER_UNKNOWN_COM_ERROR: "08S01",
+    ER_BAD_DB_ERROR: "42000",
+    ER_SERVER_SHUTDOWN: "08S01",
+    ER_NET_PACKET_TOO_LARGE: "08S01",
+    ER_NET_PACKETS_OUT_OF_ORDER: "08S01",
+    ER_NET_READ_ERROR: "08S01",
+    ER_TOO_MANY_USER_CONNECTIONS: "42000",
+    ER_UNKNOWN_STMT_HANDLER: "HY000",
+    ER_NOT_SUPPORTED_AUTH_MODE: "08004",
+    ER_NO_SUCH_TABLE: "42S02",
+    ER_NOT_SUPPORTED_YET: "42000",
+    ER_QUERY_INTERRUPTED: "70100",
+    ER_SECURE_TRANSPORT_REQUIRED: "HY000",
+}
+
+# -- authentication plugins ------------------------------------------------------------
+MYSQL_NATIVE_PASSWORD: Final = "mysql_native_password"
+CACHING_SHA2_PASSWORD: Final = "caching_sha2_password"
+MYSQL_CLEAR_PASSWORD: Final = "mysql_clear_password"
+CLIENT_ED25519: Final = "client_ed25519"
+SHA256_PASSWORD: Final = "sha256_password"
+
+#: Largest payload of one physical packet; a longer payload continues in the next one.
+MAX_PACKET_CHUNK: Final = 0xFFFFFF
