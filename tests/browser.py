@@ -127,14 +127,20 @@ class Browser:
         return result["result"].get("value")
 
     def wait_for(self, expression: str, timeout: float = TIMEOUT) -> Any:
-        """Evaluate ``expression`` until it is truthy; its value."""
+        """Evaluate ``expression`` until it is truthy; its value. An expression that
+        throws (the page is not there yet) counts as false until the deadline."""
         deadline = time.monotonic() + timeout
         while True:
-            value = self.evaluate(expression)
+            try:
+                value = self.evaluate(expression)
+            except BrowserError as exc:
+                value, last = None, exc
+            else:
+                last = None
             if value:
                 return value
             if time.monotonic() > deadline:
-                raise BrowserError(f"{expression} still false after {timeout:.0f} s")
+                raise BrowserError(f"{expression} still false after {timeout:.0f} s ({last})")
             self.pump(0.2)
 
     def errors(self) -> list[str]:
