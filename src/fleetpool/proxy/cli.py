@@ -250,12 +250,13 @@ def convert_command(
     conversion = convert_ini(pgbouncer_ini)
     text = conversion.toml()
     conversion.config()  # the result must be a valid configuration
-    for warning in conversion.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
     if out is None:
         typer.echo(text, nl=False)
     else:
         out.write_text(text)
+    for warning in conversion.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if out is not None:
         print(f"wrote {out}", file=sys.stderr)
 
 

@@ -217,13 +217,18 @@ def _read_ini(path: Path, depth: int = 0) -> str:
     for line in text.splitlines():
         if line.strip().startswith("%include"):
             name = Path(line.strip()[len("%include") :].strip())
-            # PgBouncer reads a relative name from its working directory; beside the
-            # including file is where people put it, so look there second.
-            target = name if name.is_absolute() or name.exists() else path.parent / name
-            lines.append(_read_ini(target, depth + 1))
+            lines.append(_read_ini(_beside(name, path), depth + 1))
         else:
             lines.append(line)
     return "\n".join(lines) + "\n"
+
+
+def _beside(name: Path, ini: Path) -> Path:
+    """A file a pgbouncer.ini names: PgBouncer reads a relative name from its working
+    directory; beside the ini is where people keep it, so that is looked at second."""
+    if name.is_absolute() or name.exists():
+        return name if name.is_absolute() else Path.cwd() / name
+    return ini.parent / name
 
 
 def _unquote_name(name: str) -> str:
@@ -261,8 +266,7 @@ def convert_ini(path: str | Path) -> Conversion:
         except ValueError as exc:
             raise ConfigError(f"{path}: {name} = {text!r}: {exc}") from exc
     if isinstance(out.get("auth_file"), str) and out["auth_file"]:
-        auth = Path(out["auth_file"])
-        out["auth_file"] = str(auth if auth.is_absolute() else (Path.cwd() / auth).resolve())
+        out["auth_file"] = str(_beside(Path(out["auth_file"]), path).resolve())
     _listen(pgb, out, warn)
     _modes(pgb, out, warn, path)
     _admins(pgb, out, warn)
@@ -277,7 +281,7 @@ def convert_ini(path: str | Path) -> Conversion:
         if key in SETTINGS or key in _HANDLED:
             continue
         why = _WHY.get(key, "unknown to fleetpool")
-        warn(f"[pgbouncer] {key} = {value}", f"not converted ({why})")
+        warn(f"[pgbouncer] {key} = {value}", f"not converted: {why}")
     default_size = int(pgb.get("default_pool_size", "20"))
     routes = _databases(sections.get("databases") or {}, default_size, out, warn, path)
     for user, text in (sections.get("users") or {}).items():
@@ -402,7 +406,7 @@ def _databases(
         for key in sorted(set(params) - _DB_KEYS):
             if key == "pool_mode" and params[key] == mode:
                 continue
-            warn(f"{where}: {key}={params[key]}", "not converted (no per-database equivalent)")
+            warn(f"{where}: {key}={params[key]}", "not converted: no per-database equivalent")
         hosts = _names(params.get("host", ""))
         if not hosts or any(h.startswith(("/", "@")) for h in hosts):
             warn(where, "skipped: it names a Unix socket (fleetpool reaches servers over TCP)")
