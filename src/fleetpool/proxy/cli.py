@@ -280,4 +280,8 @@ def token_command(
     from .config import env_value
 
     secret = secret or env_value(os.environ, "FLEETPOOL_TOKEN_SECRET") or ""
+    if not user:
+        raise ConfigError("--user must name the user the token logs in as")
+    if not ttl > 0:
+        raise ConfigError(f"--ttl must be a positive number of seconds, got {ttl}")
     typer.echo(make_token(secret, user, time.time(), ttl))
