@@ -132,3 +132,20 @@ def test_every_option_shows_its_default() -> None:
         )
     ]
     assert not missing, missing
+
+
+def test_the_rendered_help_shows_those_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Help is rendered with rich markup, where a bare ``[default: x]`` would vanish as
+    an unknown tag: every default written into a help text must reach the screen."""
+    monkeypatch.setenv("COLUMNS", "500")  # no wrapping: one row per option
+    rendered: dict[str, str] = {}
+    for path, p in _options():
+        help_ = p.help or ""
+        if "[default:" not in help_:
+            continue
+        if path not in rendered:
+            result = run_fleetpool(*path.split()[1:], "--help")
+            assert result.code == 0, result
+            rendered[path] = result.out
+        shown = help_[help_.index("[default:") :].split("]", 1)[0] + "]"
+        assert shown in rendered[path], (path, p.opts, shown)

@@ -98,7 +98,7 @@ def set_(
         int | None,
         typer.Option(
             "--limit",
-            help="Connections the fleet may hold  [default: unchanged; required the first time]",
+            help="Connections the fleet may hold  \\[default: unchanged; required the first time]",
             show_default=False,
         ),
     ] = None,

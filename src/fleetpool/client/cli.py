@@ -22,12 +22,12 @@ def reap(
     ),
     budget_name: str | None = typer.Option(
         None,
-        help="Budget name  [default: derived from the database URL, see `fleetpool budget name`]",
+        help="Budget name  \\[default: derived from the database URL, see `fleetpool budget name`]",
         show_default=False,
     ),
     idle_after: float | None = typer.Option(
         None,
-        help="Also end the fleet's sessions idle at least this many seconds  [default: off]",
+        help="Also end the fleet's sessions idle at least this many seconds  \\[default: off]",
         show_default=False,
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Report only; kill nothing."),

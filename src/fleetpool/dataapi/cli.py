@@ -81,8 +81,8 @@ def _default(name: str) -> str:
     """The setting's default as the help shows it (from DataApiConfig itself)."""
     value = _FIELDS[name].default
     if name == "listen" and isinstance(value, tuple):
-        return f"[default: {value[0]}:{value[1]}]"
-    return f"[default: {value}]"
+        return f"\\[default: {value[0]}:{value[1]}]"
+    return f"\\[default: {value}]"
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(DataApiConfig)}

@@ -137,7 +137,7 @@ def demo(
         str | None,
         typer.Option(
             help="Use this PostgreSQL or MySQL/MariaDB (postgresql://... or mysql://...)  "
-            "[default: an embedded PostgreSQL]",
+            "\\[default: an embedded PostgreSQL]",
             show_default=False,
         ),
     ] = None,
@@ -145,7 +145,7 @@ def demo(
         str | None,
         typer.Option(
             help=f"Comma-separated strategies (known: {','.join(STRATEGIES)})  "
-            f"[default: {','.join(DEFAULT_STRATEGIES)}]",
+            f"\\[default: {','.join(DEFAULT_STRATEGIES)}]",
             show_default=False,
         ),
     ] = None,
@@ -165,7 +165,7 @@ def demo(
         Path | None,
         typer.Option(
             help="Keep each container's output in LOGS/<strategy>/<container>.log  "
-            "[default: not kept]",
+            "\\[default: not kept]",
             show_default=False,
         ),
     ] = None,
@@ -195,11 +195,11 @@ def simulate(
     ],
     dsn: Annotated[
         str | None,
-        typer.Option(help="Override the scenario's database  [default: the scenario's]"),
+        typer.Option(help="Override the scenario's database  \\[default: the scenario's]"),
     ] = None,
     strategies: Annotated[
         str | None,
-        typer.Option(help="Comma-separated strategies  [default: the scenario's]"),
+        typer.Option(help="Comma-separated strategies  \\[default: the scenario's]"),
     ] = None,
     out: Annotated[Path, typer.Option(help="HTML report path.")] = Path("fleetpool-report.html"),
     json_out: Annotated[Path, typer.Option("--json", help="JSON results path.")] = Path(
@@ -210,7 +210,7 @@ def simulate(
         Path | None,
         typer.Option(
             help="Keep each container's output in LOGS/<strategy>/<container>.log  "
-            "[default: not kept]",
+            "\\[default: not kept]",
             show_default=False,
         ),
     ] = None,

@@ -135,7 +135,7 @@ def _main(
         ),
     ] = None,
     listen: Annotated[
-        str | None, typer.Option(help=f"HOST:PORT to listen on  [default: {_default('listen')}]")
+        str | None, typer.Option(help=f"HOST:PORT to listen on  \\[default: {_default('listen')}]")
     ] = None,
     upstream: Annotated[
         str | None,
@@ -147,36 +147,36 @@ def _main(
     ] = None,
     pool_size: Annotated[
         int | None,
-        typer.Option(help=f"max server connections  [default: {_default('pool_size')}]"),
+        typer.Option(help=f"max server connections  \\[default: {_default('pool_size')}]"),
     ] = None,
     mode: Annotated[
-        str | None, typer.Option(help=f"transaction | session  [default: {_default('mode')}]")
+        str | None, typer.Option(help=f"transaction | session  \\[default: {_default('mode')}]")
     ] = None,
     workers: Annotated[
         int | None,
-        typer.Option(help=f"worker processes (SO_REUSEPORT)  [default: {_default('workers')}]"),
+        typer.Option(help=f"worker processes (SO_REUSEPORT)  \\[default: {_default('workers')}]"),
     ] = None,
     admin_listen: Annotated[
         str | None,
         typer.Option(
             help="HOST[:PORT] for /metrics, /status, /healthz, /ready, /dashboard "
-            f"(port 6480 when omitted)  [default: {_default('admin_listen')}]"
+            f"(port 6480 when omitted)  \\[default: {_default('admin_listen')}]"
         ),
     ] = None,
     auth_method: Annotated[
         str | None,
         typer.Option(
-            help=f"scram-sha-256 | md5 | password | trust  [default: {_default('auth_method')}]"
+            help=f"scram-sha-256 | md5 | password | trust  \\[default: {_default('auth_method')}]"
         ),
     ] = None,
     log_level: Annotated[
         str | None,
         typer.Option(
-            help=f"DEBUG | INFO | WARNING | ERROR | CRITICAL  [default: {_default('log_level')}]"
+            help=f"DEBUG | INFO | WARNING | ERROR | CRITICAL  \\[default: {_default('log_level')}]"
         ),
     ] = None,
     log_format: Annotated[
-        str | None, typer.Option(help=f"text | json  [default: {_default('log_format')}]")
+        str | None, typer.Option(help=f"text | json  \\[default: {_default('log_format')}]")
     ] = None,
     settings: Annotated[
         list[str] | None,
@@ -240,7 +240,7 @@ def convert_command(
     ],
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="Write the TOML here  [default: stdout]"),
+        typer.Option("--out", "-o", help="Write the TOML here  \\[default: stdout]"),
     ] = None,
 ) -> None:
     """Print a pgbouncer.ini as fleetpool's TOML config; settings without an
