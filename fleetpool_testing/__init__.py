@@ -1,7 +1,8 @@
 """Throwaway PostgreSQL, MariaDB, Redis and moto servers for tests and benchmarks.
 
 Modules: ``binaries`` (finding them), ``processes`` (privilege drop, reaping, ports),
-``server`` (the shared lifecycle), ``postgres``, ``mariadb``, ``redis``, ``moto``.
+``server`` (the shared lifecycle), ``postgres``, ``mariadb``, ``redis``, ``moto``,
+``pgbouncer``, ``prometheus``.
 The pytest fixtures over them are in ``tests/fix_servers.py``.
 
 Strategy:
@@ -34,8 +35,10 @@ from __future__ import annotations
 from .binaries import DEBIAN_PACKAGES, MissingBinary, pg_bindir, require_binary
 from .mariadb import MariaDBServer
 from .moto import MotoServer
+from .pgbouncer import PgBouncerServer
 from .postgres import AUTH_METHODS, PostgresServer
 from .processes import HOST, ServerError, free_port
+from .prometheus import PrometheusServer
 from .redis import RedisServer
 from .server import Server
 
@@ -46,7 +49,9 @@ __all__ = [
     "MariaDBServer",
     "MissingBinary",
     "MotoServer",
+    "PgBouncerServer",
     "PostgresServer",
+    "PrometheusServer",
     "RedisServer",
     "Server",
     "ServerError",

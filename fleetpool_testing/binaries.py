@@ -32,6 +32,9 @@ DEBIAN_PACKAGES: dict[str, str] = {
     "redis-server": "redis-server",
     "pgbouncer": "pgbouncer",
     "chromium": "chromium",
+    "prometheus": "prometheus",
+    "promtool": "prometheus",
+    "systemd-analyze": "systemd",
 }
 _PG_BINARIES = {"initdb", "postgres", "pg_ctl", "pg_basebackup", "psql"}
 # Daemons live in sbin, which a non-root PATH often lacks.

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .budget import AsyncBudget, Budget, Lease, Snapshot, open_async_budget, open_budget
 from .errors import (
+    BudgetNotConfigured,
     BudgetUnavailable,
     CapacityError,
     ConfigError,
@@ -21,6 +22,7 @@ from .errors import (
     LeaseLost,
     LocalProtocolError,
     NoConnectionsLeft,
+    NotConfigured,
     ProtocolError,
     RemoteProtocolError,
     UnavailableError,
@@ -49,6 +51,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AsyncBudget",
     "Budget",
+    "BudgetNotConfigured",
     "BudgetUnavailable",
     "CapacityError",
     "ConfigError",
@@ -59,6 +62,7 @@ __all__ = [
     "LeaseLost",
     "LocalProtocolError",
     "NoConnectionsLeft",
+    "NotConfigured",
     "ProtocolError",
     "ReapReport",
     "RemoteProtocolError",

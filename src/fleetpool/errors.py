@@ -3,7 +3,8 @@
 Strategy: every error a user can meet derives from :class:`FleetpoolError`, and
 the second level says what to do about it:
 
-* :class:`ConfigError` -- fix the configuration (also a ``ValueError``).
+* :class:`ConfigError` -- fix the configuration (also a ``ValueError``);
+  :class:`NotConfigured` -- what was named (a budget, a store) is not set up yet.
 * :class:`CapacityError` -- the fleet is full: back off, shed load, or raise the limit.
 * :class:`LeaseLost` -- your lease expired; acquire a new one.
 * :class:`UnavailableError` -- a dependency (budget store, database) is down: retry later.
@@ -36,6 +37,37 @@ class ConfigError(FleetpoolError, ValueError):
     """
 
     __module__ = "fleetpool"
+
+
+class NotConfigured(ConfigError):
+    """What was named does not exist yet: a budget never configured, a store never created.
+
+    The message says how to create it.
+    """
+
+    __module__ = "fleetpool"
+
+
+class BudgetNotConfigured(NotConfigured):
+    """The budget has no limit in its store: nothing can be granted until one is set.
+
+    Raised at once (not after waiting) by ``acquire``, so a fleet pointed at the wrong
+    budget name fails on its first call with the name it used.
+    """
+
+    __module__ = "fleetpool"
+
+    def __init__(self, budget: str, store: str) -> None:
+        from shlex import quote  # only on this error path: not at import
+
+        self.budget = budget
+        self.store = store
+        super().__init__(
+            f"budget {budget!r} is not configured in {store}: give it a limit first, "
+            f"e.g. fleetpool budget set {quote(budget)} --store {quote(store)} --limit N "
+            f"(or budget.configure(limit=N)); 'fleetpool budget list --store ...' shows "
+            f"the budgets the store has"
+        )
 
 
 class CapacityError(FleetpoolError):
@@ -206,6 +238,7 @@ class DataApiError(FleetpoolError):
 
 
 __all__ = [
+    "BudgetNotConfigured",
     "BudgetUnavailable",
     "CapacityError",
     "ConfigError",
@@ -215,6 +248,7 @@ __all__ = [
     "LeaseLost",
     "LocalProtocolError",
     "NoConnectionsLeft",
+    "NotConfigured",
     "ProtocolError",
     "RemoteProtocolError",
     "ServerLoginError",

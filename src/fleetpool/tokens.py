@@ -9,6 +9,8 @@ import base64
 import hashlib
 import hmac
 
+from .errors import ConfigError
+
 PREFIX = "fp1"
 DEFAULT_TTL = 900.0
 
@@ -21,7 +23,9 @@ def _sign(secret: str, user_b64: str, expiry: int) -> str:
 def make_token(secret: str, user: str, now: float, ttl: float = DEFAULT_TTL) -> str:
     """A token for ``user`` valid until ``now + ttl`` (seconds since the epoch)."""
     if not secret:
-        raise ValueError("token secret must not be empty")
+        raise ConfigError(
+            "the token secret must not be empty (--secret, or FLEETPOOL_TOKEN_SECRET[_FILE])"
+        )
     user_b64 = base64.urlsafe_b64encode(user.encode()).decode().rstrip("=")
     expiry = int(now + ttl)
     return f"{PREFIX}.{user_b64}.{expiry}.{_sign(secret, user_b64, expiry)}"

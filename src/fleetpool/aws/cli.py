@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from ..errors import FleetpoolError
 from .layer import ARCHES, EXTRAS, RUNTIMES, build_layer
 
 app = typer.Typer(help="Build a Lambda layer with fleetpool and its drivers.", no_args_is_help=True)
@@ -39,18 +38,14 @@ def build(
     ] = True,
 ) -> None:
     """Build a layer zip (python/ layout) from manylinux wheels and print its size."""
-    try:
-        report = build_layer(
-            out,
-            runtime=runtime,
-            arch=arch,
-            extras=extras,
-            exclude_boto3=exclude_boto3,
-            compile_bytecode=compile_bytecode,
-        )
-    except FleetpoolError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    report = build_layer(
+        out,
+        runtime=runtime,
+        arch=arch,
+        extras=extras,
+        exclude_boto3=exclude_boto3,
+        compile_bytecode=compile_bytecode,
+    )
     typer.echo(report.summary())
     for note in report.notes:
         typer.echo(f"note: {note}", err=True)

@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl, urlsplit
 from ..errors import ConfigError
 from ._base import AcquireRequest, AcquireResult, BudgetBackend, Lease, Snapshot
 from ._budget import AsyncBudget, Budget, OnUnavailable, default_holder
-from ._policy import BudgetConfig, Decision, FunctionLimits, admit, validate_config
+from ._policy import UNCONFIGURED, BudgetConfig, Decision, FunctionLimits, admit, validate_config
 
 SCHEMES = ("memory", "sqlite", "redis", "rediss", "dynamodb")
 ACCEPTED = (
@@ -65,8 +65,29 @@ def _timeout(opts: dict[str, str], url: str) -> float:
     return value
 
 
-def open_backend(url: str, name: str, *, timeout: float | None = None) -> BudgetBackend:
-    """Build the backend named by ``url`` for the budget ``name`` (no I/O yet where possible)."""
+def store_display(url: str) -> str:
+    """The store's URL as messages show it: no password, no query options."""
+    base = url.strip().split("?", 1)[0].split("#", 1)[0]
+    netloc = urlsplit(base).netloc
+    if "@" in netloc:  # credentials: redis://user:password@host
+        base = base.replace(netloc, netloc.rpartition("@")[2], 1)
+    return base
+
+
+def open_backend(
+    url: str, name: str, *, timeout: float | None = None, create: bool = True
+) -> BudgetBackend:
+    """Build the backend named by ``url`` for the budget ``name`` (no I/O yet where possible).
+
+    ``create=False`` opens a store only if it exists, and never writes to make it (a
+    missing SQLite file or DynamoDB table is :class:`fleetpool.NotConfigured`).
+    """
+    backend = _backend(url, name, timeout, create)
+    backend.store = store_display(url)
+    return backend
+
+
+def _backend(url: str, name: str, timeout: float | None, create: bool) -> BudgetBackend:
     if not isinstance(name, str) or not name or len(name) > 200:
         raise ConfigError(
             f"budget name must be a non-empty string of at most 200 chars, got {name!r}"
@@ -89,7 +110,7 @@ def open_backend(url: str, name: str, *, timeout: float | None = None) -> Budget
             )
         from .sqlite import SQLiteBackend
 
-        return SQLiteBackend(name, path, timeout=t)
+        return SQLiteBackend(name, path, timeout=t, create=create)
     if scheme in ("redis", "rediss"):
         if not parts.hostname:
             raise ConfigError(f"redis budget URL {url!r} needs a host: redis://host:6379/0")
@@ -110,7 +131,7 @@ def open_backend(url: str, name: str, *, timeout: float | None = None) -> Budget
         region=opts.pop("region", None),
         endpoint_url=opts.pop("endpoint_url", None),
         timeout=t,
-        create_table=opts.pop("create", "true").lower() not in ("0", "false", "no"),
+        create_table=create and opts.pop("create", "true").lower() not in ("0", "false", "no"),
     )
 
 
@@ -128,14 +149,25 @@ def open_budget(
     *,
     on_unavailable: OnUnavailable | None = None,
     timeout: float | None = None,
+    create: bool = True,
 ) -> Budget:
     """Open the budget ``name`` in the store at ``url``.
 
     Raises :class:`fleetpool.ConfigError` for an unknown scheme or a malformed
-    URL, naming the accepted forms.
+    URL, naming the accepted forms. ``create=False`` is for readers: the store
+    must exist already (:class:`fleetpool.NotConfigured` otherwise).
     """
     mode = _on_unavailable(url, on_unavailable)
-    return Budget(open_backend(url, name, timeout=timeout), on_unavailable=mode)
+    return Budget(open_backend(url, name, timeout=timeout, create=create), on_unavailable=mode)
+
+
+def list_budgets(url: str, *, timeout: float | None = None) -> list[str]:
+    """Names of the budgets configured in the store at ``url``, sorted (reads only)."""
+    backend = open_backend(url, "-", timeout=timeout, create=False)
+    try:
+        return backend.budget_names()
+    finally:
+        backend.close()
 
 
 def open_async_budget(
@@ -151,6 +183,7 @@ def open_async_budget(
 
 __all__ = [
     "ACCEPTED",
+    "UNCONFIGURED",
     "AcquireRequest",
     "AcquireResult",
     "AsyncBudget",
@@ -163,8 +196,10 @@ __all__ = [
     "Snapshot",
     "admit",
     "default_holder",
+    "list_budgets",
     "open_async_budget",
     "open_backend",
     "open_budget",
+    "store_display",
     "validate_config",
 ]

@@ -157,6 +157,8 @@ class BudgetBackend(abc.ABC):
 
     def __init__(self, name: str) -> None:
         self.name = name
+        #: The store as messages show it (its URL without credentials or options).
+        self.store = f"{self.kind}://"
 
     @abc.abstractmethod
     def configure(self, config: BudgetConfig) -> None:
@@ -164,7 +166,14 @@ class BudgetBackend(abc.ABC):
 
     @abc.abstractmethod
     def get_config(self) -> BudgetConfig:
-        """Return the stored configuration (limit 0 if never configured)."""
+        """Return the stored configuration (:data:`UNCONFIGURED` if never configured)."""
+
+    @abc.abstractmethod
+    def budget_names(self) -> list[str]:
+        """Names of every budget configured in this backend's store, sorted.
+
+        Reads only: a store that does not exist has none.
+        """
 
     @abc.abstractmethod
     def try_acquire(self, request: AcquireRequest) -> AcquireResult:

@@ -12,6 +12,7 @@ hand-written async implementation of every backend.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .._check import seconds
 from ..backoff import SpreadJitterBackoff, spread_jitter
-from ..errors import BudgetUnavailable, ConfigError, NoConnectionsLeft
+from ..errors import BudgetNotConfigured, BudgetUnavailable, ConfigError, NoConnectionsLeft
 from ..metrics import REGISTRY, BudgetMetrics
 from ._base import AcquireRequest, AcquireResult, BudgetBackend, Lease, Snapshot
 from ._policy import BudgetConfig, validate_config
@@ -162,6 +163,8 @@ class Budget:
             self.metrics.observe_capacity(result.limit, result.in_use)
             self.metrics.reclaimed(fn, result.reclaimed)
             ticket = result.ticket or ticket
+            if attempt == 0 and result.limit == 0:
+                self._fail_if_unconfigured(ticket)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -279,6 +282,20 @@ class Budget:
             seconds("wait", wait, zero_ok=True, inf_ok=True),
         )
 
+    def _fail_if_unconfigured(self, ticket: str | None) -> None:
+        # A limit of 0 is either set on purpose (everyone waits) or no limit was ever
+        # set: then waiting cannot help, and the caller must learn which name it used.
+        try:
+            configured = self.backend.get_config().configured
+        except BudgetUnavailable:
+            return  # the refusal stands; the store answers again at the next attempt
+        if configured:
+            return
+        if ticket is not None:
+            with contextlib.suppress(BudgetUnavailable):
+                self.backend.cancel_wait(ticket)
+        raise BudgetNotConfigured(self.name, self.backend.store)
+
     def _pause(self, remaining: float, attempt: int) -> float:
         # With a notification the pause is only a safety net; without one it is
         # a jittered poll that grows a little, so a crowd of waiters spreads out.
@@ -370,6 +387,9 @@ class AsyncBudget:
 
     async def snapshot(self) -> Snapshot:
         return await self._run(self.sync.snapshot)
+
+    async def config(self) -> BudgetConfig:
+        return await self._run(self.sync.config)
 
     async def leases(self) -> list[Lease]:
         return await self._run(self.sync.leases)

@@ -44,6 +44,9 @@ class BudgetConfig:
 
     limit: int
     functions: Mapping[str, FunctionLimits] = field(default_factory=dict)
+    #: False only in :data:`UNCONFIGURED`, what a store answers for a budget never
+    #: configured (a limit of 0 set on purpose is configured).
+    configured: bool = field(default=True, compare=False)
 
     def limits_for(self, function: str) -> FunctionLimits:
         return self.functions.get(function, FunctionLimits())
@@ -76,6 +79,9 @@ class BudgetConfig:
             },
         )
 
+
+#: The configuration of a budget its store has never heard of.
+UNCONFIGURED = BudgetConfig(limit=0, configured=False)
 
 # Reasons are stable strings: they appear in errors, metrics and the Lua script.
 GRANTED = "granted"

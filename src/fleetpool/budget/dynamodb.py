@@ -36,9 +36,9 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from ..backoff import FullJitterBackoff
-from ..errors import BudgetUnavailable, ConfigError, LeaseLost
+from ..errors import BudgetUnavailable, ConfigError, LeaseLost, NotConfigured
 from ._base import AcquireRequest, AcquireResult, BudgetBackend, Lease, Snapshot
-from ._policy import GRANTED, BudgetConfig
+from ._policy import GRANTED, UNCONFIGURED, BudgetConfig
 from ._state import Step, Waiter, acquire_step, in_use_by_function
 
 T = TypeVar("T")
@@ -50,6 +50,7 @@ MAX_ITEM_BYTES = 380_000
 TABLE_WAIT = 30.0
 #: Conditional-write retries per call (also bounded by the timeout).
 MAX_CONFLICT_RETRIES = 50
+_MAX_SCAN_PAGES = 100  # `budget list`: 1 MB pages, far more budgets than a table holds
 #: A waiter ticket is not rewritten when its expiry would move by less than this.
 WAITER_SLACK = 0.25
 #: The refusal reason when every conditional write of a call collided.
@@ -84,7 +85,7 @@ class _State:
         item = item or {}
         self.version = int(item["version"]["N"]) if "version" in item else 0
         raw = item.get("config", {}).get("S")
-        self.config = BudgetConfig.from_json(raw) if raw else BudgetConfig(limit=0)
+        self.config = BudgetConfig.from_json(raw) if raw else UNCONFIGURED
         self.has_maps = "leases" in item and "waiters" in item
         self.leases: list[Lease] = []
         self.size = 200 + len(raw or "")
@@ -203,6 +204,11 @@ class DynamoDBBackend(BudgetBackend):
                 if code == "ResourceNotFoundException" and attempt == 0 and self.create_table:
                     self._create_table()
                     continue
+                if code == "ResourceNotFoundException":
+                    raise NotConfigured(
+                        f"dynamodb table {self.table!r} does not exist (and create=false): "
+                        "'fleetpool budget set' creates it, or deploy it with your stack"
+                    ) from exc
                 if code == "ValidationException" and "size" in str(exc).lower():
                     raise self._too_big() from exc
                 raise self._unavailable(exc) from exc
@@ -245,6 +251,22 @@ class DynamoDBBackend(BudgetBackend):
                     f"dynamodb table {self.table!r} not ACTIVE after {TABLE_WAIT:.0f}s ({status})"
                 )
             time.sleep(0.5)
+
+    def budget_names(self) -> list[str]:
+        names: list[str] = []
+        start: dict[str, Any] | None = None
+        for _ in range(_MAX_SCAN_PAGES):
+            page = self._call(
+                "scan",
+                ProjectionExpression="pk, config",
+                ConsistentRead=True,
+                **({"ExclusiveStartKey": start} if start else {}),
+            )
+            names.extend(item["pk"]["S"] for item in page.get("Items", ()) if "config" in item)
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                break
+        return sorted(names)
 
     def _read(self) -> _State:
         res = self._call("get_item", Key=self._key, ConsistentRead=True)

@@ -16,14 +16,14 @@ from typing import Any
 
 from ..errors import LeaseLost
 from ._base import AcquireRequest, AcquireResult, BudgetBackend, Lease, Snapshot
-from ._policy import BudgetConfig
+from ._policy import UNCONFIGURED, BudgetConfig
 from ._state import Waiter, acquire_step, in_use_by_function
 
 
 class _State:
     def __init__(self) -> None:
         self.cond = threading.Condition()
-        self.config = BudgetConfig(limit=0)
+        self.config = UNCONFIGURED
         self.leases: dict[str, Lease] = {}
         self.waiters: dict[str, Waiter] = {}
         self.version = 0
@@ -51,6 +51,11 @@ class MemoryBackend(BudgetBackend):
     def get_config(self) -> BudgetConfig:
         with self._s.cond:
             return self._s.config
+
+    def budget_names(self) -> list[str]:
+        with _STATES_LOCK:
+            states = list(_STATES.items())
+        return sorted(name for name, state in states if state.config.configured)
 
     def _bump(self) -> None:
         self._s.version += 1

@@ -36,15 +36,16 @@ import secrets
 import socket
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from ..backoff import SpreadJitterBackoff
-from ..errors import BudgetUnavailable, ConfigError, LeaseLost
+from ..errors import BudgetUnavailable, ConfigError, LeaseLost, NotConfigured
 from ._base import AcquireRequest, AcquireResult, BudgetBackend, Lease, Snapshot
 from ._per_thread import PerThread
-from ._policy import BudgetConfig
+from ._policy import UNCONFIGURED, BudgetConfig
 from ._state import Waiter, acquire_step
 from ._wake_unix import Waker, drain, unbind, wait, wake_dir
 
@@ -135,8 +136,14 @@ def _while_busy(attempt: Callable[[], T], timeout: float, name: str, path: str) 
             ) from exc
 
 
-def _open_handles(path: str, timeout: float, name: str) -> _Handles:
-    """A new connection to the budget file (schema created, WAL mode on)."""
+def _open_handles(path: str, timeout: float, name: str, create: bool = True) -> _Handles:
+    """A new connection to the budget file (schema created, WAL mode on).
+
+    With ``create`` false the file must exist and hold fleetpool's tables: nothing is
+    written to make it (read-only commands must not leave a store behind).
+    """
+    if not create:
+        return _while_busy(lambda: _open_existing(path), timeout, name, path)
     try:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     except OSError as exc:
@@ -166,11 +173,41 @@ def _open_handles(path: str, timeout: float, name: str) -> _Handles:
     return _while_busy(connect, timeout, name, path)
 
 
+def _open_existing(path: str) -> _Handles:
+    url = "sqlite:///" + path.lstrip("/")
+    missing = NotConfigured(
+        f"no budget store at {path}: 'fleetpool budget set NAME --store {url} --limit N' creates it"
+    )
+    if not os.path.isfile(path):
+        raise missing
+    conn = sqlite3.connect(
+        # "file:" + a path starting "//" would read as a host: one leading slash.
+        f"file:{urllib.parse.quote('/' + path.lstrip('/'))}?mode=rw",
+        uri=True,
+        timeout=0.0,
+        isolation_level=None,
+        check_same_thread=False,
+        cached_statements=64,
+    )
+    try:
+        found = conn.execute(
+            "SELECT count(*) FROM sqlite_master WHERE name IN "
+            "('fleetpool_config', 'fleetpool_leases', 'fleetpool_waiters')"
+        ).fetchone()
+    except BaseException:
+        conn.close()
+        raise
+    if found[0] != 3:
+        conn.close()
+        raise missing
+    return _Handles(conn)
+
+
 class SQLiteBackend(BudgetBackend):
     kind = "sqlite"
     notifies = True
 
-    def __init__(self, name: str, path: str, timeout: float = 2.0) -> None:
+    def __init__(self, name: str, path: str, timeout: float = 2.0, create: bool = True) -> None:
         super().__init__(name)
         if not path or path == ":memory:":
             raise ConfigError(
@@ -180,7 +217,8 @@ class SQLiteBackend(BudgetBackend):
         self.timeout = float(timeout)
         # The factory holds the settings, not the backend: no reference cycle.
         self._threads = PerThread(
-            functools.partial(_open_handles, self.path, self.timeout, name), _close_handles
+            functools.partial(_open_handles, self.path, self.timeout, name, create),
+            _close_handles,
         )
         self._waker = Waker(self.path, name)
         self._config_cache: tuple[str, BudgetConfig] | None = None
@@ -217,7 +255,7 @@ class SQLiteBackend(BudgetBackend):
             "SELECT config FROM fleetpool_config WHERE budget = ?", (self.name,)
         ).fetchone()
         if row is None:
-            return BudgetConfig(limit=0)
+            return UNCONFIGURED
         text: str = row[0]
         cached = self._config_cache
         if cached is not None and cached[0] == text:
@@ -252,6 +290,13 @@ class SQLiteBackend(BudgetBackend):
 
     def get_config(self) -> BudgetConfig:
         return self._run(self._config, write=False)
+
+    def budget_names(self) -> list[str]:
+        def tx(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute("SELECT budget FROM fleetpool_config ORDER BY budget")
+            return [str(name) for (name,) in rows.fetchall()]
+
+        return self._run(tx, write=False)
 
     def try_acquire(self, request: AcquireRequest) -> AcquireResult:
         handles = self._threads.get().value

@@ -2,28 +2,33 @@
 
 Strategy: a thin typer front over :func:`fleetpool.reap`; the
 report is printed as one line (or JSON with ``--json``) so it reads well in a
-terminal and in CloudWatch alike. Exit status 0 whatever was killed; 2 for a
-configuration error; 1 when the database cannot be reached.
+terminal and in CloudWatch alike. Exit status 0 whatever was killed; errors follow
+fleetpool's scheme (2 for a configuration error, 1 when the database cannot be reached).
 """
 
 from __future__ import annotations
 
 import json
-import sys
 
 import typer
-
-from ..errors import ConfigError, FleetpoolError
 
 
 def reap(
     dsn: str = typer.Argument(..., help="Database URL, as the functions use it."),
-    budget: str | None = typer.Option(None, help="Budget store URL (redis://, sqlite:///...)."),
+    budget: str | None = typer.Option(
+        None,
+        help="Budget store URL (redis://, sqlite:///...); none: no budget.",
+        show_default=False,
+    ),
     budget_name: str | None = typer.Option(
-        None, help="Budget name (default: derived from the database URL)."
+        None,
+        help="Budget name  \\[default: derived from the database URL, see `fleetpool budget name`]",
+        show_default=False,
     ),
     idle_after: float | None = typer.Option(
-        None, help="Also end the fleet's sessions idle at least this many seconds."
+        None,
+        help="Also end the fleet's sessions idle at least this many seconds  \\[default: off]",
+        show_default=False,
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Report only; kill nothing."),
     rds: bool = typer.Option(False, "--rds", help="MySQL on RDS: use CALL mysql.rds_kill."),
@@ -32,21 +37,14 @@ def reap(
     """End the fleet's sessions whose leases expired (and, optionally, idle ones)."""
     from .database import reap as run
 
-    try:
-        report = run(
-            dsn,
-            budget=budget,
-            idle_after=idle_after,
-            dry_run=dry_run,
-            budget_name=budget_name,
-            rds=rds,
-        )
-    except ConfigError as exc:
-        print(f"fleetpool reap: {exc}", file=sys.stderr)
-        raise typer.Exit(2) from exc
-    except FleetpoolError as exc:
-        print(f"fleetpool reap: {exc}", file=sys.stderr)
-        raise typer.Exit(1) from exc
+    report = run(
+        dsn,
+        budget=budget,
+        idle_after=idle_after,
+        dry_run=dry_run,
+        budget_name=budget_name,
+        rds=rds,
+    )
     print(json.dumps(report.as_dict()) if as_json else report.summary())
 
 

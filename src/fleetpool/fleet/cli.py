@@ -10,6 +10,7 @@ unreachable database) exit with status 2 and one clear line.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,7 +26,8 @@ from .run import run_scenario
 from .scenario import DEFAULT_STRATEGIES, Scenario, demo_scenario, load_scenario
 from .strategies import STRATEGIES
 
-console = Console(stderr=True)
+# Not on a terminal (CI logs, | tee): no colour codes, and wide enough that no table is cut.
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 1000)
 
 
 def _strategies(value: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -134,16 +136,17 @@ def demo(
     dsn: Annotated[
         str | None,
         typer.Option(
-            help="Use this PostgreSQL or MySQL/MariaDB (postgresql://... or mysql://...) "
-            "instead of "
-            "an embedded PostgreSQL."
+            help="Use this PostgreSQL or MySQL/MariaDB (postgresql://... or mysql://...)  "
+            "\\[default: an embedded PostgreSQL]",
+            show_default=False,
         ),
     ] = None,
     strategies: Annotated[
         str | None,
         typer.Option(
-            help=f"Comma-separated strategies (default: {','.join(DEFAULT_STRATEGIES)}; "
-            f"known: {','.join(STRATEGIES)})."
+            help=f"Comma-separated strategies (known: {','.join(STRATEGIES)})  "
+            f"\\[default: {','.join(DEFAULT_STRATEGIES)}]",
+            show_default=False,
         ),
     ] = None,
     duration: Annotated[float, typer.Option(help="Seconds of traffic per strategy.")] = 16.0,
@@ -160,7 +163,11 @@ def demo(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or table.")] = False,
     logs: Annotated[
         Path | None,
-        typer.Option(help="Keep each container's output in LOGS/<strategy>/<container>.log."),
+        typer.Option(
+            help="Keep each container's output in LOGS/<strategy>/<container>.log  "
+            "\\[default: not kept]",
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
     """Run a traffic spike against every connection strategy and write a report.
@@ -186,9 +193,13 @@ def simulate(
     scenario_path: Annotated[
         Path, typer.Argument(metavar="SCENARIO", help="A scenario TOML file.")
     ],
-    dsn: Annotated[str | None, typer.Option(help="Override the scenario's database.")] = None,
+    dsn: Annotated[
+        str | None,
+        typer.Option(help="Override the scenario's database  \\[default: the scenario's]"),
+    ] = None,
     strategies: Annotated[
-        str | None, typer.Option(help="Comma-separated strategies, overriding the scenario's.")
+        str | None,
+        typer.Option(help="Comma-separated strategies  \\[default: the scenario's]"),
     ] = None,
     out: Annotated[Path, typer.Option(help="HTML report path.")] = Path("fleetpool-report.html"),
     json_out: Annotated[Path, typer.Option("--json", help="JSON results path.")] = Path(
@@ -197,7 +208,11 @@ def simulate(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or table.")] = False,
     logs: Annotated[
         Path | None,
-        typer.Option(help="Keep each container's output in LOGS/<strategy>/<container>.log."),
+        typer.Option(
+            help="Keep each container's output in LOGS/<strategy>/<container>.log  "
+            "\\[default: not kept]",
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
     """Run a scenario file (database, budget, function, workload, traffic phases)."""

@@ -46,6 +46,7 @@ td.warn{background:#fff4d6;color:#7a5200}
 .pair{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:6px 18px;max-width:1200px}
 svg.chart{background:#fff;width:100%;height:auto}
 td.wrap{white-space:normal;text-align:left;min-width:160px}
+.scroll{overflow-x:auto;max-width:100%}
 .ct{font-size:13px;font-weight:600;fill:#1b1f24}
 .tick{font-size:10.5px;fill:#57606a}.lg{font-size:11px;fill:#1b1f24}
 line.grid{stroke:#eceff1}line.axis{stroke:#9aa1a9}
@@ -110,7 +111,8 @@ def summary_table(run: dict[str, Any]) -> str:
             + f'<td class="wrap">{escape(reasons)}</td>'
             "</tr>"
         )
-    return f"<table>{head}{''.join(rows)}</table>"
+    # In a box of its own: a page narrower than the table scrolls the table, not the page.
+    return f'<div class="scroll"><table>{head}{"".join(rows)}</table></div>'
 
 
 def x_max(run: dict[str, Any]) -> float:

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import os
 import re
@@ -16,9 +17,13 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from ..client.dsn import ACCEPTED, DEFAULT_PORTS, parse_dsn
-from ..errors import ConfigError
+from ..errors import ConfigError, UnavailableError
 
 ENV_USER_PREFIX = "FLEETPOOL_PROXY_USER_"
+DEFAULT_PORT = 6432
+#: Where ``admin_listen`` listens when it names no port: outside the 9100-9999 range
+#: Prometheus exporters use (postgres_exporter has 9187, pgbouncer_exporter 9127).
+DEFAULT_ADMIN_PORT = 6480
 # Keys older configuration files may hold, and why they no longer matter.
 RETIRED_KEYS = {
     "exclude_variable_sets": "SET/RESET are tracked per client and never pin",
@@ -72,6 +77,11 @@ def parse_host_port(
         host, port = text, ""
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
+    elif ":" in host or not all(c.isalnum() or c in "-._" for c in host):
+        raise ConfigError(
+            f"{what} {text!r} is not HOST:PORT (a host name or IPv4 address, an IPv6 "
+            "address in brackets: [::1]:6432)"
+        )
     if not port:
         if default_port is None:
             raise ConfigError(f"{what} {text!r} needs a port (HOST:PORT)")
@@ -79,6 +89,38 @@ def parse_host_port(
     if not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigError(f"{what} {text!r} has an invalid port")
     return host or "127.0.0.1", int(port)
+
+
+def listen_error(setting: str, host: str, port: int, exc: OSError) -> UnavailableError:
+    """Why a listening socket could not be opened, naming the setting to change."""
+    why = (exc.strerror or str(exc)).lower()
+    held = " (another process holds it)" if exc.errno == errno.EADDRINUSE else ""
+    return UnavailableError(f"cannot listen on {host}:{port} ({setting}): {why}{held}")
+
+
+def read_userlist(path: str | Path) -> dict[str, str]:
+    """Users of a PgBouncer ``auth_file``: ``"user" "secret" ...`` per line (a plain
+    password, an md5 hash or a SCRAM verifier; ``""`` is a quote inside a field; the
+    rest of a line and lines not starting with ``"`` are ignored)."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"auth_file {path}: cannot read it: {exc.strerror or exc}") from exc
+    users: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.lstrip().startswith('"'):
+            continue
+        fields = _QUOTED.findall(line)
+        if len(fields) < 2:
+            raise ConfigError(
+                f'{path}:{number}: expected "user" "password" (two double-quoted fields)'
+            )
+        user, secret = (f.replace('""', '"') for f in fields[:2])
+        users[user] = secret
+    return users
+
+
+_QUOTED = re.compile(r'"((?:[^"]|"")*)"')
 
 
 def parse_upstream(url: str) -> Upstream:
@@ -133,7 +175,7 @@ class ProxyConfig:
     """Every proxy setting. Times are in seconds; 0 turns a timeout off."""
 
     upstream: Upstream
-    listen: tuple[str, int] = ("127.0.0.1", 6432)
+    listen: tuple[str, int] = ("127.0.0.1", DEFAULT_PORT)
     mode: Mode = "transaction"
     # server pool
     pool_size: int = 20
@@ -157,6 +199,9 @@ class ProxyConfig:
     state_probe: bool = False  # check for hidden session state after each transaction
     auth_method: AuthMethod = "scram-sha-256"
     users: dict[str, str] = field(default_factory=dict)
+    # a PgBouncer userlist.txt ("user" "password, md5 hash or SCRAM verifier" per line),
+    # read at start and on RELOAD; ``users`` entries win
+    auth_file: str = ""
     # credentials towards the server for users whose proxy secret is not a password
     server_users: dict[str, str] = field(default_factory=dict)
     # "client": a client's pool logs in to the server as the client's user; "upstream":
@@ -185,6 +230,11 @@ class ProxyConfig:
     shutdown_timeout: float = 30.0
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
+    log_connections: bool = True  # a log line (with fields) per login and failed login
+    # the proxy's name in metrics (the EMF "Proxy" dimension)
+    name: str = "fleetpool-proxy"
+    # seconds between CloudWatch Embedded Metric Format lines on stdout (0: none)
+    emf_interval: float = 0.0
 
     def __post_init__(self) -> None:
         validate(self)
@@ -194,13 +244,19 @@ class ProxyConfig:
 
         ``users`` from the config, plus ``FLEETPOOL_PROXY_USER_<name>=<secret>``
         environment variables (name lower-cased; they win). With neither, the
-        upstream user and password.
+        upstream user and password. ``FLEETPOOL_PROXY_USER_<name>_FILE`` names a file
+        holding the secret instead; ``auth_file`` adds a PgBouncer userlist.txt.
         """
         env = os.environ if environ is None else environ
-        users = dict(self.users)
-        for key, value in env.items():
+        users = dict(self.auth_file_users())
+        users.update(self.users)
+        for key in env:
             if key.startswith(ENV_USER_PREFIX) and len(key) > len(ENV_USER_PREFIX):
-                users[key[len(ENV_USER_PREFIX) :].lower()] = value
+                name = key[len(ENV_USER_PREFIX) :]
+                name = name[: -len(FILE_SUFFIX)] if name.endswith(FILE_SUFFIX) else name
+                secret = env_value(env, ENV_USER_PREFIX + name)
+                if name and secret is not None:
+                    users[name.lower()] = secret
         if users:
             return users
         return {self.upstream.user: self.upstream.password}
@@ -220,7 +276,11 @@ class ProxyConfig:
 
     def effective_token_secret(self, environ: Mapping[str, str] | None = None) -> str:
         env = os.environ if environ is None else environ
-        return self.token_secret or env.get("FLEETPOOL_TOKEN_SECRET", "")
+        return self.token_secret or env_value(env, "FLEETPOOL_TOKEN_SECRET") or ""
+
+    def auth_file_users(self) -> dict[str, str]:
+        """The users of ``auth_file`` (PgBouncer's userlist.txt format), if one is set."""
+        return read_userlist(self.auth_file) if self.auth_file else {}
 
     def replace(self, **changes: Any) -> ProxyConfig:
         return dataclasses.replace(self, **changes)
@@ -245,10 +305,12 @@ _NON_NEGATIVE = (
     "budget_ttl",
     "budget_wait",
     "shutdown_timeout",
+    "emf_interval",
 )
 
 
 SERVED_ENGINES = ("postgresql", "mysql")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def validate(cfg: ProxyConfig) -> None:
@@ -281,6 +343,15 @@ def validate(cfg: ProxyConfig) -> None:
         raise ConfigError(f"min_idle ({cfg.min_idle}) exceeds pool_size ({cfg.pool_size})")
     if not 0 <= cfg.lifetime_jitter < 1:
         raise ConfigError("lifetime_jitter must be in [0, 1)")
+    if not isinstance(cfg.log_level, str) or cfg.log_level.upper() not in LOG_LEVELS:
+        raise ConfigError(
+            f"log_level must be one of {', '.join(LOG_LEVELS)} (any case), got {cfg.log_level!r}"
+        )
+    cfg.log_level = cfg.log_level.upper()
+    if not isinstance(cfg.name, str) or not 0 < len(cfg.name) <= 255:
+        raise ConfigError(f"name must be 1 to 255 characters (an EMF dimension), got {cfg.name!r}")
+    if cfg.log_format not in ("text", "json"):
+        raise ConfigError(f"log_format must be 'text' or 'json', got {cfg.log_format!r}")
 
 
 # -- TOML file ------------------------------------------------------------------------
@@ -309,6 +380,7 @@ _FILE_KEYS: dict[str, type | tuple[type, ...]] = {
     "state_probe": bool,
     "auth_method": str,
     "users": dict,
+    "auth_file": str,
     "server_users": dict,
     "server_login": str,
     "databases": dict,
@@ -329,6 +401,9 @@ _FILE_KEYS: dict[str, type | tuple[type, ...]] = {
     "shutdown_timeout": (int, float),
     "log_format": str,
     "log_level": str,
+    "log_connections": bool,
+    "name": str,
+    "emf_interval": (int, float),
 }
 
 
@@ -394,6 +469,49 @@ def load_config(path: str | Path, **overrides: Any) -> ProxyConfig:
 
 
 _NOT_SETTABLE = ("users", "server_users", "databases", "data_api")
+#: Settings RELOAD cannot change in a running proxy (a restart applies them).
+RESTART_SETTINGS = ("listen", "mode", "workers", "tls_cert", "tls_key", "client_tls")
+ENV_PREFIX = "FLEETPOOL_PROXY_"
+FILE_SUFFIX = "_FILE"
+#: The upstream's password, kept out of the URL (and off the command line).
+ENV_UPSTREAM_PASSWORD = ENV_PREFIX + "UPSTREAM_PASSWORD"
+
+
+def env_value(environ: Mapping[str, str], name: str) -> str | None:
+    """``$NAME``, or the contents of the file ``$NAME_FILE`` names (one trailing newline
+    dropped), or None. Both set is an error: which one wins would be a guess."""
+    direct = environ.get(name)
+    path = environ.get(name + FILE_SUFFIX)
+    if path is None:
+        return direct
+    if direct is not None:
+        raise ConfigError(f"{name} and {name}{FILE_SUFFIX} are both set; keep one")
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(
+            f"{name}{FILE_SUFFIX}={path}: cannot read the file: {exc.strerror or exc}"
+        ) from exc
+    return text[:-1] if text.endswith("\n") else text
+
+
+def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Settings from ``FLEETPOOL_PROXY_<SETTING>`` variables (or ``..._FILE``, a file
+    holding the value: for secrets), typed like ``--set``; and the upstream's password
+    from ``FLEETPOOL_PROXY_UPSTREAM_PASSWORD[_FILE]``."""
+    env = os.environ if environ is None else environ
+    out: dict[str, Any] = {}
+    for key, expected in _FILE_KEYS.items():
+        if key in _NOT_SETTABLE:
+            continue
+        name = ENV_PREFIX + key.upper()
+        text = env_value(env, name)
+        if text is not None:
+            out[key] = _typed(key, text.strip(), expected, source=name)
+    password = env_value(env, ENV_UPSTREAM_PASSWORD)
+    if password is not None:
+        out["upstream_password"] = password
+    return out
 
 
 def parse_settings(items: list[str]) -> dict[str, Any]:
@@ -422,26 +540,27 @@ def parse_settings(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def _typed(key: str, text: str, expected: type | tuple[type, ...]) -> Any:
+def _typed(key: str, text: str, expected: type | tuple[type, ...], source: str = "") -> Any:
+    where = f"{source}={text}" if source else f"--set {key}={text}"
     kinds = expected if isinstance(expected, tuple) else (expected,)
     if bool in kinds:
         if text.lower() in ("true", "1", "yes", "on"):
             return True
         if text.lower() in ("false", "0", "no", "off"):
             return False
-        raise ConfigError(f"--set {key}={text}: expected true or false")
+        raise ConfigError(f"{where}: expected true or false")
     if list in kinds:
         return [part.strip() for part in text.split(",") if part.strip()]
     if float in kinds:
         try:
             return float(text)
         except ValueError:
-            raise ConfigError(f"--set {key}={text}: expected a number") from None
+            raise ConfigError(f"{where}: expected a number") from None
     if int in kinds:
         try:
             return int(text)
         except ValueError:
-            raise ConfigError(f"--set {key}={text}: expected an integer") from None
+            raise ConfigError(f"{where}: expected an integer") from None
     return text
 
 
@@ -467,11 +586,14 @@ def config_from_mapping(data: dict[str, Any]) -> ProxyConfig:
     if upstream is None:
         raise ConfigError(f"upstream is required; accepted: {ACCEPTED}")
     kwargs: dict[str, Any] = {"upstream": parse_upstream(upstream)}
+    password = data.pop("upstream_password", None)
+    if password is not None:
+        kwargs["upstream"].password = str(password)
     if "listen" in data:
-        kwargs["listen"] = parse_host_port(data.pop("listen"), 6432, "listen")
+        kwargs["listen"] = parse_host_port(data.pop("listen"), DEFAULT_PORT, "listen")
     admin = data.pop("admin_listen", None)
     if admin:
-        kwargs["admin_listen"] = parse_host_port(admin, 9187, "admin_listen")
+        kwargs["admin_listen"] = parse_host_port(admin, DEFAULT_ADMIN_PORT, "admin_listen")
     for key in ("users", "server_users"):
         if key in data:
             users = data.pop(key)

@@ -5,10 +5,15 @@
 # (the numbers of this worker, merged with its siblings'); what it does goes through
 # ``Control`` (the worker broadcasts PAUSE, RESUME, RECONNECT, RELOAD to every worker).
 #
-# Commands: SHOW POOLS|CLIENTS|SERVERS|STATS|CONFIG|VERSION|WORKERS, PAUSE (waits until
-# no transaction runs), RESUME, RECONNECT (retire every server connection), WAIT_CLOSE
-# (wait until retired connections are closed), RELOAD. PgBouncer's column names are
-# used where they overlap, so existing scripts keep working.
+# Commands: SHOW POOLS|CLIENTS|SERVERS|DATABASES|STATS|STATS_TOTALS|TOTALS|LISTS|USERS|
+# CONFIG|VERSION|WORKERS|HELP, PAUSE (waits until no transaction runs), RESUME,
+# RECONNECT (retire every server connection), WAIT_CLOSE (wait until retired connections
+# are closed), RELOAD. The SHOW commands PgBouncer has answer with PgBouncer's columns,
+# in PgBouncer's order, for every column fleetpool can fill truthfully (times in
+# PgBouncer's units: seconds plus microseconds, totals in microseconds), then
+# fleetpool's own columns; so scripts and exporters written for PgBouncer keep working.
+# Columns PgBouncer has and fleetpool cannot know (bytes sent, cancel requests) are left
+# out rather than filled with zeros.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
@@ -16,6 +21,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..errors import FleetpoolError
+from . import events
+from .pgbouncer import config_rows
 
 VERSION = "fleetpool proxy 0.2"
 
@@ -52,6 +59,10 @@ class Inspect(Protocol):
 
     def workers(self) -> list[dict[str, Any]]: ...
 
+    def databases(self) -> list[dict[str, Any]]: ...
+
+    def users(self) -> list[dict[str, Any]]: ...
+
     def config(self) -> dict[str, Any]: ...
 
 
@@ -67,10 +78,37 @@ class Control(Protocol):
     def reload(self) -> Awaitable[str]: ...
 
 
-_HINT = (
-    "try SHOW POOLS|CLIENTS|SERVERS|STATS|CONFIG|WORKERS|VERSION, PAUSE, RESUME, "
-    "RECONNECT, WAIT_CLOSE, RELOAD"
+#: Columns of each SHOW command: PgBouncer's (where fleetpool knows them), then its own.
+COLUMNS: dict[str, list[str]] = {
+    "pools": [
+        "database", "user", "cl_active", "cl_waiting", "sv_active", "sv_idle", "sv_used",
+        "sv_login", "maxwait", "maxwait_us", "pool_mode",
+        "worker", "cl_pinned", "pool_size", "paused",
+    ],
+    "clients": [
+        "type", "user", "database", "state", "addr", "port", "connect_time", "wait",
+        "wait_us", "application_name",
+        "id", "worker", "pinned", "pin_reason",
+    ],
+    "servers": [
+        "type", "user", "database", "state", "addr", "port", "connect_time", "remote_pid",
+        "id", "worker", "client", "age", "prepared", "queries",
+    ],
+    "databases": [
+        "name", "host", "port", "database", "force_user", "pool_size", "pool_mode",
+        "current_connections", "paused", "disabled",
+    ],
+    "stats": ["database", "total_xact_count", "total_xact_time", "total_wait_time"],
+    "stats_totals": ["database", "xact_count", "xact_time", "wait_time"],
+    "users": ["name", "pool_mode"],
+    "workers": ["worker", "pid", "clients", "servers", "pinned", "transactions", "updated_ago"],
+}  # fmt: skip
+
+_COMMANDS = (
+    "SHOW POOLS|CLIENTS|SERVERS|DATABASES|STATS|STATS_TOTALS|TOTALS|LISTS|USERS|CONFIG|"
+    "WORKERS|VERSION|HELP, PAUSE, RESUME, RECONNECT, WAIT_CLOSE, RELOAD"
 )
+_HINT = f"try {_COMMANDS}"
 
 
 def _table(items: list[dict[str, Any]], columns: list[str]) -> Table:
@@ -82,14 +120,17 @@ class Console:
         self.inspect = inspect
         self.control = control
 
-    async def execute(self, sql: str) -> list[Answer]:
-        """Answer every ``;``-separated command of ``sql``."""
+    async def execute(self, sql: str, user: str = "", addr: str = "") -> list[Answer]:
+        """Answer every ``;``-separated command of ``sql`` (each one logged as an event)."""
         answers: list[Answer] = []
         for stmt in [s.strip() for s in sql.split(";") if s.strip()]:
             try:
-                answers.append(await self._statement(stmt))
+                answer = await self._statement(stmt)
             except FleetpoolError as exc:
-                answers.append(Failed(str(exc)))
+                answer = Failed(str(exc))
+            result = f"error: {answer.message}" if isinstance(answer, Failed) else "ok"
+            events.admin_command(user, addr, " ".join(stmt.split())[:200], result)
+            answers.append(answer)
         return answers
 
     async def _statement(self, stmt: str) -> Answer:
@@ -116,64 +157,57 @@ class Console:
                 return Done(await control.reload())
             except FleetpoolError as exc:
                 return Failed(f"RELOAD failed: {exc}")
+        if words[:1] in (["PAUSE"], ["RESUME"], ["RECONNECT"], ["WAIT_CLOSE"]):
+            return Failed(f"{words[0]} acts on every database; it takes no name", _HINT)
         return Failed(f"unknown admin command: {stmt[:80]}", _HINT)
 
     def _show_pools(self) -> Answer:
-        cols = [
-            "database",
-            "user",
-            "worker",
-            "cl_active",
-            "cl_waiting",
-            "cl_pinned",
-            "sv_active",
-            "sv_idle",
-            "sv_login",
-            "maxwait",
-            "pool_mode",
-            "pool_size",
-            "paused",
-        ]
-        return _table(self.inspect.pools(), cols)
+        return _table(self.inspect.pools(), COLUMNS["pools"])
 
     def _show_clients(self) -> Answer:
-        cols = [
-            "id",
-            "worker",
-            "user",
-            "database",
-            "addr",
-            "state",
-            "pinned",
-            "pin_reason",
-            "application_name",
-            "connect_time",
-        ]
-        return _table(self.inspect.clients(), cols)
+        return _table(self.inspect.clients(), COLUMNS["clients"])
 
     def _show_servers(self) -> Answer:
-        cols = [
-            "id",
-            "worker",
-            "database",
-            "user",
-            "addr",
-            "pid",
-            "state",
-            "client",
-            "age",
-            "prepared",
-            "queries",
-        ]
-        return _table(self.inspect.servers(), cols)
+        return _table(self.inspect.servers(), COLUMNS["servers"])
+
+    def _show_databases(self) -> Answer:
+        return _table(self.inspect.databases(), COLUMNS["databases"])
 
     def _show_workers(self) -> Answer:
-        cols = ["worker", "pid", "clients", "servers", "pinned", "transactions", "updated_ago"]
-        return _table(self.inspect.workers(), cols)
+        return _table(self.inspect.workers(), COLUMNS["workers"])
+
+    def _show_users(self) -> Answer:
+        return _table(self.inspect.users(), COLUMNS["users"])
+
+    def _per_database(self) -> list[dict[str, Any]]:
+        totals: dict[str, dict[str, int]] = {}
+        for pool in self.inspect.pools():
+            row = totals.setdefault(
+                str(pool["database"]), {"xact_count": 0, "xact_time": 0, "wait_time": 0}
+            )
+            row["xact_count"] += int(pool.get("xact_count") or 0)
+            row["xact_time"] += int(pool.get("xact_time_us") or 0)
+            row["wait_time"] += int(pool.get("wait_time_us") or 0)
+        return [{"database": name, **row} for name, row in sorted(totals.items())]
 
     def _show_stats(self) -> Answer:
-        snap = self.inspect.snapshot()
         rows = [
+            {f"total_{k}" if k != "database" else k: v for k, v in row.items()}
+            for row in self._per_database()
+        ]
+        return _table(rows, COLUMNS["stats"])
+
+    def _show_stats_totals(self) -> Answer:
+        return _table(self._per_database(), COLUMNS["stats_totals"])
+
+    def _show_totals(self) -> Answer:
+        per_db = self._per_database()
+        rows: list[list[Any]] = [
+            [f"total_{k}", sum(r[k] for r in per_db)]
+            for k in ("xact_count", "xact_time", "wait_time")
+        ]
+        snap = self.inspect.snapshot()
+        rows += [
             [k, v]
             for k, v in snap.items()
             if isinstance(v, int | float) and not isinstance(v, bool)
@@ -181,10 +215,30 @@ class Console:
         rows += [
             [f"pins_by_reason:{k}", v] for k, v in sorted(snap.get("pins_by_reason", {}).items())
         ]
-        return Table(["stat", "value"], rows)
+        return Table(["name", "value"], rows)
+
+    def _show_lists(self) -> Answer:
+        snap = self.inspect.snapshot()
+        clients = self.inspect.clients()
+        rows = [
+            ["databases", len(self.inspect.databases())],
+            ["users", len(self.inspect.users())],
+            ["pools", len(self.inspect.pools())],
+            ["used_clients", sum(1 for c in clients if c.get("state") in _LOGGED_IN)],
+            ["login_clients", sum(1 for c in clients if c.get("state") not in _LOGGED_IN)],
+            ["used_servers", int(snap.get("database_connections", 0))],
+        ]
+        return Table(["list", "items"], rows)
 
     def _show_config(self) -> Answer:
-        return Table(["key", "value"], [[k, v] for k, v in sorted(self.inspect.config().items())])
+        rows = config_rows(self.inspect.config())
+        return Table(["key", "value", "default", "changeable"], rows)
 
     def _show_version(self) -> Answer:
         return Table(["version"], [[VERSION]])
+
+    def _show_help(self) -> Answer:
+        return Table(["command"], [[c.strip()] for c in _COMMANDS.split(",")])
+
+
+_LOGGED_IN = ("active", "waiting", "idle")

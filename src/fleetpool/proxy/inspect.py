@@ -22,7 +22,7 @@ from .stats import LATENCY_BUCKETS, Stats
 
 _LIST_LIMIT = 2000  # clients/servers a worker publishes for its siblings
 _NOT_SUMMED = ("uptime_seconds", "max_wait_seconds", "worker", "pid")
-_SECRETS = ("users", "token_secret")
+_SECRETS = ("users", "server_users", "token_secret", "data_api")
 
 
 class Inspector:
@@ -45,6 +45,9 @@ class Inspector:
         self._port = port
         self.engine = engine
         self.started = time.time()
+        #: The budget's snapshot (fleet-wide leases by function), refreshed by the
+        #: worker every few seconds when the proxy has a budget; None without one.
+        self.budget: dict[str, Any] | None = None
 
     @property
     def worker(self) -> int:
@@ -116,20 +119,28 @@ class Inspector:
 
     def local_clients(self) -> list[dict[str, Any]]:
         out = []
+        now = time.monotonic()
+        wall = time.time()
         for c in sorted(self.registry.clients, key=lambda c: c.id):
             state = "active" if c.server is not None else ("waiting" if c.waiting else "idle")
+            host, _, port = c.peer_addr.rpartition(":")
+            waited = now - c.wait_started if c.waiting else 0.0
             out.append(
                 {
+                    "type": "C",
                     "id": c.id,
                     "worker": self.worker,
                     "user": c.user,
                     "database": c.database,
-                    "addr": c.peer_addr,
+                    "addr": host or c.peer_addr,
+                    "port": int(port) if port.isdigit() else None,
                     "state": state if c.state == "ready" else c.state,
                     "pinned": c.pinned,
                     "pin_reason": c.pin_reason,
                     "application_name": c.application_name,
-                    "connect_time": round(time.time() - (time.monotonic() - c.connected_at), 3),
+                    "connect_time": wall_text(wall - (now - c.connected_at)),
+                    "wait": int(waited),
+                    "wait_us": int((waited - int(waited)) * 1e6),
                 }
             )
         return out
@@ -139,6 +150,8 @@ class Inspector:
         out = []
         for pool in self.router:
             clients = [c for c in self.registry.clients if c.pool is pool]
+            waited = max((now - c.wait_started for c in pool.waiters), default=0.0)
+            attached = sum(1 for s in pool.servers if s.owner is not None and s.owner is not pool)
             out.append(
                 {
                     "database": pool.database,
@@ -149,13 +162,20 @@ class Inspector:
                     "cl_pinned": sum(1 for c in clients if c.pinned),
                     "sv_active": pool.active,
                     "sv_idle": len(pool.idle),
+                    # neither idle nor lent out: doing the pool's own work (a reset, a check)
+                    "sv_used": max(0, pool.active - attached),
                     "sv_login": pool.connecting,
-                    "maxwait": round(
-                        max((now - c.wait_started for c in pool.waiters), default=0.0), 3
-                    ),
+                    "maxwait": int(waited),
+                    "maxwait_us": int((waited - int(waited)) * 1e6),
+                    "wait_seconds": round(waited, 3),
                     "pool_mode": self.cfg.mode,
                     "pool_size": pool.max_size,
                     "paused": pool.paused,
+                    "xact_count": pool.xact_count,
+                    "xact_time_us": int(pool.xact_time * 1e6),
+                    "wait_time_us": int(pool.wait_time * 1e6),
+                    "host": f"{pool.primary[0]}:{pool.primary[1]}",
+                    "upstream_database": getattr(pool.upstream, "database", pool.database),
                 }
             )
         return out
@@ -175,10 +195,13 @@ class Inspector:
                     "worker": self.worker,
                     "database": pool.database,
                     "user": pool.user,
-                    "addr": f"{s.host}:{s.port}",
-                    "pid": s.pid,
+                    "type": "S",
+                    "addr": s.host,
+                    "port": s.port,
+                    "remote_pid": s.pid,
                     "state": state,
                     "client": getattr(owner, "id", None) if attached else None,
+                    "connect_time": wall_text(time.time() - (now - s.created)),
                     "age": round(now - s.created, 1),
                     "prepared": s.prepared_count,
                     "queries": s.queries,
@@ -280,6 +303,47 @@ class Inspector:
             rows.append(row(data.get("snapshot", {}), data.get("published")))
         return sorted(rows, key=lambda r: int(r["worker"] or 0))
 
+    def databases(self) -> list[dict[str, Any]]:
+        """The databases clients may name: the ``[databases]`` entries (or, without
+        them, every database a pool serves), with their server connections."""
+        cfg = self.cfg
+        pools = self.pools()
+        names = list(cfg.databases) or [cfg.upstream.database]
+        names += sorted({p["database"] for p in pools} - set(names) - {"*"})
+        rows = []
+        for name in names:
+            route = cfg.databases.get(name) or cfg.databases.get("*")
+            up = route.upstream if route is not None else cfg.upstream
+            forced = (route is not None and route.forced_user) or cfg.server_login == "upstream"
+            mine = [
+                p
+                for p in pools
+                if p["database"] == name or (name == "*" and p["database"] not in cfg.databases)
+            ]
+            rows.append(
+                {
+                    "name": name,
+                    "host": up.hosts[0][0],
+                    "port": up.hosts[0][1],
+                    "database": up.database if name == "*" or route is not None else name,
+                    "force_user": up.user if forced else None,
+                    "pool_size": (route.pool_size if route is not None else None)
+                    or self.router.limit,
+                    "pool_mode": cfg.mode,
+                    "current_connections": sum(
+                        p["sv_active"] + p["sv_idle"] + p["sv_login"] for p in mine
+                    ),
+                    "paused": int(self.router.paused),
+                    "disabled": 0,
+                }
+            )
+        return rows
+
+    def users(self) -> list[dict[str, Any]]:
+        return [
+            {"name": name, "pool_mode": self.cfg.mode} for name in sorted(self.cfg.user_secrets())
+        ]
+
     def config(self) -> dict[str, Any]:
         out = {}
         for f in dataclasses.fields(self.cfg):
@@ -288,6 +352,28 @@ class Inspector:
             value = getattr(self.cfg, f.name)
             out[f.name] = str(value) if f.name == "upstream" else value
         return out
+
+
+def client_states(snap: dict[str, Any]) -> dict[str, int]:
+    """Clients by state; the states add up to every client connection."""
+    total = int(snap.get("client_connections", 0))
+    active = int(snap.get("client_connections_active", 0))
+    waiting = int(snap.get("client_connections_waiting", 0))
+    return {"active": active, "waiting": waiting, "idle": max(0, total - active - waiting)}
+
+
+def server_states(snap: dict[str, Any]) -> dict[str, int]:
+    """Server connections by state (PgBouncer's sv_active, sv_idle, sv_login)."""
+    return {
+        "active": int(snap.get("database_connections_borrowed", 0)),
+        "idle": int(snap.get("database_connections_idle", 0)),
+        "connecting": int(snap.get("database_connections_connecting", 0)),
+    }
+
+
+def wall_text(epoch: float) -> str:
+    """A time as PgBouncer's SHOW commands print it: ``2024-05-01 12:00:00 UTC``."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
 
 
 def _count(items: Any) -> dict[str, int]:

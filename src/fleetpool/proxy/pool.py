@@ -80,6 +80,10 @@ class Pool:
         self.failing = False  # the latest attempt to open a connection failed
         self.paused = False
         self.draining = False
+        # Per-pool totals for SHOW STATS (the worker-wide ones are in ``stats``).
+        self.xact_count = 0
+        self.xact_time = 0.0
+        self.wait_time = 0.0
         self.generation = 0  # bumped by RECONNECT/RELOAD: older connections retire
         self.max_prepared = cfg.max_prepared_statements
         self._attempt = 0
@@ -126,6 +130,12 @@ class Pool:
                 return server
             server.close("max_lifetime reached" if server.alive else "broken")
         return None
+
+    def transaction_done(self, seconds: float) -> None:
+        """A client's transaction (its time on a server connection) ended."""
+        self.xact_count += 1
+        self.xact_time += seconds
+        self.stats.transaction_done(seconds)
 
     def enqueue(self, client: PoolClient, now: float) -> None:
         """Queue ``client`` (first come, first served) and open a connection if allowed."""
@@ -211,6 +221,7 @@ class Pool:
                 if client.closed:
                     continue
                 client.waiting = False
+                self.wait_time += now - client.wait_started
                 self.stats.borrowed(now - client.wait_started)
                 client.attach(server, now)
                 return

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from .config import ProxyConfig
+from .events import record_fields
 from .worker import Proxy
 
 
@@ -26,6 +27,8 @@ class _JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
             "pid": os.getpid(),
         }
+        for key, value in record_fields(record).items():
+            out.setdefault(key, value)  # an event's fields: "event", "user", ...
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out)

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import ssl
@@ -16,14 +17,16 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-from ..errors import ConfigError, FleetpoolError
-from .config import ProxyConfig, load_config
+from ..errors import BudgetNotConfigured, ConfigError, FleetpoolError, UnavailableError
+from .config import RESTART_SETTINGS, ProxyConfig, listen_error, settings_from_env
 from .console import Console
 from .context import ServerConn
+from .emf import EmfWriter
 from .inspect import Inspector
 from .leases import LeaseManager
 from .mysql import MySQLEngine
 from .pg import PostgresEngine
+from .pgbouncer import load_any
 from .policy import effective_pool_size, split_pool_size
 from .pool import Pool
 from .registry import Registry
@@ -35,6 +38,18 @@ from .workers import Channel
 log = logging.getLogger("fleetpool.proxy")
 
 _WAIT_LIMIT = 30.0  # PAUSE and WAIT_CLOSE give up after this long
+_BUDGET_VIEW_EVERY = 2.0  # seconds between budget snapshots for /status and /metrics
+
+
+async def _check_budget(budget: Any) -> None:
+    """Refuse to start on a budget nobody configured (every connect would be refused)."""
+    try:
+        configured = (await budget.config()).configured
+    except UnavailableError as exc:
+        log.warning("budget %r cannot be checked now: %s", budget.name, exc)
+        return
+    if not configured:
+        raise BudgetNotConfigured(budget.name, budget.backend.store)
 
 
 class Proxy:
@@ -100,6 +115,10 @@ class Proxy:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: asyncio.base_events.Server | None = None
         self._janitor: asyncio.Task[None] | None = None
+        self._budget_view_due = 0.0
+        self.emf: EmfWriter | None = None
+        if cfg.emf_interval > 0 and worker_index == 0:
+            self.emf = EmfWriter(cfg.name, cfg.emf_interval)
 
     def __repr__(self) -> str:
         return (
@@ -119,6 +138,20 @@ class Proxy:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Listen and start every part; on any failure, undo what was started."""
+        budget = None
+        try:
+            if self.cfg.budget_url:
+                from ..budget import open_async_budget
+
+                budget = open_async_budget(self.cfg.budget_url, self.cfg.budget_name)
+                await _check_budget(budget)
+            await self._start(budget)
+        except BaseException:
+            await self._undo_start(budget)
+            raise
+
+    async def _start(self, budget: Any) -> None:
         loop = asyncio.get_running_loop()
         cfg = self.cfg
         host, port = cfg.listen
@@ -127,24 +160,25 @@ class Proxy:
         prepare = getattr(self.engine, "prepare", None)
         if prepare is not None:
             await prepare(self.router.default)
-        self._server = await loop.create_server(
-            self.engine.frontend(self.services),
-            host,
-            port,
-            reuse_port=self.workers > 1 or None,
-            backlog=4096,
-        )
+        try:
+            self._server = await loop.create_server(
+                self.engine.frontend(self.services),
+                host,
+                port,
+                reuse_port=self.workers > 1 or None,
+                backlog=4096,
+            )
+        except OSError as exc:
+            raise listen_error("listen", host, port, exc) from exc
         self.port = self._server.sockets[0].getsockname()[1]
         if self.workers > 1:
             self.channel = Channel(
                 self.port, self.worker_index, self.workers, self.registry.cancel, self._local
             )
             await self.channel.start()
-        if cfg.budget_url:
-            from ..budget import open_async_budget
-
+        if budget is not None:
             self.leases = LeaseManager(
-                open_async_budget(cfg.budget_url, cfg.budget_name),
+                budget,
                 ttl=cfg.budget_ttl,
                 wait=cfg.budget_wait,
                 spawn=self.spawn,
@@ -154,8 +188,9 @@ class Proxy:
         if cfg.admin_listen and self.worker_index == 0:
             from .admin import AdminHTTP
 
-            self.admin = AdminHTTP(self.inspector, cfg.admin_listen)
-            await self.admin.start()
+            admin = AdminHTTP(self.inspector, cfg.admin_listen)
+            await admin.start()
+            self.admin = admin
         if cfg.data_api_listen and self.worker_index == 0:
             # It logs in to this proxy as a client: it shares the pools, queue, leases.
             from ..dataapi.embedded import config_for_proxy, start_in_proxy
@@ -173,6 +208,21 @@ class Proxy:
             cfg.mode,
             self.pool.max_size,
         )
+
+    async def _undo_start(self, budget: Any) -> None:
+        if self.admin is not None:
+            await self.admin.stop()
+            self.admin = None
+        if self.channel is not None:
+            await self.channel.stop()
+            self.channel = None
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        if budget is not None:
+            with contextlib.suppress(FleetpoolError):
+                await budget.close()
 
     async def _size_from_server(self) -> None:
         host, port = self.cfg.upstream.hosts[0]
@@ -257,11 +307,28 @@ class Proxy:
                     )
         if self.leases is not None:
             self.leases.tick(self.router.servers, self._retire)
+            if self.admin is not None and now >= self._budget_view_due:
+                self._budget_view_due = now + _BUDGET_VIEW_EVERY
+                self.spawn(self._refresh_budget_view(self.leases))
+        emf = self.emf
+        if emf is not None and emf.due(now):
+            try:
+                emf.write(self.inspector.snapshot(), now)
+            except (OSError, ValueError) as exc:  # stdout closed: the proxy goes on
+                log.warning("cannot write EMF metrics: %s", exc)
         if self.workers > 1:
             try:
                 self.inspector.publish()
             except OSError as exc:  # pragma: no cover - /tmp full or gone
                 log.debug("cannot publish worker stats: %s", exc)
+
+    async def _refresh_budget_view(self, leases: LeaseManager) -> None:
+        try:
+            snap = await leases.budget.snapshot()
+        except FleetpoolError as exc:
+            log.debug("budget snapshot for /status failed: %s", exc)
+            return
+        self.inspector.budget = snap.as_dict()
 
     def _retire(self, server: ServerConn) -> None:
         server.expires = 0.0  # closed at its next release
@@ -329,15 +396,17 @@ class Proxy:
         return "RELOAD"
 
     def reload_local(self) -> str:
-        """Re-read the config file (if any) and apply what can change live.
+        """Re-read the config file (if any; TOML or pgbouncer.ini) and apply what can
+        change live.
 
         Listen address, mode, workers and TLS files need a restart; everything else
         (pool size and timeouts, users, auth, init/reset queries, upstream) applies to
         new connections at once. Server connections are retired and reopened.
         """
         if self.config_path:
-            new = load_config(self.config_path, **self.overrides)
-            fixed = ("listen", "mode", "workers", "tls_cert", "tls_key", "client_tls")
+            # The environment is read again too: a *_FILE secret may have been rotated.
+            new = load_any(self.config_path, **{**settings_from_env(), **self.overrides})
+            fixed = RESTART_SETTINGS
             for name in fixed:
                 if getattr(new, name) != getattr(self.cfg, name):
                     log.warning("RELOAD: %s changed; restart the proxy to apply it", name)

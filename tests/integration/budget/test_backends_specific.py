@@ -494,12 +494,17 @@ def test_dynamodb_creates_its_table_and_keeps_budgets_apart(moto_url: str) -> No
     b.close()
 
 
-def test_dynamodb_missing_table_without_create_is_unavailable(moto_url: str) -> None:
+def test_dynamodb_missing_table_without_create_is_not_configured(moto_url: str) -> None:
+    # A table name that does not exist is a configuration to fix, not an outage to ride
+    # out: even fail_open does not grant on it.
     url = _dynamo_url(moto_url, f"absent-{uuid.uuid4().hex[:8]}", create=False)
-    budget = fleetpool.open_budget(url, "x", on_unavailable="fail_closed")
-    with pytest.raises(BudgetUnavailable, match="absent-"):
-        budget.snapshot()
-    budget.close()
+    for mode in ("fail_closed", "fail_open"):
+        budget = fleetpool.open_budget(url, "x", on_unavailable=mode)  # type: ignore[arg-type]
+        with pytest.raises(fleetpool.NotConfigured, match="absent-"):
+            budget.snapshot()
+        with pytest.raises(fleetpool.NotConfigured, match="absent-"):
+            budget.acquire(function="api", ttl=30)
+        budget.close()
 
 
 def test_dynamodb_item_size_limit_is_a_clear_error(moto_url: str) -> None:

@@ -349,3 +349,43 @@ def test_async_budget(store_url: str) -> None:
         await b.close()
 
     asyncio.run(main())
+
+
+def test_an_unconfigured_budget_fails_at_once_naming_itself(open_: Factory) -> None:
+    b = open_()
+    started = time.monotonic()
+    with pytest.raises(fleetpool.BudgetNotConfigured) as err:
+        b.acquire(function="api", ttl=30, wait=30)
+    assert time.monotonic() - started < 15  # it did not wait out its 30 s
+    message = str(err.value)
+    assert repr(b.name) in message and "fleetpool budget set" in message
+    assert isinstance(err.value, fleetpool.ConfigError)
+    assert b.snapshot().waiting == 0  # its place in the queue was given up
+    # A limit of 0 set on purpose is a configuration: callers wait, then are refused.
+    b.configure(limit=0)
+    with pytest.raises(NoConnectionsLeft):
+        b.acquire(function="api", ttl=30, wait=0.2)
+
+
+def test_async_acquire_of_an_unconfigured_budget_fails_too(store_url: str) -> None:
+    async def main() -> None:
+        async with fleetpool.open_async_budget(store_url, f"un-{uuid.uuid4().hex[:8]}") as b:
+            with pytest.raises(fleetpool.BudgetNotConfigured):
+                await b.acquire(function="api", ttl=30, wait=30)
+
+    asyncio.run(main())
+
+
+def test_the_store_lists_its_configured_budgets(open_: Factory, store_url: str) -> None:
+    from fleetpool.budget import list_budgets
+
+    configured = open_()
+    configured.configure(limit=2)
+    never = fleetpool.open_budget(store_url, f"never-{uuid.uuid4().hex[:8]}")
+    try:
+        never.snapshot()  # read, not configured
+        names = list_budgets(store_url)
+        assert configured.name in names and never.name not in names
+        assert names == sorted(names)
+    finally:
+        never.close()

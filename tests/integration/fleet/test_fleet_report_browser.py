@@ -100,3 +100,31 @@ def test_report_screenshot(report: Path, tmp_path: Path) -> None:
         report.as_uri(),
     )
     assert png.exists() and png.stat().st_size > 20_000, out.stderr[-2000:]
+
+
+def test_report_table_scrolls_in_its_box_not_the_page(report: Path, tmp_path: Path) -> None:
+    """At 1400 px and narrower, the page never scrolls sideways: a table wider than the
+    page scrolls inside its own box."""
+    from tests.browser import Browser
+
+    with Browser(tmp_path / "cdp-profile") as browser:
+        browser.open(report.as_uri())
+        browser.wait_for("document.readyState === 'complete'")
+        for width in (1400, 700):
+            browser.send(
+                "Emulation.setDeviceMetricsOverride",
+                {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False},
+            )
+            browser.pump(0.3)
+            page = browser.evaluate(
+                "[document.scrollingElement.scrollWidth, document.scrollingElement.clientWidth]"
+            )
+            assert page[0] <= page[1], (width, page)
+            box = browser.evaluate(
+                "(() => { const b = document.querySelector('div.scroll');"
+                " return [getComputedStyle(b).overflowX, b.scrollWidth, b.clientWidth]; })()"
+            )
+            assert box[0] == "auto"
+            if width == 700:
+                assert box[1] > box[2]  # the table is wider than its box: the box scrolls
+        assert browser.errors() == []

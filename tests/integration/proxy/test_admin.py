@@ -40,7 +40,7 @@ def test_show_commands(proxy_factory: Any) -> None:
         ]
         servers = console.execute("SHOW SERVERS").fetchall()
         assert len(servers) == 1
-        stats = dict(console.execute("SHOW STATS").fetchall())
+        stats = dict(console.execute("SHOW TOTALS").fetchall())
         assert int(stats["pinned_sessions_total"]) == 1
         assert int(stats["pins_by_reason:LISTEN"]) == 1
         with pytest.raises(psycopg.errors.SyntaxError):
@@ -81,10 +81,13 @@ def test_metrics_and_status(proxy_factory: Any) -> None:
         assert status["mode"] == "transaction"
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
             text = resp.read().decode()
-        assert "fleetpool_proxy_client_connections 1.0" in text
+        # connections by state, not one number per state; latencies as histograms only
+        assert 'fleetpool_proxy_client_connections{state="idle"} 1.0' in text
+        assert 'fleetpool_proxy_client_connections{state="active"} 0.0' in text
+        assert 'fleetpool_proxy_database_connections{state="idle"} 1.0' in text
         assert "fleetpool_proxy_borrows_total" in text
         assert "fleetpool_proxy_borrow_latency_seconds_bucket" in text
-        assert "fleetpool_proxy_database_connections " in text
+        assert "p99" not in text and "fleetpool_proxy_client_connections_active" not in text
     deadline = time.monotonic() + 5
     while handle.proxy.clients and time.monotonic() < deadline:
         time.sleep(0.02)

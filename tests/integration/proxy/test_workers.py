@@ -177,7 +177,7 @@ def test_admin_console_sees_and_steers_every_worker(proxy_process: Any) -> None:
             # RECONNECT retires every server connection; WAIT_CLOSE waits for it.
             console.execute("RECONNECT")
             console.execute("WAIT_CLOSE")
-            stats = dict(console.execute("SHOW STATS").fetchall())
+            stats = dict(console.execute("SHOW TOTALS").fetchall())
             assert int(stats["database_connections_retiring"]) == 0
     finally:
         for conn in conns:

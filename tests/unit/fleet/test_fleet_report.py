@@ -104,3 +104,23 @@ def test_nice_ticks_and_render() -> None:
     )
     assert svg.startswith("<svg") and svg.endswith("</svg>")
     assert "<path" in svg and "<rect" in svg
+
+
+def test_summary_table_is_whole_when_stderr_is_not_a_terminal() -> None:
+    # Under pytest stderr is not a terminal, as in CI logs or behind `| tee`.
+    from fleetpool.fleet.cli import console, summary_table
+
+    run = fake_run()
+    long_name = "zombie-killer (serverless-mysql/-pg style, kills idle sessions past 80%)"
+    run["strategies"][0]["strategy"] = long_name
+    with console.capture() as captured:
+        console.print(summary_table(run))
+    text = captured.get()
+    assert long_name in text and "…" not in text
+    assert max(len(line) for line in text.splitlines()) > 80
+    assert "\x1b[" not in text  # no colour codes in a log
+
+
+def test_report_table_sits_in_a_scroll_box() -> None:
+    html = render_report(fake_run())
+    assert '<div class="scroll"><table>' in html and ".scroll{overflow-x:auto" in html

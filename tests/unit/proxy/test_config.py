@@ -72,7 +72,7 @@ def test_example_file_documents_every_key() -> None:
 
     path = Path(__file__).resolve().parents[3] / "src/fleetpool/proxy/example.toml"
     cfg = load_config(path)
-    assert cfg.admin_listen == ("127.0.0.1", 9187)
+    assert cfg.admin_listen == ("127.0.0.1", 6480)
     text = path.read_text()
     for f in dataclasses.fields(ProxyConfig):
         assert f.name in text, f"example.toml does not mention {f.name}"

@@ -62,7 +62,7 @@ from .._base import (
     granted_lease,
 )
 from .._per_thread import PerThread
-from .._policy import REASONS, BudgetConfig
+from .._policy import REASONS, UNCONFIGURED, BudgetConfig
 from ._lua import LIBRARY, SCRIPT_ARGS, SCRIPTS, function_name
 from ._wake import Wakeups
 from ._wire import (
@@ -305,7 +305,13 @@ class RedisBackend(BudgetBackend):
 
     def get_config(self) -> BudgetConfig:
         raw = self._call(lambda: self._client.get(self.keys[0]))
-        return BudgetConfig(limit=0) if raw is None else BudgetConfig.from_json(raw)
+        return UNCONFIGURED if raw is None else BudgetConfig.from_json(raw)
+
+    def budget_names(self) -> list[str]:
+        head, tail = "{fleetpool:", "}:" + KEY_SUFFIXES[0]
+        keys = self._call(lambda: list(self._client.scan_iter(match=head + "*" + tail, count=1000)))
+        names = (as_str(k) for k in keys)
+        return sorted(k[len(head) : -len(tail)] for k in names if k.endswith(tail))
 
     def try_acquire(self, request: AcquireRequest) -> AcquireResult:
         queueing = request.queue_for > 0
@@ -426,7 +432,7 @@ class RedisBackend(BudgetBackend):
 
     def snapshot(self) -> Snapshot:
         raw_config, flat, waiting = self._script("snapshot", ())
-        config = BudgetConfig.from_json(raw_config) if raw_config else BudgetConfig(limit=0)
+        config = BudgetConfig.from_json(raw_config) if raw_config else UNCONFIGURED
         counts = {as_str(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
         return Snapshot.from_counts(self.name, config, counts, int(waiting))
 

@@ -31,7 +31,7 @@ from ...pg.codec import (
 from ...pg.login import AUTH_FAILED
 from ...pg.relay import ClientState, fail_pending, fail_requests, plain_query
 from ...pg.settings import Interner
-from .. import policy
+from .. import events, policy
 from ..link import Endpoint, unlink
 from ..pool import Pool
 from ..router import Refused
@@ -282,11 +282,23 @@ class FrontendConnection(Endpoint):
         """The startup phase is over: complete the login with the server's values."""
         self.user, self.database = user, database
         self.write(m.auth_ok())  # (PostgreSQL, too, says so before checking the database)
+        log_it = self.services.cfg.log_connections
         try:
             self.pool = self.services.router.route(database, user)
         except Refused as exc:
-            self.fatal("3D000" if exc.kind == "database" else "28000", str(exc))
+            code = "3D000" if exc.kind == "database" else "28000"
+            if log_it:
+                events.login_failed(user, database, self.peer_addr, str(exc), code)
+            self.fatal(code, str(exc))
             return
+        if log_it:
+            events.login(
+                user,
+                database,
+                self.peer_addr,
+                application_name=settings.get("application_name"),
+                tls=self.tls or None,
+            )
         settings.setdefault("application_name", "")
         self.pg = ClientState(settings, self.interner, self._max)
         known = _reported(self.pool).get(self.pg.settings.key)
@@ -499,9 +511,10 @@ class FrontendConnection(Endpoint):
                     server.inject(sync)
             return
         now = _monotonic()
-        self.stats.transaction_done(now - self.attached_at)
+        pool = self.pool
+        pool.transaction_done(now - self.attached_at)
         self.detach(server, now)
-        self.pool.release(server, now)
+        pool.release(server, now)
 
     def server_closed(self, server: BackendConnection, reason: str) -> None:
         """Our server connection died: fail only this client's work."""

@@ -23,12 +23,14 @@ from ...pg.codec import (
 )
 from ...pg.login import AUTH_FAILED, FrontendLogin, scram_verifier
 from ...pg.settings import startup_settings
+from .. import events
 from ..services import Services
 from .console import ADMIN_WELCOME, encode_answers
 
 
 class StartupHost(Protocol):
     tls: bool
+    peer_addr: str
 
     def write(self, data: bytes) -> None: ...
 
@@ -122,6 +124,7 @@ class StartupPhase:
                 f"{cfg.max_client_connections})",
             )
         if refusal is not None:
+            self._failed(refusal[1], refusal[0])
             host.fatal(*refusal)
             return False
         unknown = [k for k in params if k.startswith("_pq_.")]
@@ -149,6 +152,7 @@ class StartupPhase:
             host.write(reply)
         if login.failed:
             self._services.stats.auth_failures += 1
+            self._failed("wrong password or token", AUTH_FAILED)
             host.fatal(AUTH_FAILED, f'password authentication failed for user "{self.user}"')
             return False
         if not login.ok:
@@ -158,14 +162,21 @@ class StartupPhase:
         if self.database == cfg.admin_database:
             admins = cfg.admin_users
             if admins and self.user not in admins:
+                self._failed("not in admin_users", "28000")
                 host.fatal("28000", f'user "{self.user}" may not use the admin console')
                 return False
+            if cfg.log_connections:
+                events.login(self.user, self.database, host.peer_addr, admin=True)
             self._admin = True
             host.write(ADMIN_WELCOME)
             host.admin_ready()
             return True
         host.authenticated(self.user, self.database, startup_settings(self._params))
         return True
+
+    def _failed(self, reason: str, code: str) -> None:
+        if self._services.cfg.log_connections:
+            events.login_failed(self.user, self.database, self._host.peer_addr, reason, code)
 
     def _admin_message(self, msg: Message) -> None:
         host = self._host
@@ -182,4 +193,6 @@ class StartupPhase:
         self._services.spawn(self._console(sql))
 
     async def _console(self, sql: str) -> None:
-        self._host.write(encode_answers(await self._services.console.execute(sql)))
+        console = self._services.console
+        answers = await console.execute(sql, self.user, self._host.peer_addr)
+        self._host.write(encode_answers(answers))
