@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from ..client.dsn import ACCEPTED, DEFAULT_PORTS, parse_dsn
 from ..errors import ConfigError
+from ..tls import TlsMode, check_mode
 
 ENV_USER_PREFIX = "FLEETPOOL_PROXY_USER_"
 # Keys older configuration files may hold, and why they no longer matter.
@@ -26,8 +27,10 @@ RETIRED_KEYS = {
 log = logging.getLogger("fleetpool.proxy.config")
 
 Mode = Literal["transaction", "session"]
-AuthMethod = Literal["scram-sha-256", "md5", "password", "trust"]
-TlsMode = Literal["disable", "allow", "prefer", "require"]
+AuthMethod = Literal["scram-sha-256", "md5", "password", "trust", "cert"]
+AUTH_METHODS = ("scram-sha-256", "md5", "password", "trust", "cert")
+ClientTlsMode = Literal["disable", "allow", "prefer", "require"]
+CLIENT_TLS_MODES = ("disable", "allow", "prefer", "require")
 
 
 @dataclass(slots=True)
@@ -147,6 +150,8 @@ class ProxyConfig:
     init_query: str = ""
     server_reset_query: str = "DISCARD ALL"
     server_tls: TlsMode = "disable"
+    # CA certificates the server's certificate must chain to (verify-ca, verify-full)
+    server_ca_file: str = ""
     max_prepared_statements: int = 1000  # per server connection, then DEALLOCATE ALL
     # clients
     connection_borrow_timeout: float = 120.0
@@ -166,17 +171,36 @@ class ProxyConfig:
     # hosts as itself, each client logging in as its own user
     databases: dict[str, DatabaseRoute] = field(default_factory=dict)
     token_secret: str = ""
+    # the secret being retired: tokens signed with it are still accepted (rotation)
+    token_secret_previous: str = ""
     tls_cert: str = ""
     tls_key: str = ""
-    client_tls: TlsMode = "allow"
+    client_tls: ClientTlsMode = "allow"
+    # CAs of client certificates (auth_method = "cert": the certificate's CN is the user)
+    client_ca_file: str = ""
+    # failed logins per source address: each failure is answered after a delay that
+    # doubles (login_delay, capped at login_delay_max); login_ban_after failures within
+    # login_ban_time ban the address for login_ban_time (0: never ban)
+    login_delay: float = 0.1
+    login_delay_max: float = 3.0
+    login_ban_after: int = 30
+    login_ban_time: float = 300.0
+    # logins in progress (connected, not yet authenticated): per worker, per address
+    max_logins_in_progress: int = 1000
+    max_logins_per_address: int = 200
     # operations
     admin_listen: tuple[str, int] | None = None
+    # /metrics and /status require "Authorization: Bearer <admin_token>" when set
+    admin_token: str = ""
     # the RDS-Data-API-compatible HTTP endpoint in the proxy process (worker 0), and its
     # settings (access_keys, limits, pool_size: see fleetpool/dataapi/example.toml)
     data_api_listen: str = ""
     data_api: dict[str, Any] = field(default_factory=dict)
     admin_database: str = "fleetpool"
+    # who may use the admin console: admin_users everything, stats_users SHOW only;
+    # nobody else (the console then looks like an unknown database)
     admin_users: list[str] = field(default_factory=list)
+    stats_users: list[str] = field(default_factory=list)
     workers: int = 1
     budget_url: str = ""
     budget_name: str = "default"
@@ -222,6 +246,17 @@ class ProxyConfig:
         env = os.environ if environ is None else environ
         return self.token_secret or env.get("FLEETPOOL_TOKEN_SECRET", "")
 
+    def token_secrets(self, environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+        """The secrets a login token may be signed with: the current one (which also
+        mints) and, during a rotation, the previous one."""
+        env = os.environ if environ is None else environ
+        previous = self.token_secret_previous or env.get("FLEETPOOL_TOKEN_SECRET_PREVIOUS", "")
+        return tuple(s for s in (self.effective_token_secret(env), previous) if s)
+
+    def effective_admin_token(self, environ: Mapping[str, str] | None = None) -> str:
+        env = os.environ if environ is None else environ
+        return self.admin_token or env.get("FLEETPOOL_ADMIN_TOKEN", "")
+
     def replace(self, **changes: Any) -> ProxyConfig:
         return dataclasses.replace(self, **changes)
 
@@ -232,6 +267,8 @@ _POSITIVE = (
     "max_message_size",
     "workers",
     "max_prepared_statements",
+    "max_logins_in_progress",
+    "max_logins_per_address",
 )
 _NON_NEGATIVE = (
     "min_idle",
@@ -245,6 +282,10 @@ _NON_NEGATIVE = (
     "budget_ttl",
     "budget_wait",
     "shutdown_timeout",
+    "login_delay",
+    "login_delay_max",
+    "login_ban_after",
+    "login_ban_time",
 )
 
 
@@ -266,15 +307,32 @@ def validate(cfg: ProxyConfig) -> None:
         raise ConfigError(f"server_login must be 'client' or 'upstream', got {cfg.server_login!r}")
     if cfg.mode not in ("transaction", "session"):
         raise ConfigError(f"mode must be 'transaction' or 'session', got {cfg.mode!r}")
-    if cfg.auth_method not in ("scram-sha-256", "md5", "password", "trust"):
+    if cfg.auth_method not in AUTH_METHODS:
         raise ConfigError(
-            f"auth_method must be scram-sha-256, md5, password or trust, got {cfg.auth_method!r}"
+            f"auth_method must be one of {', '.join(AUTH_METHODS)}, got {cfg.auth_method!r}"
         )
-    for name in ("client_tls", "server_tls"):
-        if getattr(cfg, name) not in ("disable", "allow", "prefer", "require"):
-            raise ConfigError(f"{name} must be disable, allow, prefer or require")
+    if cfg.client_tls not in CLIENT_TLS_MODES:
+        raise ConfigError(f"client_tls must be one of {', '.join(CLIENT_TLS_MODES)}")
+    check_mode("server_tls", cfg.server_tls, cfg.server_ca_file, "server_ca_file")
     if cfg.client_tls == "require" and not (cfg.tls_cert and cfg.tls_key):
         raise ConfigError("client_tls = 'require' needs tls_cert and tls_key")
+    if cfg.auth_method == "cert" and not (
+        cfg.tls_cert and cfg.tls_key and cfg.client_ca_file and cfg.client_tls != "disable"
+    ):
+        raise ConfigError(
+            "auth_method = 'cert' needs tls_cert, tls_key and client_ca_file (the CAs "
+            "that sign client certificates), and client_tls other than 'disable'"
+        )
+    if cfg.client_ca_file and not Path(cfg.client_ca_file).is_file():
+        raise ConfigError(f"client_ca_file {cfg.client_ca_file!r} is not a readable file")
+    if cfg.login_delay_max < cfg.login_delay:
+        raise ConfigError(
+            f"login_delay_max ({cfg.login_delay_max}) is below login_delay ({cfg.login_delay})"
+        )
+    for name in ("admin_users", "stats_users"):
+        names = getattr(cfg, name)
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ConfigError(f"{name} must be a list of user names")
     if cfg.max_connections_percent is not None and not 0 < cfg.max_connections_percent <= 100:
         raise ConfigError("max_connections_percent must be in (0, 100]")
     if cfg.min_idle > cfg.pool_size:
@@ -300,6 +358,7 @@ _FILE_KEYS: dict[str, type | tuple[type, ...]] = {
     "init_query": str,
     "server_reset_query": str,
     "server_tls": str,
+    "server_ca_file": str,
     "max_prepared_statements": int,
     "connection_borrow_timeout": (int, float),
     "max_client_connections": int,
@@ -313,14 +372,24 @@ _FILE_KEYS: dict[str, type | tuple[type, ...]] = {
     "server_login": str,
     "databases": dict,
     "token_secret": str,
+    "token_secret_previous": str,
     "tls_cert": str,
     "tls_key": str,
     "client_tls": str,
+    "client_ca_file": str,
+    "login_delay": (int, float),
+    "login_delay_max": (int, float),
+    "login_ban_after": int,
+    "login_ban_time": (int, float),
+    "max_logins_in_progress": int,
+    "max_logins_per_address": int,
     "admin_listen": str,
+    "admin_token": str,
     "data_api_listen": str,
     "data_api": dict,
     "admin_database": str,
     "admin_users": list,
+    "stats_users": list,
     "workers": int,
     "budget_url": str,
     "budget_name": str,
@@ -394,13 +463,20 @@ def load_config(path: str | Path, **overrides: Any) -> ProxyConfig:
 
 
 _NOT_SETTABLE = ("users", "server_users", "databases", "data_api")
+# Secrets do not belong on a command line (other users of the host see it in ps).
+_SECRET_SETTINGS = {
+    "token_secret": "FLEETPOOL_TOKEN_SECRET",
+    "token_secret_previous": "FLEETPOOL_TOKEN_SECRET_PREVIOUS",
+    "admin_token": "FLEETPOOL_ADMIN_TOKEN",
+}
 
 
 def parse_settings(items: list[str]) -> dict[str, Any]:
     """``KEY=VALUE`` strings from the command line (``--set``), typed like the file's keys.
 
-    Every setting of the file is accepted except ``users`` (secrets do not belong on a
-    command line: use the config file or FLEETPOOL_PROXY_USER_<name> variables).
+    Every setting of the file is accepted except tables and secrets (``users``,
+    ``server_users``, token secrets, ``admin_token``: secrets do not belong on a command
+    line; use the config file or the environment variables).
     """
     out: dict[str, Any] = {}
     for item in items:
@@ -408,6 +484,11 @@ def parse_settings(items: list[str]) -> dict[str, Any]:
         key = key.strip().replace("-", "_")
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        if key in _SECRET_SETTINGS:
+            raise ConfigError(
+                f"--set {key}: secrets do not belong on a command line; give {key} in the "
+                f"config file or as the {_SECRET_SETTINGS[key]} environment variable"
+            )
         if key in _NOT_SETTABLE:
             if key in ("databases", "data_api"):
                 raise ConfigError(f"--set {key}: give [{key}] in the config file")
@@ -416,7 +497,9 @@ def parse_settings(items: list[str]) -> dict[str, Any]:
                 f"{ENV_USER_PREFIX}<name>=<secret> environment variables"
             )
         if key not in _FILE_KEYS:
-            known = ", ".join(sorted(k for k in _FILE_KEYS if k not in _NOT_SETTABLE))
+            known = ", ".join(
+                sorted(k for k in _FILE_KEYS if k not in _NOT_SETTABLE + tuple(_SECRET_SETTINGS))
+            )
             raise ConfigError(f"--set {key}: unknown setting; known settings: {known}")
         out[key] = _typed(key, text.strip(), _FILE_KEYS[key])
     return out
