@@ -5,15 +5,20 @@
 # (the numbers of this worker, merged with its siblings'); what it does goes through
 # ``Control`` (the worker broadcasts PAUSE, RESUME, RECONNECT, RELOAD to every worker).
 #
+# Who may do what is decided here too, for every engine: ``console_role`` gives a user's
+# role (admin_users: everything; stats_users: SHOW only; anyone else: none, and the
+# plug-in then refuses the login exactly as it refuses an unknown database, so the
+# console's existence is not even confirmed).
+#
 # Commands: SHOW POOLS|CLIENTS|SERVERS|STATS|CONFIG|VERSION|WORKERS, PAUSE (waits until
 # no transaction runs), RESUME, RECONNECT (retire every server connection), WAIT_CLOSE
 # (wait until retired connections are closed), RELOAD. PgBouncer's column names are
 # used where they overlap, so existing scripts keep working.
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from ..errors import FleetpoolError
 
@@ -36,6 +41,19 @@ class Done:
 class Failed:
     message: str
     hint: str = ""
+    denied: bool = False  # the user's role does not allow the command
+
+
+Role = Literal["admin", "stats"]
+
+
+def console_role(user: str, admin_users: Sequence[str], stats_users: Sequence[str]) -> Role | None:
+    """What ``user`` may do in the admin console: everything, SHOW only, or nothing."""
+    if user in admin_users:
+        return "admin"
+    if user in stats_users:
+        return "stats"
+    return None
 
 
 Answer = Table | Done | Failed
@@ -82,10 +100,19 @@ class Console:
         self.inspect = inspect
         self.control = control
 
-    async def execute(self, sql: str) -> list[Answer]:
-        """Answer every ``;``-separated command of ``sql``."""
+    async def execute(self, sql: str, role: Role = "admin") -> list[Answer]:
+        """Answer every ``;``-separated command of ``sql`` for a user of ``role``."""
         answers: list[Answer] = []
         for stmt in [s.strip() for s in sql.split(";") if s.strip()]:
+            if role != "admin" and stmt.split(None, 1)[0].upper() != "SHOW":
+                answers.append(
+                    Failed(
+                        f"permission denied: {stmt.split(None, 1)[0][:40].upper()} needs "
+                        "an admin user (admin_users); stats_users may run SHOW commands",
+                        denied=True,
+                    )
+                )
+                continue
             try:
                 answers.append(await self._statement(stmt))
             except FleetpoolError as exc:

@@ -23,6 +23,8 @@ from ...pg.codec import (
 )
 from ...pg.login import AUTH_FAILED, FrontendLogin, scram_verifier
 from ...pg.settings import startup_settings
+from ..console import Role, console_role
+from ..router import unknown_database
 from ..services import Services
 from .console import ADMIN_WELCOME, encode_answers
 
@@ -44,7 +46,17 @@ class StartupHost(Protocol):
 
 
 class StartupPhase:
-    __slots__ = ("_admin", "_dec", "_host", "_login", "_params", "_services", "database", "user")
+    __slots__ = (
+        "_admin",
+        "_dec",
+        "_host",
+        "_login",
+        "_params",
+        "_role",
+        "_services",
+        "database",
+        "user",
+    )
 
     def __init__(self, host: StartupHost, services: Services, max_message_size: int) -> None:
         self._host = host
@@ -52,6 +64,7 @@ class StartupPhase:
         self._dec = FrontendDecoder(min(max_message_size, 1 << 20))
         self._login: FrontendLogin | None = None
         self._admin = False
+        self._role: Role = "stats"
         self._params: dict[str, str] = {}
         self.user = ""
         self.database = ""
@@ -156,10 +169,13 @@ class StartupPhase:
         self._login = None
         cfg = self._services.cfg
         if self.database == cfg.admin_database:
-            admins = cfg.admin_users
-            if admins and self.user not in admins:
-                host.fatal("28000", f'user "{self.user}" may not use the admin console')
+            role = console_role(self.user, cfg.admin_users, cfg.stats_users)
+            if role is None:
+                # Exactly what an unknown database gets (see FrontendConnection.authenticated).
+                host.write(m.auth_ok())
+                host.fatal("3D000", str(unknown_database(self.database)))
                 return False
+            self._role = role
             self._admin = True
             host.write(ADMIN_WELCOME)
             host.admin_ready()
@@ -182,4 +198,5 @@ class StartupPhase:
         self._services.spawn(self._console(sql))
 
     async def _console(self, sql: str) -> None:
-        self._host.write(encode_answers(await self._services.console.execute(sql)))
+        answers = await self._services.console.execute(sql, self._role)
+        self._host.write(encode_answers(answers))
