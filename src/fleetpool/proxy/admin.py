@@ -2,9 +2,13 @@
 # (prometheus-client, with a private registry and a collector reading the Inspector on
 # scrape) and ``/status`` as JSON, both covering every worker. It is a tiny asyncio
 # HTTP/1.0 server: two GET routes on the proxy's own loop need no framework.
+# It listens on loopback unless configured otherwise; with ``admin_token`` every
+# request must carry ``Authorization: Bearer <token>`` (compared in constant time).
 from __future__ import annotations
 
 import asyncio
+import hmac
+import ipaddress
 import json
 import logging
 from collections.abc import Iterator
@@ -57,12 +61,35 @@ def metric_families(inspect: Inspector) -> Iterator[Any]:
         yield family
 
 
+def authorized(head: bytes, token: str) -> bool:
+    """Does the request ``head`` carry the bearer ``token`` (always, without one)?"""
+    if not token:
+        return True
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"authorization":
+            scheme, _, given = value.strip().partition(b" ")
+            if scheme.lower() == b"bearer":
+                return hmac.compare_digest(given.strip(), token.encode())
+    return False
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class AdminHTTP:
-    def __init__(self, inspect: Inspector, listen: tuple[str, int]) -> None:
+    def __init__(self, inspect: Inspector, listen: tuple[str, int], token: str = "") -> None:
         from prometheus_client import CollectorRegistry
 
         self.inspect = inspect
         self.listen = listen
+        self.token = token
         self._server: asyncio.base_events.Server | None = None
         self.port = 0
         self.registry = CollectorRegistry(auto_describe=False)
@@ -73,6 +100,12 @@ class AdminHTTP:
         self._server = await asyncio.start_server(self._handle, host, port)
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("admin HTTP on %s:%s (/metrics, /status)", host, self.port)
+        if not self.token and not _loopback(host):
+            log.warning(
+                "admin HTTP listens on %s without admin_token: anyone who reaches it "
+                "reads the proxy's status; set admin_token (or FLEETPOOL_ADMIN_TOKEN)",
+                host,
+            )
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -84,6 +117,14 @@ class AdminHTTP:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
             line = head.split(b"\r\n", 1)[0].decode(errors="replace").split()
             path = line[1].split("?", 1)[0] if len(line) >= 2 else "/"
+            if not authorized(head, self.token):
+                writer.write(
+                    b"HTTP/1.0 401 Unauthorized\r\nWWW-Authenticate: Bearer\r\n"
+                    b"Content-Type: text/plain\r\nContent-Length: 46\r\n\r\n"
+                    b"send the header: Authorization: Bearer <token>"
+                )
+                await writer.drain()
+                return
             if path == "/metrics":
                 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 

@@ -146,7 +146,7 @@ class Proxy:
         if cfg.admin_listen and self.worker_index == 0:
             from .admin import AdminHTTP
 
-            self.admin = AdminHTTP(self.inspector, cfg.admin_listen)
+            self.admin = AdminHTTP(self.inspector, cfg.admin_listen, cfg.effective_admin_token())
             await self.admin.start()
         if cfg.data_api_listen and self.worker_index == 0:
             # It logs in to this proxy as a client: it shares the pools, queue, leases.

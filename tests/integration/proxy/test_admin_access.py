@@ -4,6 +4,8 @@ of an unknown database, stats_users may only SHOW, admin_users may do everything
 from __future__ import annotations
 
 import asyncio
+import urllib.error
+import urllib.request
 from typing import Any
 
 import asyncpg
@@ -84,3 +86,27 @@ def test_only_listed_admins_may_use_it(proxy_factory: Any) -> None:
         assert handle.proxy.router.paused
         ops.execute("RESUME")
         assert not handle.proxy.router.paused
+
+
+def test_metrics_and_status_need_the_bearer_token_when_set(proxy_factory: Any) -> None:
+    token = "admin-token-for-tests"
+    handle: ProxyHandle = proxy_factory(admin_listen=("127.0.0.1", 0), admin_token=token)
+    port = handle.proxy.admin.port
+
+    def get(path: str, header: str | None) -> tuple[int, bytes]:
+        req = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+        if header is not None:
+            req.add_header("Authorization", header)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    for path in ("/metrics", "/status"):
+        assert get(path, None)[0] == 401
+        assert get(path, "Bearer wrong-token")[0] == 401
+        assert get(path, f"Basic {token}")[0] == 401
+        status, body = get(path, f"Bearer {token}")
+        assert status == 200 and body
+    assert token.encode() not in get("/status", f"Bearer {token}")[1]
