@@ -15,6 +15,7 @@ from .context import Spawner
 from .registry import Registry
 from .router import Router
 from .stats import Stats
+from .throttle import LoginThrottle, ThrottleRules
 
 
 @dataclass
@@ -56,3 +57,4 @@ class Services:
     console: Console
     lifecycle: Lifecycle
     client_tls: ssl.SSLContext | None = None
+    throttle: LoginThrottle = field(default_factory=lambda: LoginThrottle(ThrottleRules()))

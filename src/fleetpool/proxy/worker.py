@@ -29,6 +29,7 @@ from .registry import Registry
 from .router import Router
 from .services import Lifecycle, Services, Users
 from .stats import Stats
+from .throttle import LoginThrottle, ThrottleRules
 from .workers import Channel
 
 log = logging.getLogger("fleetpool.proxy")
@@ -87,6 +88,7 @@ class Proxy:
             console=Console(self.inspector, self),
             lifecycle=self.lifecycle,
             client_tls=client_tls,
+            throttle=LoginThrottle(ThrottleRules.from_config(cfg), self.stats),
         )
         self.leases: LeaseManager | None = None
         self.channel: Channel | None = None
@@ -338,6 +340,7 @@ class Proxy:
                     setattr(self.cfg, f.name, getattr(new, f.name))
             self.users.secrets = self.cfg.user_secrets()
             self.users.token_secret = self.cfg.effective_token_secret()
+            self.services.throttle.rules = ThrottleRules.from_config(self.cfg)
             self.router.set_limit(
                 split_pool_size(self.cfg.pool_size, self.workers, self.worker_index)
             )

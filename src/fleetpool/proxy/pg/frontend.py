@@ -102,6 +102,7 @@ class FrontendConnection(Endpoint):
         "key",
         "last_activity",
         "peer_addr",
+        "peer_host",
         "pg",
         "pid",
         "pinned",
@@ -138,6 +139,7 @@ class FrontendConnection(Endpoint):
         self.user = ""
         self.database = ""
         self.peer_addr = ""
+        self.peer_host = ""  # the source address alone: what login throttling counts
         self.pid = 0
         self.key = 0
         self.waiting = False
@@ -178,6 +180,7 @@ class FrontendConnection(Endpoint):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer_addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
+        self.peer_host = str(peer[0]) if isinstance(peer, tuple) else self.peer_addr
         self.services.registry.opened(self)
         timeout = self.services.cfg.client_login_timeout
         if timeout:
@@ -589,6 +592,8 @@ class FrontendConnection(Endpoint):
             return
         self.state = _CLOSED
         self._cancel_login_timer()
+        if self._startup is not None:
+            self._startup.abandon()  # a login in progress frees its slot
         if self.waiting:
             self.pool.cancel_wait(self)
         server = self.server

@@ -5,6 +5,7 @@
 # client connection): write, fail, start TLS, and "authenticated" with what it learnt.
 from __future__ import annotations
 
+import asyncio
 import struct
 import time
 from typing import Protocol
@@ -26,11 +27,13 @@ from ...pg.settings import startup_settings
 from ..console import Role, console_role
 from ..router import unknown_database
 from ..services import Services
+from ..throttle import BANNED
 from .console import ADMIN_WELCOME, encode_answers
 
 
 class StartupHost(Protocol):
     tls: bool
+    peer_host: str  # the client's address (login throttling)
 
     def write(self, data: bytes) -> None: ...
 
@@ -54,6 +57,7 @@ class StartupPhase:
         "_params",
         "_role",
         "_services",
+        "_slot",
         "database",
         "user",
     )
@@ -65,6 +69,7 @@ class StartupPhase:
         self._login: FrontendLogin | None = None
         self._admin = False
         self._role: Role = "stats"
+        self._slot = False  # holds a "login in progress" slot of the throttle
         self._params: dict[str, str] = {}
         self.user = ""
         self.database = ""
@@ -134,6 +139,14 @@ class StartupPhase:
                 f"too many client connections (max_client_connections="
                 f"{cfg.max_client_connections})",
             )
+        if refusal is None:
+            denied = services.throttle.admit(host.peer_host, time.monotonic())
+            if denied == BANNED:
+                refusal = ("28000", "too many failed logins from this address; try again later")
+            elif denied is not None:
+                refusal = ("53300", "too many logins in progress; try again later")
+            else:
+                self._slot = True
         if refusal is not None:
             host.fatal(*refusal)
             return False
@@ -162,11 +175,21 @@ class StartupPhase:
             host.write(reply)
         if login.failed:
             self._services.stats.auth_failures += 1
-            host.fatal(AUTH_FAILED, f'password authentication failed for user "{self.user}"')
+            message = f'password authentication failed for user "{self.user}"'
+            delay = self._services.throttle.failed(host.peer_host, time.monotonic())
+            if delay > 0:
+                # Answered later; the slot stays taken meanwhile (see proxy/throttle.py).
+                self._services.spawn(self._refuse_later(delay, AUTH_FAILED, message))
+            else:
+                host.fatal(AUTH_FAILED, message)
+                self.abandon()
             return False
         if not login.ok:
             return False
         self._login = None
+        if self._slot:
+            self._slot = False
+            self._services.throttle.succeeded(host.peer_host, time.monotonic())
         cfg = self._services.cfg
         if self.database == cfg.admin_database:
             role = console_role(self.user, cfg.admin_users, cfg.stats_users)
@@ -182,6 +205,19 @@ class StartupPhase:
             return True
         host.authenticated(self.user, self.database, startup_settings(self._params))
         return True
+
+    def abandon(self) -> None:
+        """Free the login's throttle slot (answered, or the client went away)."""
+        if self._slot:
+            self._slot = False
+            self._services.throttle.release(self._host.peer_host)
+
+    async def _refuse_later(self, delay: float, code: str, message: str) -> None:
+        try:
+            await asyncio.sleep(delay)
+            self._host.fatal(code, message)
+        finally:
+            self.abandon()
 
     def _admin_message(self, msg: Message) -> None:
         host = self._host
