@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from ..errors import RemoteProtocolError, ServerLoginError
 from ..tokens import verify_token
@@ -47,13 +47,17 @@ class FrontendLogin:
         user: str,
         method: str,
         secret: str | None,
-        token_secret: str = "",
+        token_secret: str | Sequence[str] = "",
         verifier: Callable[[str, str], ScramVerifier] | None = None,
     ) -> None:
         self.user = user
         self.method = method
         self._secret = secret
-        self._token_secret = token_secret
+        # (several during a rotation: the current secret and the previous one)
+        self._token_secret = (
+            (token_secret,) if isinstance(token_secret, str) else tuple(token_secret)
+        )
+        self._token_secret = tuple(t for t in self._token_secret if t)
         self._verifier = verifier or scram_verifier
         self._step = ""
         self._salt = b""

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from ..client.dsn import ACCEPTED, DEFAULT_PORTS, parse_dsn
 from ..errors import ConfigError
+from ..redact import HIDDEN, is_secret_name, redact_mapping, redact_url
 from ..tls import TlsMode, check_mode
 
 ENV_USER_PREFIX = "FLEETPOOL_PROXY_USER_"
@@ -39,7 +40,7 @@ class Upstream:
 
     hosts: list[tuple[str, int]]
     user: str
-    password: str
+    password: str = field(repr=False)
     database: str
     params: dict[str, str] = field(default_factory=dict)
     engine: str = "postgresql"
@@ -161,18 +162,18 @@ class ProxyConfig:
     max_message_size: int = 64 * 1024 * 1024
     state_probe: bool = False  # check for hidden session state after each transaction
     auth_method: AuthMethod = "scram-sha-256"
-    users: dict[str, str] = field(default_factory=dict)
+    users: dict[str, str] = field(default_factory=dict, repr=False)
     # credentials towards the server for users whose proxy secret is not a password
-    server_users: dict[str, str] = field(default_factory=dict)
+    server_users: dict[str, str] = field(default_factory=dict, repr=False)
     # "client": a client's pool logs in to the server as the client's user; "upstream":
     # as the upstream URL's user (proxy users are then only the proxy's own credentials)
     server_login: Literal["client", "upstream"] = "client"
     # client-visible database name -> route; empty: every name goes to the upstream's
     # hosts as itself, each client logging in as its own user
     databases: dict[str, DatabaseRoute] = field(default_factory=dict)
-    token_secret: str = ""
+    token_secret: str = field(default="", repr=False)
     # the secret being retired: tokens signed with it are still accepted (rotation)
-    token_secret_previous: str = ""
+    token_secret_previous: str = field(default="", repr=False)
     tls_cert: str = ""
     tls_key: str = ""
     client_tls: ClientTlsMode = "allow"
@@ -191,18 +192,18 @@ class ProxyConfig:
     # operations
     admin_listen: tuple[str, int] | None = None
     # /metrics and /status require "Authorization: Bearer <admin_token>" when set
-    admin_token: str = ""
+    admin_token: str = field(default="", repr=False)
     # the RDS-Data-API-compatible HTTP endpoint in the proxy process (worker 0), and its
     # settings (access_keys, limits, pool_size: see fleetpool/dataapi/example.toml)
     data_api_listen: str = ""
-    data_api: dict[str, Any] = field(default_factory=dict)
+    data_api: dict[str, Any] = field(default_factory=dict, repr=False)
     admin_database: str = "fleetpool"
     # who may use the admin console: admin_users everything, stats_users SHOW only;
     # nobody else (the console then looks like an unknown database)
     admin_users: list[str] = field(default_factory=list)
     stats_users: list[str] = field(default_factory=list)
     workers: int = 1
-    budget_url: str = ""
+    budget_url: str = field(default="", repr=False)
     budget_name: str = "default"
     budget_ttl: float = 60.0
     budget_wait: float = 0.0
@@ -259,6 +260,29 @@ class ProxyConfig:
 
     def replace(self, **changes: Any) -> ProxyConfig:
         return dataclasses.replace(self, **changes)
+
+    def shown(self) -> dict[str, Any]:
+        """Every setting as it may be shown (SHOW CONFIG, /status): passwords, token
+        secrets, keys and URL passwords hidden, user lists reduced to their names."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("users", "server_users"):
+                value = sorted(value)  # who, never their secrets
+            elif f.name == "databases":
+                value = {name: str(route.upstream) for name, route in value.items()}
+            elif f.name == "upstream":
+                value = str(value)
+            elif f.name == "data_api":
+                value = redact_mapping(value)
+                if "access_keys" in value:
+                    value["access_keys"] = HIDDEN
+            elif isinstance(value, str) and value and (is_secret_name(f.name)):
+                value = HIDDEN
+            elif isinstance(value, str):
+                value = redact_url(value)
+            out[f.name] = value
+        return out
 
 
 _POSITIVE = (

@@ -6,7 +6,6 @@
 # numbers are at most one janitor tick (1 s) old.
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -22,7 +21,6 @@ from .stats import LATENCY_BUCKETS, Stats
 
 _LIST_LIMIT = 2000  # clients/servers a worker publishes for its siblings
 _NOT_SUMMED = ("uptime_seconds", "max_wait_seconds", "worker", "pid")
-_SECRETS = ("users", "token_secret")
 
 
 class Inspector:
@@ -286,13 +284,7 @@ class Inspector:
         return sorted(rows, key=lambda r: int(r["worker"] or 0))
 
     def config(self) -> dict[str, Any]:
-        out = {}
-        for f in dataclasses.fields(self.cfg):
-            if f.name in _SECRETS:
-                continue
-            value = getattr(self.cfg, f.name)
-            out[f.name] = str(value) if f.name == "upstream" else value
-        return out
+        return self.cfg.shown()
 
 
 def _count(items: Any) -> dict[str, int]:

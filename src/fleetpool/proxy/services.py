@@ -30,7 +30,7 @@ class Users:
     """Who may log in: user name -> password, md5 hash or SCRAM verifier."""
 
     secrets: dict[str, str]
-    token_secret: str = ""
+    token_secret: tuple[str, ...] = ()  # the current secret, and the previous one
     _cache: dict[tuple[str, str], Any] = field(default_factory=dict)
 
     def secret(self, user: str) -> str | None:

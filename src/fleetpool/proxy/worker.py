@@ -56,7 +56,7 @@ class Proxy:
         self.lifecycle = Lifecycle()
         self.engine = PostgresEngine(cfg, self.stats)
         self.registry = Registry(worker_index, workers, forward=self._forward_cancel)
-        self.users = Users(cfg.user_secrets(), cfg.effective_token_secret())
+        self.users = Users(cfg.user_secrets(), cfg.token_secrets())
         self.router = Router(
             cfg,
             split_pool_size(cfg.pool_size, workers, worker_index),
@@ -339,7 +339,7 @@ class Proxy:
                 if f.name not in fixed:
                     setattr(self.cfg, f.name, getattr(new, f.name))
             self.users.secrets = self.cfg.user_secrets()
-            self.users.token_secret = self.cfg.effective_token_secret()
+            self.users.token_secret = self.cfg.token_secrets()
             self.services.throttle.rules = ThrottleRules.from_config(self.cfg)
             self.router.set_limit(
                 split_pool_size(self.cfg.pool_size, self.workers, self.worker_index)
