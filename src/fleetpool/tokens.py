@@ -41,9 +41,12 @@ def verify_token(secret: str | Sequence[str], token: str, user: str, now: float)
     if not secrets:
         return False
     parts = token.split(".")
-    if len(parts) != 4 or parts[0] != PREFIX or not parts[2].isdigit() or len(parts[2]) > 12:
+    expiry = parts[2] if len(parts) == 4 else ""
+    if parts[0] != PREFIX or not (expiry.isascii() and expiry.isdigit()) or len(expiry) > 12:
         return False
     _, user_b64, expiry_s, sig = parts
+    if not (sig.isascii() and user_b64.isascii()):  # compare_digest refuses non-ASCII str
+        return False
     signed = [hmac.compare_digest(sig, _sign(s, user_b64, int(expiry_s))) for s in secrets]
     if not any(signed):
         return False

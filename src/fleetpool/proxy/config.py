@@ -91,7 +91,10 @@ def parse_upstream(url: str) -> Upstream:
     database and parameters; the host list (several hosts: failover) is read here."""
     if not isinstance(url, str) or not url.strip():
         raise ConfigError(f"upstream must be a database URL; accepted: {ACCEPTED}")
-    parts = urlsplit(url.strip())
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError as exc:  # e.g. an unclosed [ of an IPv6 address
+        raise ConfigError(f"malformed upstream URL: {exc}; accepted: {ACCEPTED}") from None
     userinfo, at, hostlist = parts.netloc.rpartition("@")
     first = hostlist.split(",", 1)[0]
     target = parse_dsn(parts._replace(netloc=f"{userinfo}{at}{first}").geturl())
@@ -123,8 +126,8 @@ def parse_route(name: str, value: Any, default: Upstream) -> DatabaseRoute:
         return DatabaseRoute(default.with_login(name, default.user, default.password), True, size)
     if not isinstance(url, str):
         raise ConfigError(f"databases.{name}.upstream must be a URL string")
-    forced = urlsplit(url).username is not None
     up = parse_upstream(url)
+    forced = urlsplit(url).username is not None  # (parse_upstream accepted the URL)
     if up.engine != default.engine:
         raise ConfigError(
             f"databases.{name}: {up.engine} upstream, but the proxy serves {default.engine}"
