@@ -148,7 +148,7 @@ def pg_login(data: bytes) -> None:
     login = FrontendLogin("app", method, secret, ("fuzz-secret",))
     login.start()
     fdec = FrontendDecoder(1 << 16)
-    fdec.receive_data(b"\x00\x00\x00\x08\x00\x03\x00\x00")  # past the startup packet
+    fdec.receive_data(b"\x00\x00\x00\x09\x00\x03\x00\x00\x00")  # past the startup packet
     try:
         fdec.next_event()
         for chunk in _chunks(data):

@@ -57,4 +57,6 @@ class Services:
     console: Console
     lifecycle: Lifecycle
     client_tls: ssl.SSLContext | None = None
+    # tls-server-end-point data of the proxy's certificate (SCRAM-SHA-256-PLUS over TLS)
+    channel_binding: bytes | None = None
     throttle: LoginThrottle = field(default_factory=lambda: LoginThrottle(ThrottleRules()))

@@ -17,6 +17,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from ..errors import ConfigError, FleetpoolError
+from ..tls import certificate_hash, server_context
 from .config import ProxyConfig, load_config
 from .console import Console
 from .context import ServerConn
@@ -75,9 +76,10 @@ class Proxy:
             engine=self.engine.name,
         )
         client_tls: ssl.SSLContext | None = None
+        binding: bytes | None = None
         if cfg.tls_cert and cfg.tls_key and cfg.client_tls != "disable":
-            client_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            client_tls.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+            client_tls = server_context(cfg.tls_cert, cfg.tls_key, cfg.client_ca_file)
+            binding = certificate_hash(cfg.tls_cert)
         self.services = Services(
             cfg=cfg,
             router=self.router,
@@ -88,6 +90,7 @@ class Proxy:
             console=Console(self.inspector, self),
             lifecycle=self.lifecycle,
             client_tls=client_tls,
+            channel_binding=binding,
             throttle=LoginThrottle(ThrottleRules.from_config(cfg), self.stats),
         )
         self.leases: LeaseManager | None = None

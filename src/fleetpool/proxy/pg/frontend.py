@@ -31,6 +31,7 @@ from ...pg.codec import (
 from ...pg.login import AUTH_FAILED
 from ...pg.relay import ClientState, fail_pending, fail_requests, plain_query
 from ...pg.settings import Interner
+from ...tls import peer_common_name
 from .. import policy
 from ..link import Endpoint, unlink
 from ..pool import Pool
@@ -276,6 +277,12 @@ class FrontendConnection(Endpoint):
             return
         self.transport = transport
         self.tls = True
+
+    def peer_cert_name(self) -> str | None:
+        """The CN of the client's verified certificate (auth_method = "cert")."""
+        if not self.tls or self.transport is None:
+            return None
+        return peer_common_name(self.transport.get_extra_info("ssl_object"))
 
     def admin_ready(self) -> None:
         self.state = _ADMIN

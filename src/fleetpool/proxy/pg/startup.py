@@ -47,6 +47,8 @@ class StartupHost(Protocol):
 
     def admin_ready(self) -> None: ...
 
+    def peer_cert_name(self) -> str | None: ...
+
 
 class StartupPhase:
     __slots__ = (
@@ -163,6 +165,8 @@ class StartupPhase:
             users.secret(self.user),
             users.token_secret,
             lambda user, secret: users.cached((user, secret), lambda: scram_verifier(user, secret)),
+            binding=services.channel_binding if host.tls else None,
+            cert_user=host.peer_cert_name() if cfg.auth_method == "cert" else None,
         )
         return self._login_step(self._login.start())
 
@@ -175,7 +179,8 @@ class StartupPhase:
             host.write(reply)
         if login.failed:
             self._services.stats.auth_failures += 1
-            message = f'password authentication failed for user "{self.user}"'
+            kind = "certificate" if login.method == "cert" else "password"
+            message = f'{kind} authentication failed for user "{self.user}"'
             delay = self._services.throttle.failed(host.peer_host, time.monotonic())
             if delay > 0:
                 # Answered later; the slot stays taken meanwhile (see proxy/throttle.py).
