@@ -1,12 +1,18 @@
 """Throwaway X.509 material for TLS tests: a CA, server certificates for chosen names,
 client certificates with a chosen CN. Written as PEM files (keys mode 0600, owned by
-whoever must read them: a PostgreSQL server refuses a key others can read)."""
+whoever must read them: a PostgreSQL server refuses a key others can read). And a
+throwaway PostgreSQL with ssl=on whose certificate a test can swap (``TlsPostgres``)."""
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
 import os
+import shutil
+import socket
+import ssl
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,3 +118,82 @@ class TestCA:
         issued.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         _write_key(key, issued.key)
         return issued
+
+
+CURRENT_CERT, CURRENT_KEY = "current.crt", "current.key"
+
+
+class TlsPostgres:
+    """A PostgreSQL with ssl=on and the material to test clients of it: ``ca`` (which
+    signed ``right``: 127.0.0.1 and localhost; ``wrong_name``: another name) and
+    ``other_ca`` (which signed ``foreign``, for 127.0.0.1). ``present()`` swaps the
+    certificate the server shows. Close it (or use ``with``)."""
+
+    def __init__(self) -> None:
+        from fleetpool_testing.postgres import PostgresServer
+        from fleetpool_testing.processes import run_user
+
+        self.folder = Path(tempfile.mkdtemp(prefix="fleetpool-tls-"))
+        self.ca = TestCA(self.folder)
+        self.other_ca = TestCA(self.folder, "another CA")
+        self.right = self.ca.issue("right", "db.test", dns=("localhost",), ips=("127.0.0.1",))
+        self.wrong_name = self.ca.issue("wrong-name", "db.wrong.invalid", dns=("db.wrong.invalid",))
+        self.foreign = self.other_ca.issue("foreign", "db.test", ips=("127.0.0.1",))
+        shutil.copy(self.right.cert, self.folder / CURRENT_CERT)
+        shutil.copy(self.right.key, self.folder / CURRENT_KEY)
+        # The server's account must read the keys (PostgreSQL wants them 0600, its own).
+        os.chmod(self.folder, 0o755)
+        user = run_user(PostgresServer.run_as)
+        if user is not None:
+            for path in self.folder.iterdir():
+                os.chown(path, user.pw_uid, user.pw_gid)
+        self.server = PostgresServer(
+            settings={
+                "ssl": "on",
+                "ssl_cert_file": str(self.folder / CURRENT_CERT),
+                "ssl_key_file": str(self.folder / CURRENT_KEY),
+            }
+        )
+        try:
+            self.server.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> TlsPostgres:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.server.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def served_certificate(self) -> bytes:
+        """The DER certificate the server presents now (SSLRequest, then a handshake)."""
+        from fleetpool.pg.codec import SSLRequest
+
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        server = self.server
+        with socket.create_connection((server.host, server.port), timeout=5) as sock:
+            sock.sendall(SSLRequest().encode())
+            assert sock.recv(1) == b"S"
+            with ctx.wrap_socket(sock) as tls:
+                return tls.getpeercert(binary_form=True) or b""
+
+    def present(self, issued: Issued) -> None:
+        """Make the server present ``issued``: the files it was started with are
+        replaced and re-read on reload (asynchronously: waited for, bounded)."""
+        for src, dst in ((issued.cert, CURRENT_CERT), (issued.key, CURRENT_KEY)):
+            shutil.copy(src, self.folder / dst)
+        want = ssl.PEM_cert_to_DER_cert(issued.cert.read_text())
+        self.server.execute("SELECT pg_reload_conf()")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.served_certificate() == want:
+                return
+            time.sleep(0.02)
+        raise AssertionError("the server did not reload its certificate")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import ssl
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -106,6 +107,55 @@ def libpq_params(mode: str, ca_file: str = "") -> dict[str, Any]:
     if ca_file:
         out["sslrootcert"] = ca_file
     return out
+
+
+# MySQL's ssl-mode names, in libpq's terms.
+_MYSQL_MODES = {
+    "disabled": "disable",
+    "preferred": "prefer",
+    "required": "require",
+    "verify_ca": "verify-ca",
+    "verify_identity": "verify-full",
+}
+
+
+def bearer_verification(engine: str, params: Mapping[str, str]) -> tuple[str, str]:
+    """(mode, CA file) for a client connection whose password is a bearer token (RDS
+    IAM): ``verify-full`` unless the URL names another mode -- never one that could send
+    the token in clear -- with the CA file from the URL (``sslrootcert`` for PostgreSQL,
+    ``ssl_ca`` for MySQL). ``sslmode=require`` in the URL is the explicit opt-out of
+    verification."""
+    if engine == "postgresql":
+        mode, ca, mode_key, ca_key = (
+            params.get("sslmode", ""),
+            params.get("sslrootcert", ""),
+            ("sslmode"),
+            "sslrootcert",
+        )
+    else:
+        raw = (params.get("ssl_mode") or params.get("sslmode") or "").lower()
+        mode, ca, mode_key, ca_key = (
+            _MYSQL_MODES.get(raw, raw),
+            params.get("ssl_ca", ""),
+            ("ssl_mode"),
+            "ssl_ca",
+        )
+    mode = mode or "verify-full"
+    if mode not in ("require", *VERIFYING):
+        raise ConfigError(
+            f"iam_auth=True sends a token as the password, so TLS is required: {mode_key}="
+            f"{mode!r} is not allowed (use verify-full, the default, or verify-ca)"
+        )
+    if mode in VERIFYING and not ca:
+        raise ConfigError(
+            f"iam_auth=True verifies the server's certificate ({mode}): give the CA bundle "
+            f"as {ca_key}=/path/to/bundle.pem in the URL (RDS and Aurora: {RDS_CA_BUNDLE_URL})"
+            f"{', or sslrootcert=system for the system store' if engine == 'postgresql' else ''}"
+            f"; {mode_key}=require encrypts without verifying"
+        )
+    if ca and ca != "system" and not Path(ca).is_file():
+        raise ConfigError(f"{ca_key}={ca!r} is not a readable file")
+    return mode, ca
 
 
 def server_context(cert_file: str, key_file: str, client_ca_file: str = "") -> ssl.SSLContext:
