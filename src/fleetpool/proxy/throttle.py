@@ -4,9 +4,11 @@
 # failure of its address (capped), and the connection keeps its "login in progress"
 # slot while it waits: with the per-address cap on logins in progress, an attacker's
 # rate is bounded by cap / delay. Enough failures within the window ban the address
-# for a while: its logins are then refused at once, before any password is checked,
-# so they cost next to nothing. Other addresses are never slowed: nothing here waits,
-# and a busy address only uses its own slots (plus the global cap, sized generously).
+# for a while: its logins are then refused before any password is checked -- answered
+# only after the longest delay, holding a slot meanwhile (a tarpit: a banned address
+# gets at most max_per_address refusals per login_delay_max, so hammering costs the
+# proxy little). Other addresses are never slowed: nothing here waits, and a busy
+# address only uses its own slots (plus the global cap, sized generously).
 #
 # Successful logins are never delayed and do not wipe the failure count (an attacker
 # holding one valid password could otherwise reset its penalty); failures are
@@ -55,10 +57,11 @@ class _Address:
 class LoginThrottle:
     """Admission and penalties of logins by source address.
 
-    ``admit`` before checking credentials (None: go on, a slot is taken; else the
-    reason to refuse); then exactly one of ``succeeded``, ``failed`` (returns the delay
-    before the failure may be answered; call ``release`` once answered) or ``release``
-    (the client went away mid-login).
+    ``admit`` before checking credentials: None (go on, a slot is taken), BANNED (a
+    slot is taken: refuse after ``ban_delay``, then ``release``) or BUSY (no slot:
+    refuse now). After None, exactly one of ``succeeded``, ``failed`` (returns the
+    delay before the failure may be answered; call ``release`` once answered) or
+    ``release`` (the client went away mid-login).
     """
 
     def __init__(
@@ -77,12 +80,14 @@ class LoginThrottle:
         entry = self._addresses.get(address)
         return entry is not None and entry.banned_until > now
 
+    @property
+    def ban_delay(self) -> float:
+        """How long a banned address waits for its refusal."""
+        return self.rules.delay_max
+
     def admit(self, address: str, now: float) -> str | None:
         rules = self.rules
         entry = self._addresses.get(address)
-        if entry is not None and entry.banned_until > now:
-            self.stats.logins_refused_banned += 1
-            return BANNED
         if self.in_progress >= rules.max_in_progress or (
             entry is not None and entry.in_progress >= rules.max_per_address
         ):
@@ -95,6 +100,9 @@ class LoginThrottle:
         entry.in_progress += 1
         self.in_progress += 1
         self.stats.logins_in_progress = self.in_progress
+        if entry.banned_until > now:
+            self.stats.logins_refused_banned += 1
+            return BANNED
         return None
 
     def succeeded(self, address: str, now: float) -> None:

@@ -29,6 +29,13 @@ def test_delays_double_then_cap_then_ban() -> None:
     assert fail(t, "10.0.0.1", 4.0) == 2.0  # the fifth failure bans: the longest delay
     assert t.admit("10.0.0.1", 5.0) == BANNED
     assert stats.login_bans == 1 and stats.logins_refused_banned == 1
+    # A banned attempt holds a slot until refused (ban_delay later): a tarpit.
+    assert t.ban_delay == 2.0 and t.in_progress == 1
+    t.admit("10.0.0.1", 5.0)
+    t.admit("10.0.0.1", 5.0)
+    assert t.admit("10.0.0.1", 5.0) == BUSY  # its own cap, as for any login
+    for _ in range(3):
+        t.release("10.0.0.1")
     # Another address is untouched.
     assert t.admit("10.0.0.2", 5.0) is None
     t.succeeded("10.0.0.2", 5.0)
@@ -93,7 +100,11 @@ def test_slots_always_balance(events: list[tuple[str, str, float]]) -> None:
     now = 0.0
     for addr, outcome, step in events:
         now += step
-        if t.admit(addr, now) is not None:
+        verdict = t.admit(addr, now)
+        if verdict == BANNED:
+            t.release(addr)
+        if verdict is not None:
+            assert t.in_progress == 0
             continue
         if outcome == "ok":
             t.succeeded(addr, now)

@@ -142,10 +142,14 @@ class StartupPhase:
                 f"{cfg.max_client_connections})",
             )
         if refusal is None:
-            denied = services.throttle.admit(host.peer_host, time.monotonic())
-            if denied == BANNED:
-                refusal = ("28000", "too many failed logins from this address; try again later")
-            elif denied is not None:
+            throttle = services.throttle
+            denied = throttle.admit(host.peer_host, time.monotonic())
+            if denied == BANNED:  # answered late, holding its slot (a tarpit)
+                self._slot = True
+                message = "too many failed logins from this address; try again later"
+                services.spawn(self._refuse_later(throttle.ban_delay, "28000", message))
+                return False
+            if denied is not None:
                 refusal = ("53300", "too many logins in progress; try again later")
             else:
                 self._slot = True
