@@ -328,13 +328,24 @@ class Proxy:
     def reload_local(self) -> str:
         """Re-read the config file (if any) and apply what can change live.
 
-        Listen address, mode, workers and TLS files need a restart; everything else
+        Listen address, mode, workers, client TLS files and the admin HTTP endpoint need
+        a restart; everything else
         (pool size and timeouts, users, auth, init/reset queries, upstream) applies to
         new connections at once. Server connections are retired and reopened.
         """
         if self.config_path:
             new = load_config(self.config_path, **self.overrides)
-            fixed = ("listen", "mode", "workers", "tls_cert", "tls_key", "client_tls")
+            fixed = (
+                "listen",
+                "mode",
+                "workers",
+                "tls_cert",
+                "tls_key",
+                "client_tls",
+                "client_ca_file",
+                "admin_listen",
+                "admin_token",
+            )
             for name in fixed:
                 if getattr(new, name) != getattr(self.cfg, name):
                     log.warning("RELOAD: %s changed; restart the proxy to apply it", name)
