@@ -3,11 +3,14 @@
 # HMAC-SHA256 over ``user.expiry`` with a secret shared by whoever mints tokens and
 # the proxy. The client sends it as its password (cleartext auth, so use TLS); the
 # proxy checks the signature, the user and the expiry. Pure functions, time passed in.
+# Secrets rotate without a gap: the verifier accepts the new and the previous secret
+# while tokens minted with the old one are still in use.
 from __future__ import annotations
 
 import base64
 import hashlib
 import hmac
+from collections.abc import Sequence
 
 from .errors import ConfigError
 
@@ -31,15 +34,25 @@ def make_token(secret: str, user: str, now: float, ttl: float = DEFAULT_TTL) -> 
     return f"{PREFIX}.{user_b64}.{expiry}.{_sign(secret, user_b64, expiry)}"
 
 
-def verify_token(secret: str, token: str, user: str, now: float) -> bool:
-    """True when ``token`` was signed with ``secret`` for ``user`` and has not expired."""
-    if not secret:
+def verify_token(secret: str | Sequence[str], token: str, user: str, now: float) -> bool:
+    """True when ``token`` was signed with ``secret`` for ``user`` and has not expired.
+
+    ``secret`` may be several (a rotation: the new secret and the one it replaces):
+    a token signed with any of them is accepted.
+    """
+    secrets = (secret,) if isinstance(secret, str) else tuple(secret)
+    secrets = tuple(s for s in secrets if s)
+    if not secrets:
         return False
     parts = token.split(".")
-    if len(parts) != 4 or parts[0] != PREFIX or not parts[2].isdigit():
+    expiry = parts[2] if len(parts) == 4 else ""
+    if parts[0] != PREFIX or not (expiry.isascii() and expiry.isdigit()) or len(expiry) > 12:
         return False
     _, user_b64, expiry_s, sig = parts
-    if not hmac.compare_digest(sig, _sign(secret, user_b64, int(expiry_s))):
+    if not (sig.isascii() and user_b64.isascii()):  # compare_digest refuses non-ASCII str
+        return False
+    signed = [hmac.compare_digest(sig, _sign(s, user_b64, int(expiry_s))) for s in secrets]
+    if not any(signed):
         return False
     try:
         padded = user_b64 + "=" * (-len(user_b64) % 4)

@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from ..errors import ConfigError
+from ..redact import redact_url
 from ._base import AcquireRequest, AcquireResult, BudgetBackend, Lease, Snapshot
 from ._budget import AsyncBudget, Budget, OnUnavailable, default_holder
 from ._policy import UNCONFIGURED, BudgetConfig, Decision, FunctionLimits, admit, validate_config
@@ -45,10 +46,14 @@ def _options(url: str) -> tuple[Any, dict[str, str]]:
         parts = urlsplit(url.strip())
         _ = parts.port  # raises ValueError for a malformed port
     except ValueError as exc:
-        raise ConfigError(f"malformed budget URL {url!r}: {exc}; accepted: {ACCEPTED}") from exc
+        raise ConfigError(
+            f"malformed budget URL {redact_url(url)!r}: {exc}; accepted: {ACCEPTED}"
+        ) from exc
     if parts.scheme not in SCHEMES:
         shown = parts.scheme or "(none)"
-        raise ConfigError(f"unknown budget store scheme {shown!r} in {url!r}; accepted: {ACCEPTED}")
+        raise ConfigError(
+            f"unknown budget store scheme {shown!r} in {redact_url(url)!r}; accepted: {ACCEPTED}"
+        )
     return parts, dict(parse_qsl(parts.query, keep_blank_values=True))
 
 
@@ -61,7 +66,9 @@ def _timeout(opts: dict[str, str], url: str) -> float:
     except ValueError:
         value = math.nan
     if not (value > 0 and math.isfinite(value)):
-        raise ConfigError(f"timeout in {url!r} must be a positive number of seconds, got {raw!r}")
+        raise ConfigError(
+            f"timeout in {redact_url(url)!r} must be a positive number of seconds, got {raw!r}"
+        )
     return value
 
 
@@ -105,7 +112,7 @@ def _backend(url: str, name: str, timeout: float | None, create: bool) -> Budget
         path = parts.path if parts.netloc == "" else None
         if not path:
             raise ConfigError(
-                f"sqlite budget URL {url!r} needs a file path: sqlite:///abs/path.db "
+                f"sqlite budget URL {redact_url(url)!r} needs a file path: sqlite:///abs/path.db "
                 "or sqlite:relative/path.db"
             )
         from .sqlite import SQLiteBackend
@@ -113,7 +120,9 @@ def _backend(url: str, name: str, timeout: float | None, create: bool) -> Budget
         return SQLiteBackend(name, path, timeout=t, create=create)
     if scheme in ("redis", "rediss"):
         if not parts.hostname:
-            raise ConfigError(f"redis budget URL {url!r} needs a host: redis://host:6379/0")
+            raise ConfigError(
+                f"redis budget URL {redact_url(url)!r} needs a host: redis://host:6379/0"
+            )
         from .redis import RedisBackend
 
         return RedisBackend(name, url.split("?", 1)[0], timeout=t, options=opts)
@@ -121,7 +130,8 @@ def _backend(url: str, name: str, timeout: float | None, create: bool) -> Budget
     table = parts.netloc or parts.path.lstrip("/")
     if not table:
         raise ConfigError(
-            f"dynamodb budget URL {url!r} needs a table: dynamodb://table?region=eu-west-1"
+            f"dynamodb budget URL {redact_url(url)!r} needs a table: "
+            "dynamodb://table?region=eu-west-1"
         )
     from .dynamodb import DynamoDBBackend
 

@@ -27,6 +27,7 @@ from pymysql.constants import SERVER_STATUS
 
 from ..engines import ErrorKind, SessionState
 from ..engines import mysql as my
+from ..tls import bearer_verification, client_context
 from ._driver import Driver, cached_classifier
 from .credentials import Login
 from .decisions import SessionReport
@@ -85,6 +86,11 @@ def _ssl_options(params: dict[str, str], require: bool) -> dict[str, Any]:
     return opts
 
 
+def _bearer_ssl(engine: str, params: dict[str, str]) -> dict[str, Any]:
+    """TLS for a bearer token as the password (IAM): fleetpool.tls decides."""
+    return {"ssl": client_context(*bearer_verification(engine, params))}
+
+
 class MySQLDriver(Driver):
     engine = "mysql"
     operational_error = pymysql.err.OperationalError
@@ -118,7 +124,7 @@ class MySQLDriver(Driver):
             connect_timeout=max(0.001, timeout),
             program_name=tag,
             defer_connect=True,
-            **_ssl_options(p, login.require_tls),
+            **(_bearer_ssl(t.engine, p) if login.require_tls else _ssl_options(p, False)),
         )
         try:
             conn.connect()

@@ -30,6 +30,7 @@ from psycopg.rows import tuple_row
 
 from ..engines import ErrorKind, SessionState
 from ..engines import postgres as pg
+from ..tls import bearer_verification, libpq_params
 from ._driver import Driver, cached_classifier
 from .credentials import Login
 from .decisions import SessionReport
@@ -138,12 +139,9 @@ class PostgresDriver(Driver):
         params["application_name"] = tag[:63]
         # libpq counts whole seconds (and psycopg at least 2).
         params["connect_timeout"] = max(1, math.ceil(timeout))
-        if login.require_tls and params.get("sslmode") not in (
-            "require",
-            "verify-ca",
-            "verify-full",
-        ):
-            params["sslmode"] = "require"
+        if login.require_tls:
+            # A bearer token as the password: fleetpool.tls decides the verification.
+            params.update(libpq_params(*bearer_verification(t.engine, t.params)))
         for key, value in (
             ("host", t.host),
             ("port", t.port),

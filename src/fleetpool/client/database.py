@@ -54,6 +54,7 @@ from ..errors import (
     LeaseLost,
     NoConnectionsLeft,
 )
+from ..tls import bearer_verification
 from . import reaper, shutdown
 from .credentials import Credentials, PasswordSource
 from .decisions import (
@@ -129,7 +130,10 @@ class Database:
             (register types, set a search_path...): its settings are the baseline.
         password: a string, or a callable evaluated at every connect.
         secret: AWS Secrets Manager secret id or ARN (``aws`` extra).
-        iam_auth: use RDS IAM authentication tokens (``aws`` extra; TLS forced).
+        iam_auth: use RDS IAM authentication tokens (``aws`` extra). The token travels
+            only over TLS to a verified server: ``sslmode=verify-full`` by default with
+            the CA bundle from the URL (``sslrootcert=``; MySQL: ``ssl_ca=``), as the
+            proxy's ``server_tls``; ``sslmode=require`` opts out of verification.
         region: AWS region for ``secret``/``iam_auth``.
         idle_timeout: server-side idle timeout in seconds; default half of ``lease_ttl``;
             ``None`` leaves the server's setting alone.
@@ -228,6 +232,8 @@ class Database:
         self.credentials = Credentials(
             self.target, password=password, secret=secret, iam_auth=iam_auth, region=region
         )
+        if iam_auth:  # the token must only go to a server whose certificate is verified
+            bearer_verification(self.target.engine, self.target.params)
         self.backoff: Backoff = backoff or EqualJitterBackoff()
         self.handle_signals = handle_signals
         self.autocommit = bool(autocommit)

@@ -146,10 +146,17 @@ def from_mapping(raw: Mapping[str, Any], where: str = "config") -> DataApiConfig
     databases: list[DatabaseTarget] = []
     for key, value in table.items():
         if key == "upstream":
-            for url in [value] if isinstance(value, str) else value:
+            urls = [value] if isinstance(value, str) else value
+            if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+                raise ConfigError(f"{where}: upstream must be a URL or a list of URLs")
+            for url in urls:
                 databases.append(DatabaseTarget(url))
         elif key == "databases":
+            if not isinstance(value, list):
+                raise ConfigError(f"{where}: databases must be an array of tables")
             for item in value:
+                if not isinstance(item, dict) or not all(isinstance(v, str) for v in item.values()):
+                    raise ConfigError(f"{where}: each [[data_api.databases]] is a table of strings")
                 unknown = set(item) - {"url", "resource_arn", "secret_arn"}
                 if unknown or "url" not in item:
                     raise ConfigError(
@@ -160,18 +167,41 @@ def from_mapping(raw: Mapping[str, Any], where: str = "config") -> DataApiConfig
         elif key == "access_keys":
             if isinstance(value, Mapping):
                 settings["access_keys"] = {str(k): str(v) for k, v in value.items()}
-            else:
+            elif isinstance(value, list):
                 settings["access_keys"] = dict(parse_access_key(str(v)) for v in value)
+            else:
+                raise ConfigError(f"{where}: access_keys must be a table or a list of ID:SECRET")
         elif key == "listen":
             settings["listen"] = parse_host_port(str(value), what="data API listen")
         elif key in _FIELDS and key != "databases":
-            settings[key] = value
+            settings[key] = _typed(where, key, value)
         else:
             raise ConfigError(
                 f"{where}: unknown data API setting {key!r}; known: "
                 f"{', '.join(sorted(_FIELDS | {'upstream'}))}"
             )
     return DataApiConfig(databases=databases, **settings)
+
+
+def _typed(where: str, key: str, value: Any) -> Any:
+    """``value`` if it has the type of the setting's default (ints pass for floats)."""
+    default = _DEFAULTS.get(key)
+    if default is None:
+        return value
+    kind = type(default)
+    ok = isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not ok:
+        raise ConfigError(f"{where}: {key} must be {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+_DEFAULTS: dict[str, Any] = {
+    f.name: f.default
+    for f in dataclasses.fields(DataApiConfig)
+    if f.default is not dataclasses.MISSING and not isinstance(f.default, tuple)
+}
 
 
 def load(path: str | os.PathLike[str]) -> DataApiConfig:

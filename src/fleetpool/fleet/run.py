@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import ConfigError, FleetpoolError
+from ..redact import redact_url
 from .embedded import EmbeddedPostgres
 from .emulator import Fleet, InvocationRecord
 from .observer import Observer, connect_observer, read_sessions, server_limit
@@ -499,7 +500,7 @@ def run_scenario(
             "version": target.version,
             "limit": target.limit,
             "embedded": target.embedded,
-            "dsn": _redact(target.dsn),
+            "dsn": redact_url(target.dsn),
         }
     return {
         "fleetpool_fleet_report": 1,
@@ -516,17 +517,9 @@ def run_scenario(
     }
 
 
-def _redact(dsn: str) -> str:
-    parts = urlsplit(dsn)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return dsn
-
-
 def _scenario_dict(scenario: Scenario) -> dict[str, Any]:
     d = asdict(scenario)
-    d["dsn"] = _redact(scenario.dsn) if scenario.dsn else None
+    d["dsn"] = redact_url(scenario.dsn) if scenario.dsn else None
     d["duration"] = scenario.duration
     d["phases"] = [
         {k: v for k, v in asdict(p).items() if v not in (0, 0.0, (), {}, None)}

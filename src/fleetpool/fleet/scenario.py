@@ -355,7 +355,7 @@ def _phase(item: Any, i: int, fail: Callable[..., ConfigError]) -> Phase:
     if not isinstance(item, dict):
         raise fail("traffic", None, "must be a table", i)
     kind = item.get("kind")
-    if kind not in PHASE_KEYS:
+    if not isinstance(kind, str) or kind not in PHASE_KEYS:
         raise fail("traffic", "kind", f"must be one of {', '.join(PHASE_KEYS)}; got {kind!r}", i)
     allowed = {"kind", "duration", "payload", *PHASE_KEYS[kind]}
     args: dict[str, Any] = {"kind": kind}

@@ -1,11 +1,14 @@
 # Strategy: PostgreSQL password authentication as pure objects (no I/O).
 #
-# SCRAM-SHA-256 (RFC 5802 / RFC 7677, without channel binding) is implemented on both
-# sides: ``ScramClient`` for the proxy logging in to the server, ``ScramServer`` for
-# clients logging in to the proxy. The server side works from a verifier (salt,
-# iterations, StoredKey, ServerKey) -- the same thing PostgreSQL keeps in
-# pg_authid -- so the proxy can accept either plain passwords or stored verifiers in
-# its user list. md5 is the legacy ``md5(md5(password + user) + salt)`` scheme.
+# SCRAM-SHA-256 (RFC 5802 / RFC 7677) is implemented on both sides: ``ScramClient``
+# for the proxy logging in to the server, ``ScramServer`` for clients logging in to the
+# proxy -- which also speaks SCRAM-SHA-256-PLUS (channel binding ``tls-server-end-point``:
+# the client proves it sees the proxy's own certificate, so a man in the middle holding
+# another certificate cannot relay the login) when the connection is TLS. The server
+# side works from a verifier (salt, iterations, StoredKey, ServerKey) -- the same
+# thing PostgreSQL keeps in pg_authid -- so the proxy can accept either plain passwords
+# or stored verifiers in its user list. md5 is the legacy
+# ``md5(md5(password + user) + salt)`` scheme.
 from __future__ import annotations
 
 import base64
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 from ..errors import RemoteProtocolError
 
 DEFAULT_ITERATIONS = 4096
+CHANNEL_BINDING = b"tls-server-end-point"
 
 
 def md5_password(user: str, password: str, salt: bytes) -> bytes:
@@ -109,14 +113,20 @@ class ScramVerifier:
 class ScramClient:
     """Client side of SCRAM-SHA-256: ``first()``, ``final(server_first)``, ``verify(...)``."""
 
-    def __init__(self, password: str, nonce: str | None = None) -> None:
+    def __init__(
+        self, password: str, nonce: str | None = None, binding: bytes | None = None
+    ) -> None:
+        """``binding``: the server certificate's ``tls-server-end-point`` data, for
+        SCRAM-SHA-256-PLUS (None: no channel binding)."""
         self._password = password.encode()
         self._nonce = nonce or base64.b64encode(secrets.token_bytes(18)).decode()
         self._bare = f"n=,r={self._nonce}".encode()
         self._server_signature = b""
+        self._gs2 = b"p=" + CHANNEL_BINDING + b",," if binding is not None else b"n,,"
+        self._c = base64.b64encode(self._gs2 + (binding or b"")).decode()
 
     def first(self) -> bytes:
-        return b"n,," + self._bare
+        return self._gs2 + self._bare
 
     def final(self, server_first: bytes) -> bytes:
         attrs = _attrs(server_first)
@@ -125,7 +135,7 @@ class ScramClient:
             raise RemoteProtocolError("invalid SCRAM server-first message")
         salted = _hi(self._password, base64.b64decode(salt), int(iterations))
         client_key = _hmac(salted, b"Client Key")
-        without_proof = f"c=biws,r={nonce}".encode()
+        without_proof = f"c={self._c},r={nonce}".encode()
         auth_message = self._bare + b"," + server_first + b"," + without_proof
         signature = _hmac(_h(client_key), auth_message)
         proof = base64.b64encode(_xor(client_key, signature))
@@ -146,23 +156,50 @@ class ScramServer:
 
     ``first(client_first) -> server_first``; ``final(client_final) -> server_final``
     returns ``None`` when the proof is wrong (the caller sends 28P01).
+
+    ``binding``: the connection's ``tls-server-end-point`` data when the client chose
+    SCRAM-SHA-256-PLUS (its gs2 header must then ask for exactly that binding);
+    ``offered_plus``: PLUS was offered, so a client saying "y" (I could bind, but
+    think you cannot) is seeing a downgrade and is refused.
     """
 
-    def __init__(self, verifier: ScramVerifier, nonce: str | None = None) -> None:
+    def __init__(
+        self,
+        verifier: ScramVerifier,
+        nonce: str | None = None,
+        *,
+        binding: bytes | None = None,
+        offered_plus: bool = False,
+    ) -> None:
         self._v = verifier
         self._nonce = nonce or base64.b64encode(secrets.token_bytes(18)).decode()
         self._client_bare = b""
         self._server_first = b""
         self._full_nonce = ""
+        self._binding = binding
+        self._offered_plus = offered_plus
+        self._expected_c = b""
 
     def first(self, client_first: bytes) -> bytes:
-        # gs2 header: "n,," or "y,," (no channel binding); "p=" is refused.
         head, sep, bare = client_first.partition(b",")
-        if head not in (b"n", b"y") or not sep:
-            raise RemoteProtocolError("SCRAM channel binding is not supported")
-        _authzid, sep, bare = bare.partition(b",")
         if not sep:
             raise RemoteProtocolError("malformed SCRAM client-first message")
+        authzid, sep, bare = bare.partition(b",")
+        if not sep:
+            raise RemoteProtocolError("malformed SCRAM client-first message")
+        gs2 = head + b"," + authzid + b","
+        if self._binding is not None:
+            if head != b"p=" + CHANNEL_BINDING:
+                raise RemoteProtocolError(
+                    "SCRAM-SHA-256-PLUS needs channel binding tls-server-end-point"
+                )
+            self._expected_c = base64.b64encode(gs2 + self._binding)
+        elif head == b"n" or (head == b"y" and not self._offered_plus):
+            self._expected_c = base64.b64encode(gs2)
+        elif head == b"y":
+            raise RemoteProtocolError("SCRAM channel binding negotiation error (downgrade?)")
+        else:
+            raise RemoteProtocolError("SCRAM channel binding needs SCRAM-SHA-256-PLUS")
         client_nonce = _attrs(bare).get("r", "")
         if not client_nonce:
             raise RemoteProtocolError("SCRAM client-first message has no nonce")
@@ -179,6 +216,8 @@ class ScramServer:
         attrs = _attrs(without_proof)
         if attrs.get("r") != self._full_nonce:
             return None
+        if attrs.get("c", "").encode() != self._expected_c:
+            return None  # channel binding data that is not this connection's
         try:
             proof = base64.b64decode(proof_part, validate=True)
         except ValueError:

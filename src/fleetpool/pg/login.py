@@ -3,20 +3,31 @@
 # move them.
 #
 # * FrontendLogin: the proxy authenticating a client (trust, cleartext password or a
-#   signed token, md5, SCRAM-SHA-256). Secrets are a password, an ``md5...`` hash or a
+#   signed token, md5, SCRAM-SHA-256 and, over TLS, SCRAM-SHA-256-PLUS, or a client
+#   certificate whose CN is the user). Secrets are a password, an ``md5...`` hash or a
 #   ``SCRAM-SHA-256$...`` verifier; md5 switches to SCRAM for a SCRAM verifier (as
-#   PostgreSQL does). Failures say nothing about why (no user enumeration).
+#   PostgreSQL does). Failures say nothing about why: a user the proxy does not know
+#   goes through the same exchange as one with a wrong password (a made-up verifier
+#   that nothing matches), so the protocol does not tell which users exist.
 # * BackendLogin: the proxy logging in to a server (cleartext, md5, SCRAM-SHA-256),
 #   collecting ParameterStatus values and BackendKeyData until ReadyForQuery.
 from __future__ import annotations
 
+import hashlib
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from ..errors import RemoteProtocolError, ServerLoginError
 from ..tokens import verify_token
 from . import messages as m
-from .auth import ScramClient, ScramServer, ScramVerifier, md5_password, md5_response_from_hash
+from .auth import (
+    DEFAULT_ITERATIONS,
+    ScramClient,
+    ScramServer,
+    ScramVerifier,
+    md5_password,
+    md5_response_from_hash,
+)
 from .codec import Message, encode_startup
 
 AUTH_FAILED = "28P01"
@@ -30,6 +41,8 @@ class FrontendLogin:
     """
 
     __slots__ = (
+        "_binding",
+        "_cert_user",
         "_salt",
         "_scram",
         "_secret",
@@ -47,29 +60,43 @@ class FrontendLogin:
         user: str,
         method: str,
         secret: str | None,
-        token_secret: str = "",
+        token_secret: str | Sequence[str] = "",
         verifier: Callable[[str, str], ScramVerifier] | None = None,
+        *,
+        binding: bytes | None = None,
+        cert_user: str | None = None,
     ) -> None:
+        """``binding``: the TLS connection's ``tls-server-end-point`` data (offers
+        SCRAM-SHA-256-PLUS); ``cert_user``: the CN of the client's verified
+        certificate (method ``cert``)."""
         self.user = user
         self.method = method
         self._secret = secret
-        self._token_secret = token_secret
+        # (several during a rotation: the current secret and the previous one)
+        self._token_secret = (
+            (token_secret,) if isinstance(token_secret, str) else tuple(token_secret)
+        )
+        self._token_secret = tuple(t for t in self._token_secret if t)
         self._verifier = verifier or scram_verifier
         self._step = ""
         self._salt = b""
         self._scram: ScramServer | None = None
+        self._binding = binding
+        self._cert_user = cert_user
         self.ok = False
         self.failed = False
 
     def start(self) -> bytes:
         method = self.method
         secret = self._secret
-        if secret is None:
-            if not self._token_secret:
-                self.failed = True
-                return b""
+        if method == "cert":
+            # The TLS handshake verified the chain; the certificate must name the user.
+            return self._finish(self._cert_user is not None and self._cert_user == self.user)
+        if secret is None and self._token_secret:
             method = "password"  # tokens travel as cleartext passwords (use TLS)
         if method == "trust":
+            if secret is None:
+                return self._finish(False)
             self.ok = True
             return b""
         if method == "password":
@@ -80,6 +107,8 @@ class FrontendLogin:
             self._salt = secrets.token_bytes(4)
             return m.auth_request(m.AUTH_MD5, self._salt)
         self._step = "sasl-initial"
+        if self._binding is not None:
+            return m.auth_sasl(["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"])
         return m.auth_sasl(["SCRAM-SHA-256"])
 
     def receive(self, msg: Message, now: float) -> bytes:
@@ -88,16 +117,19 @@ class FrontendLogin:
         step = self._step
         secret = self._secret
         if step == "password":
-            given = m.parse_password(msg.body).decode(errors="replace")
+            raw = m.parse_password(msg.body)
+            given = raw.decode(errors="replace")
             good = False
             if secret is not None and not secret.startswith(("md5", "SCRAM-SHA-256$")):
-                good = secrets.compare_digest(given, secret)
+                # (bytes: compare_digest refuses str with non-ASCII characters)
+                good = secrets.compare_digest(raw, secret.encode())
             if not good and self._token_secret:
                 good = verify_token(self._token_secret, given, self.user, now)
             return self._finish(good)
         if step == "md5":
-            assert secret is not None
             given_b = m.parse_password(msg.body)
+            if secret is None:  # an unknown user: the same exchange, never a match
+                return self._finish(False)
             if secret.startswith("md5") and len(secret) == 35:
                 want = md5_response_from_hash(secret, self._salt)
             else:
@@ -105,11 +137,20 @@ class FrontendLogin:
             return self._finish(secrets.compare_digest(given_b, want))
         if step == "sasl-initial":
             mech, data = m.parse_sasl_initial_response(msg.body)
-            if mech != "SCRAM-SHA-256" or secret is None:
+            plus = mech == "SCRAM-SHA-256-PLUS" and self._binding is not None
+            if mech != "SCRAM-SHA-256" and not plus:
                 return self._finish(False)
-            self._scram = ScramServer(self._verifier(self.user, secret))
-            self._step = "sasl-final"
+            # An unknown user gets a verifier nothing matches: the same exchange.
+            verifier = self._verifier(self.user, secret) if secret is not None else _mock(self.user)
+            self._scram = ScramServer(
+                verifier,
+                binding=self._binding if plus else None,
+                offered_plus=self._binding is not None,
+            )
+            self._step = "sasl-final" if secret is not None else "sasl-mock"
             return m.auth_request(m.AUTH_SASL_CONTINUE, self._scram.first(data))
+        if step == "sasl-mock":
+            return self._finish(False)
         if step == "sasl-final":
             assert self._scram is not None
             final = self._scram.final(msg.body)
@@ -124,6 +165,16 @@ class FrontendLogin:
         self.ok = good
         self.failed = not good
         return b""
+
+
+_MOCK_KEY = secrets.token_bytes(32)
+
+
+def _mock(user: str) -> ScramVerifier:
+    """A made-up verifier for a user the proxy does not know: its salt is stable per
+    user (as a real one would be) and no password matches it."""
+    salt = hashlib.sha256(_MOCK_KEY + user.encode()).digest()[:16]
+    return ScramVerifier(salt, DEFAULT_ITERATIONS, secrets.token_bytes(32), secrets.token_bytes(32))
 
 
 def scram_verifier(user: str, secret: str) -> ScramVerifier:

@@ -199,7 +199,8 @@ def parse_auth_request(body: bytes) -> tuple[int, bytes]:
 
 
 def parse_sasl_mechanisms(data: bytes) -> list[str]:
-    return [m.decode() for m in data.split(b"\x00") if m]
+    # (names are ASCII: anything else is not one we speak, and must not raise here)
+    return [m.decode(errors="replace") for m in data.split(b"\x00") if m]
 
 
 def password_message(password: bytes) -> bytes:

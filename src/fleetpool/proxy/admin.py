@@ -13,9 +13,16 @@
 #
 # It is a tiny asyncio HTTP/1.0 server on the proxy's own loop: a few GET routes need
 # no framework, and every request is bounded in size and time. It covers every worker.
+#
+# ``/healthz`` and ``/ready`` answer anyone (load balancers cannot send a token); with
+# ``admin_token`` set, everything else needs ``Authorization: Bearer <token>`` (compared
+# in constant time) and ``/ready`` leaves its reasons out for a caller without it. It
+# listens on loopback unless configured otherwise.
 from __future__ import annotations
 
 import asyncio
+import hmac
+import ipaddress
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -194,14 +201,39 @@ def dashboard_html() -> bytes:
 
 
 Route = Callable[[], tuple[str, str, bytes]]
+#: Paths a probe may read without the admin token.
+_OPEN_PATHS = ("/healthz", "/ready")
+
+
+def authorized(head: bytes, token: str) -> bool:
+    """Does the request ``head`` carry the bearer ``token`` (always, without one)?"""
+    if not token:
+        return True
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"authorization":
+            scheme, _, given = value.strip().partition(b" ")
+            if scheme.lower() == b"bearer":
+                return hmac.compare_digest(given.strip(), token.encode())
+    return False
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class AdminHTTP:
-    def __init__(self, inspect: Inspector, listen: tuple[str, int]) -> None:
+    def __init__(self, inspect: Inspector, listen: tuple[str, int], token: str = "") -> None:
         from prometheus_client import CollectorRegistry
 
         self.inspect = inspect
         self.listen = listen
+        self.token = token
         self._server: asyncio.base_events.Server | None = None
         self.port = 0
         self.registry = CollectorRegistry(auto_describe=False)
@@ -230,6 +262,12 @@ class AdminHTTP:
             host,
             self.port,
         )
+        if not self.token and not _loopback(host):
+            log.warning(
+                "admin HTTP listens on %s without admin_token: anyone who reaches it "
+                "reads the proxy's status; set admin_token (or FLEETPOOL_ADMIN_TOKEN)",
+                host,
+            )
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -274,13 +312,20 @@ class AdminHTTP:
             line = head.split(b"\r\n", 1)[0].decode(errors="replace").split()
             method = line[0] if line else ""
             path = line[1].split("?", 1)[0] if len(line) >= 2 else "/"
+            allowed = authorized(head, self.token)
             route = self.routes.get(path)
             if method not in ("GET", "HEAD"):
                 status_, ctype, body = "405 Method Not Allowed", "text/plain", b"GET only\n"
+            elif not allowed and path not in _OPEN_PATHS:
+                status_, ctype = "401 Unauthorized\r\nWWW-Authenticate: Bearer", "text/plain"
+                body = b"send the header: Authorization: Bearer <token>\n"
             elif route is None:
                 known = ", ".join(p for p in self.routes if p != "/")
                 status_, ctype = "404 Not Found", "text/plain"
                 body = f"not found: try {known}\n".encode()
+            elif path == "/ready" and not allowed:
+                status_, ctype, body = route()
+                body = json.dumps({"ready": status_.startswith("200")}).encode()
             else:
                 status_, ctype, body = route()
             writer.write(

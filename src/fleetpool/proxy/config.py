@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 
 from ..client.dsn import ACCEPTED, DEFAULT_PORTS, parse_dsn
 from ..errors import ConfigError, UnavailableError
+from ..redact import HIDDEN, is_secret_name, redact_mapping, redact_url
+from ..tls import TlsMode, check_mode
 
 ENV_USER_PREFIX = "FLEETPOOL_PROXY_USER_"
 DEFAULT_PORT = 6432
@@ -31,8 +33,10 @@ RETIRED_KEYS = {
 log = logging.getLogger("fleetpool.proxy.config")
 
 Mode = Literal["transaction", "session"]
-AuthMethod = Literal["scram-sha-256", "md5", "password", "trust"]
-TlsMode = Literal["disable", "allow", "prefer", "require"]
+AuthMethod = Literal["scram-sha-256", "md5", "password", "trust", "cert"]
+AUTH_METHODS = ("scram-sha-256", "md5", "password", "trust", "cert")
+ClientTlsMode = Literal["disable", "allow", "prefer", "require"]
+CLIENT_TLS_MODES = ("disable", "allow", "prefer", "require")
 
 
 @dataclass(slots=True)
@@ -41,7 +45,7 @@ class Upstream:
 
     hosts: list[tuple[str, int]]
     user: str
-    password: str
+    password: str = field(repr=False)
     database: str
     params: dict[str, str] = field(default_factory=dict)
     engine: str = "postgresql"
@@ -129,7 +133,10 @@ def parse_upstream(url: str) -> Upstream:
     database and parameters; the host list (several hosts: failover) is read here."""
     if not isinstance(url, str) or not url.strip():
         raise ConfigError(f"upstream must be a database URL; accepted: {ACCEPTED}")
-    parts = urlsplit(url.strip())
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError as exc:  # e.g. an unclosed [ of an IPv6 address
+        raise ConfigError(f"malformed upstream URL: {exc}; accepted: {ACCEPTED}") from None
     userinfo, at, hostlist = parts.netloc.rpartition("@")
     first = hostlist.split(",", 1)[0]
     target = parse_dsn(parts._replace(netloc=f"{userinfo}{at}{first}").geturl())
@@ -161,8 +168,8 @@ def parse_route(name: str, value: Any, default: Upstream) -> DatabaseRoute:
         return DatabaseRoute(default.with_login(name, default.user, default.password), True, size)
     if not isinstance(url, str):
         raise ConfigError(f"databases.{name}.upstream must be a URL string")
-    forced = urlsplit(url).username is not None
     up = parse_upstream(url)
+    forced = urlsplit(url).username is not None  # (parse_upstream accepted the URL)
     if up.engine != default.engine:
         raise ConfigError(
             f"databases.{name}: {up.engine} upstream, but the proxy serves {default.engine}"
@@ -189,6 +196,8 @@ class ProxyConfig:
     init_query: str = ""
     server_reset_query: str = "DISCARD ALL"
     server_tls: TlsMode = "disable"
+    # CA certificates the server's certificate must chain to (verify-ca, verify-full)
+    server_ca_file: str = ""
     max_prepared_statements: int = 1000  # per server connection, then DEALLOCATE ALL
     # clients
     connection_borrow_timeout: float = 120.0
@@ -198,32 +207,51 @@ class ProxyConfig:
     max_message_size: int = 64 * 1024 * 1024
     state_probe: bool = False  # check for hidden session state after each transaction
     auth_method: AuthMethod = "scram-sha-256"
-    users: dict[str, str] = field(default_factory=dict)
+    users: dict[str, str] = field(default_factory=dict, repr=False)
     # a PgBouncer userlist.txt ("user" "password, md5 hash or SCRAM verifier" per line),
     # read at start and on RELOAD; ``users`` entries win
     auth_file: str = ""
     # credentials towards the server for users whose proxy secret is not a password
-    server_users: dict[str, str] = field(default_factory=dict)
+    server_users: dict[str, str] = field(default_factory=dict, repr=False)
     # "client": a client's pool logs in to the server as the client's user; "upstream":
     # as the upstream URL's user (proxy users are then only the proxy's own credentials)
     server_login: Literal["client", "upstream"] = "client"
     # client-visible database name -> route; empty: every name goes to the upstream's
     # hosts as itself, each client logging in as its own user
     databases: dict[str, DatabaseRoute] = field(default_factory=dict)
-    token_secret: str = ""
+    token_secret: str = field(default="", repr=False)
+    # the secret being retired: tokens signed with it are still accepted (rotation)
+    token_secret_previous: str = field(default="", repr=False)
     tls_cert: str = ""
     tls_key: str = ""
-    client_tls: TlsMode = "allow"
+    client_tls: ClientTlsMode = "allow"
+    # CAs of client certificates (auth_method = "cert": the certificate's CN is the user)
+    client_ca_file: str = ""
+    # failed logins per source address: each failure is answered after a delay that
+    # doubles (login_delay, capped at login_delay_max); login_ban_after failures within
+    # login_ban_time ban the address for login_ban_time (0: never ban)
+    login_delay: float = 0.1
+    login_delay_max: float = 3.0
+    login_ban_after: int = 30
+    login_ban_time: float = 300.0
+    # logins in progress (connected, not yet authenticated): per worker, per address
+    max_logins_in_progress: int = 1000
+    max_logins_per_address: int = 200
     # operations
     admin_listen: tuple[str, int] | None = None
+    # /metrics and /status require "Authorization: Bearer <admin_token>" when set
+    admin_token: str = field(default="", repr=False)
     # the RDS-Data-API-compatible HTTP endpoint in the proxy process (worker 0), and its
     # settings (access_keys, limits, pool_size: see fleetpool/dataapi/example.toml)
     data_api_listen: str = ""
-    data_api: dict[str, Any] = field(default_factory=dict)
+    data_api: dict[str, Any] = field(default_factory=dict, repr=False)
     admin_database: str = "fleetpool"
+    # who may use the admin console: admin_users everything, stats_users SHOW only;
+    # nobody else (the console then looks like an unknown database)
     admin_users: list[str] = field(default_factory=list)
+    stats_users: list[str] = field(default_factory=list)
     workers: int = 1
-    budget_url: str = ""
+    budget_url: str = field(default="", repr=False)
     budget_name: str = "default"
     budget_ttl: float = 60.0
     budget_wait: float = 0.0
@@ -282,8 +310,44 @@ class ProxyConfig:
         """The users of ``auth_file`` (PgBouncer's userlist.txt format), if one is set."""
         return read_userlist(self.auth_file) if self.auth_file else {}
 
+    def token_secrets(self, environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+        """The secrets a login token may be signed with: the current one (which also
+        mints) and, during a rotation, the previous one."""
+        env = os.environ if environ is None else environ
+        previous = (
+            self.token_secret_previous or env_value(env, "FLEETPOOL_TOKEN_SECRET_PREVIOUS") or ""
+        )
+        return tuple(s for s in (self.effective_token_secret(env), previous) if s)
+
+    def effective_admin_token(self, environ: Mapping[str, str] | None = None) -> str:
+        env = os.environ if environ is None else environ
+        return self.admin_token or env_value(env, "FLEETPOOL_ADMIN_TOKEN") or ""
+
     def replace(self, **changes: Any) -> ProxyConfig:
         return dataclasses.replace(self, **changes)
+
+    def shown(self) -> dict[str, Any]:
+        """Every setting as it may be shown (SHOW CONFIG, /status): passwords, token
+        secrets, keys and URL passwords hidden, user lists reduced to their names."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("users", "server_users"):
+                value = sorted(value)  # who, never their secrets
+            elif f.name == "databases":
+                value = {name: str(route.upstream) for name, route in value.items()}
+            elif f.name == "upstream":
+                value = str(value)
+            elif f.name == "data_api":
+                value = redact_mapping(value)
+                if "access_keys" in value:
+                    value["access_keys"] = HIDDEN
+            elif isinstance(value, str) and value and (is_secret_name(f.name)):
+                value = HIDDEN
+            elif isinstance(value, str):
+                value = redact_url(value)
+            out[f.name] = value
+        return out
 
 
 _POSITIVE = (
@@ -292,6 +356,8 @@ _POSITIVE = (
     "max_message_size",
     "workers",
     "max_prepared_statements",
+    "max_logins_in_progress",
+    "max_logins_per_address",
 )
 _NON_NEGATIVE = (
     "min_idle",
@@ -306,6 +372,10 @@ _NON_NEGATIVE = (
     "budget_wait",
     "shutdown_timeout",
     "emf_interval",
+    "login_delay",
+    "login_delay_max",
+    "login_ban_after",
+    "login_ban_time",
 )
 
 
@@ -328,15 +398,32 @@ def validate(cfg: ProxyConfig) -> None:
         raise ConfigError(f"server_login must be 'client' or 'upstream', got {cfg.server_login!r}")
     if cfg.mode not in ("transaction", "session"):
         raise ConfigError(f"mode must be 'transaction' or 'session', got {cfg.mode!r}")
-    if cfg.auth_method not in ("scram-sha-256", "md5", "password", "trust"):
+    if cfg.auth_method not in AUTH_METHODS:
         raise ConfigError(
-            f"auth_method must be scram-sha-256, md5, password or trust, got {cfg.auth_method!r}"
+            f"auth_method must be one of {', '.join(AUTH_METHODS)}, got {cfg.auth_method!r}"
         )
-    for name in ("client_tls", "server_tls"):
-        if getattr(cfg, name) not in ("disable", "allow", "prefer", "require"):
-            raise ConfigError(f"{name} must be disable, allow, prefer or require")
+    if cfg.client_tls not in CLIENT_TLS_MODES:
+        raise ConfigError(f"client_tls must be one of {', '.join(CLIENT_TLS_MODES)}")
+    check_mode("server_tls", cfg.server_tls, cfg.server_ca_file, "server_ca_file")
     if cfg.client_tls == "require" and not (cfg.tls_cert and cfg.tls_key):
         raise ConfigError("client_tls = 'require' needs tls_cert and tls_key")
+    if cfg.auth_method == "cert" and not (
+        cfg.tls_cert and cfg.tls_key and cfg.client_ca_file and cfg.client_tls != "disable"
+    ):
+        raise ConfigError(
+            "auth_method = 'cert' needs tls_cert, tls_key and client_ca_file (the CAs "
+            "that sign client certificates), and client_tls other than 'disable'"
+        )
+    if cfg.client_ca_file and not Path(cfg.client_ca_file).is_file():
+        raise ConfigError(f"client_ca_file {cfg.client_ca_file!r} is not a readable file")
+    if cfg.login_delay_max < cfg.login_delay:
+        raise ConfigError(
+            f"login_delay_max ({cfg.login_delay_max}) is below login_delay ({cfg.login_delay})"
+        )
+    for name in ("admin_users", "stats_users"):
+        names = getattr(cfg, name)
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ConfigError(f"{name} must be a list of user names")
     if cfg.max_connections_percent is not None and not 0 < cfg.max_connections_percent <= 100:
         raise ConfigError("max_connections_percent must be in (0, 100]")
     if cfg.min_idle > cfg.pool_size:
@@ -371,6 +458,7 @@ _FILE_KEYS: dict[str, type | tuple[type, ...]] = {
     "init_query": str,
     "server_reset_query": str,
     "server_tls": str,
+    "server_ca_file": str,
     "max_prepared_statements": int,
     "connection_borrow_timeout": (int, float),
     "max_client_connections": int,
@@ -385,14 +473,24 @@ _FILE_KEYS: dict[str, type | tuple[type, ...]] = {
     "server_login": str,
     "databases": dict,
     "token_secret": str,
+    "token_secret_previous": str,
     "tls_cert": str,
     "tls_key": str,
     "client_tls": str,
+    "client_ca_file": str,
+    "login_delay": (int, float),
+    "login_delay_max": (int, float),
+    "login_ban_after": int,
+    "login_ban_time": (int, float),
+    "max_logins_in_progress": int,
+    "max_logins_per_address": int,
     "admin_listen": str,
+    "admin_token": str,
     "data_api_listen": str,
     "data_api": dict,
     "admin_database": str,
     "admin_users": list,
+    "stats_users": list,
     "workers": int,
     "budget_url": str,
     "budget_name": str,
@@ -470,7 +568,17 @@ def load_config(path: str | Path, **overrides: Any) -> ProxyConfig:
 
 _NOT_SETTABLE = ("users", "server_users", "databases", "data_api")
 #: Settings RELOAD cannot change in a running proxy (a restart applies them).
-RESTART_SETTINGS = ("listen", "mode", "workers", "tls_cert", "tls_key", "client_tls")
+RESTART_SETTINGS = (
+    "listen",
+    "mode",
+    "workers",
+    "tls_cert",
+    "tls_key",
+    "client_tls",
+    "client_ca_file",
+    "admin_listen",
+    "admin_token",
+)
 ENV_PREFIX = "FLEETPOOL_PROXY_"
 FILE_SUFFIX = "_FILE"
 #: The upstream's password, kept out of the URL (and off the command line).
@@ -514,11 +622,20 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any
     return out
 
 
+# Secrets do not belong on a command line (other users of the host see it in ps).
+_SECRET_SETTINGS = {
+    "token_secret": "FLEETPOOL_TOKEN_SECRET",
+    "token_secret_previous": "FLEETPOOL_TOKEN_SECRET_PREVIOUS",
+    "admin_token": "FLEETPOOL_ADMIN_TOKEN",
+}
+
+
 def parse_settings(items: list[str]) -> dict[str, Any]:
     """``KEY=VALUE`` strings from the command line (``--set``), typed like the file's keys.
 
-    Every setting of the file is accepted except ``users`` (secrets do not belong on a
-    command line: use the config file or FLEETPOOL_PROXY_USER_<name> variables).
+    Every setting of the file is accepted except tables and secrets (``users``,
+    ``server_users``, token secrets, ``admin_token``: secrets do not belong on a command
+    line; use the config file or the environment variables).
     """
     out: dict[str, Any] = {}
     for item in items:
@@ -526,6 +643,11 @@ def parse_settings(items: list[str]) -> dict[str, Any]:
         key = key.strip().replace("-", "_")
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        if key in _SECRET_SETTINGS:
+            raise ConfigError(
+                f"--set {key}: secrets do not belong on a command line; give {key} in the "
+                f"config file or as the {_SECRET_SETTINGS[key]} environment variable"
+            )
         if key in _NOT_SETTABLE:
             if key in ("databases", "data_api"):
                 raise ConfigError(f"--set {key}: give [{key}] in the config file")
@@ -534,7 +656,9 @@ def parse_settings(items: list[str]) -> dict[str, Any]:
                 f"{ENV_USER_PREFIX}<name>=<secret> environment variables"
             )
         if key not in _FILE_KEYS:
-            known = ", ".join(sorted(k for k in _FILE_KEYS if k not in _NOT_SETTABLE))
+            known = ", ".join(
+                sorted(k for k in _FILE_KEYS if k not in _NOT_SETTABLE + tuple(_SECRET_SETTINGS))
+            )
             raise ConfigError(f"--set {key}: unknown setting; known settings: {known}")
         out[key] = _typed(key, text.strip(), _FILE_KEYS[key])
     return out

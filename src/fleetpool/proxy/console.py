@@ -5,6 +5,11 @@
 # (the numbers of this worker, merged with its siblings'); what it does goes through
 # ``Control`` (the worker broadcasts PAUSE, RESUME, RECONNECT, RELOAD to every worker).
 #
+# Who may do what is decided here too, for every engine: ``console_role`` gives a user's
+# role (admin_users: everything; stats_users: SHOW only; anyone else: none, and the
+# plug-in then refuses the login exactly as it refuses an unknown database, so the
+# console's existence is not even confirmed).
+#
 # Commands: SHOW POOLS|CLIENTS|SERVERS|DATABASES|STATS|STATS_TOTALS|TOTALS|LISTS|USERS|
 # CONFIG|VERSION|WORKERS|HELP, PAUSE (waits until no transaction runs), RESUME,
 # RECONNECT (retire every server connection), WAIT_CLOSE (wait until retired connections
@@ -16,9 +21,9 @@
 # out rather than filled with zeros.
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from ..errors import FleetpoolError
 from . import events
@@ -43,6 +48,19 @@ class Done:
 class Failed:
     message: str
     hint: str = ""
+    denied: bool = False  # the user's role does not allow the command
+
+
+Role = Literal["admin", "stats"]
+
+
+def console_role(user: str, admin_users: Sequence[str], stats_users: Sequence[str]) -> Role | None:
+    """What ``user`` may do in the admin console: everything, SHOW only, or nothing."""
+    if user in admin_users:
+        return "admin"
+    if user in stats_users:
+        return "stats"
+    return None
 
 
 Answer = Table | Done | Failed
@@ -120,10 +138,22 @@ class Console:
         self.inspect = inspect
         self.control = control
 
-    async def execute(self, sql: str, user: str = "", addr: str = "") -> list[Answer]:
-        """Answer every ``;``-separated command of ``sql`` (each one logged as an event)."""
+    async def execute(
+        self, sql: str, *, role: Role = "admin", user: str = "", addr: str = ""
+    ) -> list[Answer]:
+        """Answer every ``;``-separated command of ``sql`` for ``user`` (of ``role``),
+        each one logged as an event."""
         answers: list[Answer] = []
         for stmt in [s.strip() for s in sql.split(";") if s.strip()]:
+            if role != "admin" and stmt.split(None, 1)[0].upper() != "SHOW":
+                answers.append(
+                    Failed(
+                        f"permission denied: {stmt.split(None, 1)[0][:40].upper()} needs "
+                        "an admin user (admin_users); stats_users may run SHOW commands",
+                        denied=True,
+                    )
+                )
+                continue
             try:
                 answer = await self._statement(stmt)
             except FleetpoolError as exc:

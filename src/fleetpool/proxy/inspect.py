@@ -6,7 +6,6 @@
 # numbers are at most one janitor tick (1 s) old.
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -22,7 +21,6 @@ from .stats import LATENCY_BUCKETS, Stats
 
 _LIST_LIMIT = 2000  # clients/servers a worker publishes for its siblings
 _NOT_SUMMED = ("uptime_seconds", "max_wait_seconds", "worker", "pid")
-_SECRETS = ("users", "server_users", "token_secret", "data_api")
 
 
 class Inspector:
@@ -96,6 +94,11 @@ class Inspector:
             "client_connections_total": self.registry.opened_total,
             "clients_refused_total": st.clients_refused,
             "auth_failures_total": st.auth_failures,
+            "logins_in_progress": st.logins_in_progress,
+            "logins_delayed_total": st.logins_delayed,
+            "logins_refused_banned_total": st.logins_refused_banned,
+            "logins_refused_busy_total": st.logins_refused_busy,
+            "login_bans_total": st.login_bans,
             "protocol_errors_total": st.protocol_errors,
             "borrow_timeouts_total": st.borrow_timeouts,
             "database_connects_total": st.server_connects,
@@ -345,13 +348,7 @@ class Inspector:
         ]
 
     def config(self) -> dict[str, Any]:
-        out = {}
-        for f in dataclasses.fields(self.cfg):
-            if f.name in _SECRETS:
-                continue
-            value = getattr(self.cfg, f.name)
-            out[f.name] = str(value) if f.name == "upstream" else value
-        return out
+        return self.cfg.shown()
 
 
 def client_states(snap: dict[str, Any]) -> dict[str, int]:

@@ -82,6 +82,8 @@ SETTINGS: dict[str, Setting] = {
     "log_connections": Setting("log_connections", _flag, "1"),
     "auth_file": Setting("auth_file", str, None),
     "client_tls_cert_file": Setting("tls_cert", str, None),
+    "client_tls_ca_file": Setting("client_ca_file", str, None),
+    "server_tls_ca_file": Setting("server_ca_file", str, None),
     "client_tls_key_file": Setting("tls_key", str, None),
 }
 
@@ -143,12 +145,10 @@ _WHY: dict[str, str] = {
     "auth_hba_file": "no HBA file: auth_method applies to every client",
     "auth_user": "no auth_query pass-through: give users in auth_file",
     "auth_query": "no auth_query pass-through: give users in auth_file",
-    "client_tls_ca_file": "no client certificates",
     "client_tls_protocols": "TLS protocols follow Python's defaults",
     "client_tls_ciphers": "TLS ciphers follow Python's defaults",
     "client_tls_ecdhcurve": "TLS curves follow Python's defaults",
     "client_tls_dheparams": "TLS parameters follow Python's defaults",
-    "server_tls_ca_file": "the server's certificate is not verified",
     "server_tls_key_file": "no client certificate towards the server",
     "server_tls_cert_file": "no client certificate towards the server",
     "server_tls_protocols": "TLS protocols follow Python's defaults",
@@ -166,8 +166,15 @@ _WHY: dict[str, str] = {
     "peer_id": "no peering",
 }
 
-_AUTH = {"scram-sha-256": "scram-sha-256", "md5": "md5", "plain": "password", "trust": "trust"}
+_AUTH = {
+    "scram-sha-256": "scram-sha-256",
+    "md5": "md5",
+    "plain": "password",
+    "trust": "trust",
+    "cert": "cert",
+}
 _TLS = {"disable": "disable", "allow": "allow", "prefer": "prefer", "require": "require"}
+_SERVER_TLS = {**_TLS, "verify-ca": "verify-ca", "verify-full": "verify-full"}
 # Keys of a [databases] connection string fleetpool reads; the others are warned about.
 _DB_KEYS = {"dbname", "host", "port", "user", "password", "pool_size"}
 _CONNSTR = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*('(?:[^'\\]|\\.|'')*'|[^\s']*)")
@@ -358,36 +365,46 @@ def _modes(
             f"{', '.join(_AUTH)}, any): converting it would change who may log in"
         )
     out["auth_method"] = _AUTH[auth]
-    for name, target in (
-        ("client_tls_sslmode", "client_tls"),
-        ("server_tls_sslmode", "server_tls"),
-    ):
-        value = pgb.get(name)
-        if not value:
-            continue
-        if value in ("verify-ca", "verify-full"):
-            side = "the client's" if target == "client_tls" else "the server's"
-            warn(f"{name} = {value}", f"require is used: {side} certificate is not verified")
-            value = "require"
-        if value not in _TLS:
-            raise ConfigError(f"{path}: {name} = {value} is not a TLS mode")
-        out[target] = _TLS[value]
+    client = pgb.get("client_tls_sslmode")
+    if client:
+        if client in ("verify-ca", "verify-full"):
+            # PgBouncer then asks every client for a certificate; fleetpool checks one only
+            # for auth_method = "cert".
+            warn(
+                f"client_tls_sslmode = {client}",
+                "require is used: client certificates are checked only with auth_type = cert",
+            )
+            client = "require"
+        if client not in _TLS:
+            raise ConfigError(f"{path}: client_tls_sslmode = {client} is not a TLS mode")
+        out["client_tls"] = _TLS[client]
+    server = pgb.get("server_tls_sslmode")
+    if server:
+        if server not in _SERVER_TLS:
+            raise ConfigError(f"{path}: server_tls_sslmode = {server} is not a TLS mode")
+        if server in ("verify-ca", "verify-full") and not pgb.get("server_tls_ca_file"):
+            warn(
+                f"server_tls_sslmode = {server}",
+                "require is used: without server_tls_ca_file there is no CA to verify with",
+            )
+            server = "require"
+        out["server_tls"] = _SERVER_TLS[server]
+    if out.get("server_ca_file") and out.get("server_tls") not in ("verify-ca", "verify-full"):
+        warn("server_tls_ca_file", "not used: server_tls_sslmode does not verify")
+        del out["server_ca_file"]
+    if out.get("client_ca_file") and out.get("auth_method") != "cert":
+        warn("client_tls_ca_file", "not used: client certificates are checked only with cert")
+        del out["client_ca_file"]
+    for key in ("server_ca_file", "client_ca_file"):
+        if out.get(key):
+            out[key] = str(_beside(Path(out[key]), path).resolve())
 
 
 def _admins(pgb: dict[str, str], out: dict[str, Any], warn: Callable[[str, str], None]) -> None:
+    # Both lists mean what they mean in PgBouncer: empty admin_users lets nobody in.
     admins = _names(pgb.get("admin_users", ""))
-    stats = [u for u in _names(pgb.get("stats_users", "")) if u not in admins]
-    if stats:
-        warn(
-            f"stats_users = {', '.join(stats)}",
-            "no read-only console: they are admin users (they may PAUSE, RELOAD ...)",
-        )
-    users = admins + stats
-    if not users:
-        # PgBouncer lets nobody in; fleetpool's empty list would let everybody in.
-        users = [ADMIN_DATABASE]
-        warn("admin_users", f"none given: only a user named {ADMIN_DATABASE!r} may use it")
-    out["admin_users"] = users
+    out["admin_users"] = admins
+    out["stats_users"] = [u for u in _names(pgb.get("stats_users", "")) if u not in admins]
 
 
 def _databases(

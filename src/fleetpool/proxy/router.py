@@ -35,6 +35,11 @@ class Refused(FleetpoolError):
         self.kind = kind
 
 
+def unknown_database(name: str) -> Refused:
+    """The refusal of a database the proxy does not serve (the server's own words)."""
+    return Refused("database", f'database "{name}" does not exist')
+
+
 class Router:
     def __init__(
         self,
@@ -75,7 +80,7 @@ class Router:
         if entry is None and cfg.databases and "*" in cfg.databases:
             entry = cfg.databases["*"]
         if entry is None and cfg.databases:
-            raise Refused("database", f'database "{database}" does not exist')
+            raise unknown_database(database)
         if entry is not None and entry.forced_user:
             up = entry.upstream
             if database != up.database and entry is cfg.databases.get("*"):

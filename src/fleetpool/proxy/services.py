@@ -15,6 +15,7 @@ from .context import Spawner
 from .registry import Registry
 from .router import Router
 from .stats import Stats
+from .throttle import LoginThrottle, ThrottleRules
 
 
 @dataclass
@@ -29,7 +30,7 @@ class Users:
     """Who may log in: user name -> password, md5 hash or SCRAM verifier."""
 
     secrets: dict[str, str]
-    token_secret: str = ""
+    token_secret: tuple[str, ...] = ()  # the current secret, and the previous one
     _cache: dict[tuple[str, str], Any] = field(default_factory=dict)
 
     def secret(self, user: str) -> str | None:
@@ -56,3 +57,6 @@ class Services:
     console: Console
     lifecycle: Lifecycle
     client_tls: ssl.SSLContext | None = None
+    # tls-server-end-point data of the proxy's certificate (SCRAM-SHA-256-PLUS over TLS)
+    channel_binding: bytes | None = None
+    throttle: LoginThrottle = field(default_factory=lambda: LoginThrottle(ThrottleRules()))

@@ -32,6 +32,12 @@ class Stats:
     client_connections_total: int = 0
     clients_refused: int = 0
     auth_failures: int = 0
+    # login throttling (proxy/throttle.py)
+    logins_in_progress: int = 0
+    logins_delayed: int = 0
+    logins_refused_banned: int = 0
+    logins_refused_busy: int = 0
+    login_bans: int = 0
     protocol_errors: int = 0
     borrow_timeouts: int = 0
     server_connects: int = 0

@@ -18,6 +18,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from ..errors import BudgetNotConfigured, ConfigError, FleetpoolError, UnavailableError
+from ..tls import certificate_hash, server_context
 from .config import RESTART_SETTINGS, ProxyConfig, listen_error, settings_from_env
 from .console import Console
 from .context import ServerConn
@@ -33,6 +34,7 @@ from .registry import Registry
 from .router import Router
 from .services import Lifecycle, Services, Users
 from .stats import Stats
+from .throttle import LoginThrottle, ThrottleRules
 from .workers import Channel
 
 log = logging.getLogger("fleetpool.proxy")
@@ -75,7 +77,7 @@ class Proxy:
             else PostgresEngine(cfg, self.stats)
         )
         self.registry = Registry(worker_index, workers, forward=self._forward_cancel)
-        self.users = Users(cfg.user_secrets(), cfg.effective_token_secret())
+        self.users = Users(cfg.user_secrets(), cfg.token_secrets())
         self.router = Router(
             cfg,
             split_pool_size(cfg.pool_size, workers, worker_index),
@@ -94,9 +96,10 @@ class Proxy:
             engine=self.engine.name,
         )
         client_tls: ssl.SSLContext | None = None
+        binding: bytes | None = None
         if cfg.tls_cert and cfg.tls_key and cfg.client_tls != "disable":
-            client_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            client_tls.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+            client_tls = server_context(cfg.tls_cert, cfg.tls_key, cfg.client_ca_file)
+            binding = certificate_hash(cfg.tls_cert)
         self.services = Services(
             cfg=cfg,
             router=self.router,
@@ -107,6 +110,8 @@ class Proxy:
             console=Console(self.inspector, self),
             lifecycle=self.lifecycle,
             client_tls=client_tls,
+            channel_binding=binding,
+            throttle=LoginThrottle(ThrottleRules.from_config(cfg), self.stats),
         )
         self.leases: LeaseManager | None = None
         self.channel: Channel | None = None
@@ -188,7 +193,7 @@ class Proxy:
         if cfg.admin_listen and self.worker_index == 0:
             from .admin import AdminHTTP
 
-            admin = AdminHTTP(self.inspector, cfg.admin_listen)
+            admin = AdminHTTP(self.inspector, cfg.admin_listen, cfg.effective_admin_token())
             await admin.start()
             self.admin = admin
         if cfg.data_api_listen and self.worker_index == 0:
@@ -399,7 +404,8 @@ class Proxy:
         """Re-read the config file (if any; TOML or pgbouncer.ini) and apply what can
         change live.
 
-        Listen address, mode, workers and TLS files need a restart; everything else
+        Listen address, mode, workers, client TLS files and the admin HTTP endpoint need
+        a restart; everything else
         (pool size and timeouts, users, auth, init/reset queries, upstream) applies to
         new connections at once. Server connections are retired and reopened.
         """
@@ -414,7 +420,8 @@ class Proxy:
                 if f.name not in fixed:
                     setattr(self.cfg, f.name, getattr(new, f.name))
             self.users.secrets = self.cfg.user_secrets()
-            self.users.token_secret = self.cfg.effective_token_secret()
+            self.users.token_secret = self.cfg.token_secrets()
+            self.services.throttle.rules = ThrottleRules.from_config(self.cfg)
             self.router.set_limit(
                 split_pool_size(self.cfg.pool_size, self.workers, self.worker_index)
             )

@@ -22,7 +22,7 @@ def admin(handle: ProxyHandle) -> psycopg.Connection[Any]:
 
 
 def test_show_commands(proxy_factory: Any) -> None:
-    handle: ProxyHandle = proxy_factory(pool_size=3)
+    handle: ProxyHandle = proxy_factory(pool_size=3, admin_users=["app"])
     with psycopg.connect(handle.dsn(), autocommit=True) as app, admin(handle) as console:
         app.execute("SET application_name = 'pinned-app'")  # tracked: does not pin
         app.execute("LISTEN fp_admin_chan")  # pins
@@ -48,7 +48,7 @@ def test_show_commands(proxy_factory: Any) -> None:
 
 
 def test_pause_and_resume(proxy_factory: Any) -> None:
-    handle: ProxyHandle = proxy_factory(pool_size=2)
+    handle: ProxyHandle = proxy_factory(pool_size=2, admin_users=["app"])
     with admin(handle) as console, psycopg.connect(handle.dsn(), autocommit=True) as app:
         app.execute("select 1")
         console.execute("PAUSE")
@@ -102,7 +102,7 @@ def test_reload_rereads_the_config_file(upstream: Any, tmp_path: Any) -> None:
     url = f"postgresql://{upstream.user}:{upstream.password}@{host}:{port}/{upstream.database}"
     path = tmp_path / "proxy.toml"
     body = f'upstream = "{url}"\nlisten = "127.0.0.1:0"\npool_size = 2\n'
-    body += 'server_login = "upstream"\n'
+    body += 'server_login = "upstream"\nadmin_users = ["app", "new"]\n'
     path.write_text(body + '[users]\napp = "app-secret"\n')
     handle = start_proxy(load_config(path), config_path=str(path))
     try:

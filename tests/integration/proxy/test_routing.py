@@ -124,7 +124,9 @@ def test_pools_share_one_cap(proxy_factory: Any, reader: Any, direct: Any) -> No
 
 def test_show_pools_lists_every_pool(proxy_factory: Any, reader: Any) -> None:
     role, db = reader
-    handle: ProxyHandle = proxy_factory(users={role: "reader-pw"}, server_login="client")
+    handle: ProxyHandle = proxy_factory(
+        users={role: "reader-pw"}, server_login="client", stats_users=[role]
+    )
     base = handle.dsn(user=role, password="reader-pw").rsplit("/", 1)[0]
     with psycopg.connect(f"{base}/{db}", autocommit=True) as conn:
         conn.execute("select 1")

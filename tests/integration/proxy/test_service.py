@@ -154,7 +154,7 @@ def test_the_unit_runs_the_proxy_as_written(pg_server_factory: Any, tmp_path: Pa
 def test_ready_says_why_not(proxy_factory: Any, upstream: Any) -> None:
     from fleetpool.proxy.config import Upstream
 
-    handle: ProxyHandle = proxy_factory(admin_listen=("127.0.0.1", 0))
+    handle: ProxyHandle = proxy_factory(admin_listen=("127.0.0.1", 0), admin_users=["app"])
     base = f"http://127.0.0.1:{handle.proxy.admin.port}"
     assert _http(f"{base}/ready") == (200, {"ready": True, "reasons": []})
     with psycopg.connect(handle.dsn().rsplit("/", 1)[0] + "/fleetpool", autocommit=True) as c:

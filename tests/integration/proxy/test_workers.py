@@ -41,7 +41,7 @@ def proxy_process(pg_dsn: str, tmp_path: Path) -> Any:
         f'listen = "127.0.0.1:{listen}"\n'
         "pool_size = 4\nworkers = 2\nshutdown_timeout = 5\n"
         f'admin_listen = "127.0.0.1:{admin_port}"\n'
-        'log_format = "json"\nserver_login = "upstream"\n'
+        'log_format = "json"\nserver_login = "upstream"\nadmin_users = ["app"]\n'
         '[users]\napp = "pw"\n'
     )
     env = dict(os.environ, PYTHONPATH=str(SRC))

@@ -141,7 +141,8 @@ def test_pgbouncer_ini_converts_with_every_omission_named(
     assert cfg.listen == ("0.0.0.0", 6543) and cfg.mode == "transaction"
     assert cfg.auth_method == "md5" and cfg.max_client_connections == 500
     assert cfg.auth_file == str(tmp_path / "userlist.txt")
-    assert cfg.admin_database == "pgbouncer" and cfg.admin_users == ["ops", "stats"]
+    assert cfg.admin_database == "pgbouncer" and cfg.admin_users == ["ops"]
+    assert cfg.stats_users == ["stats"]
     assert cfg.idle_timeout == 600 and cfg.server_connect_timeout == 15  # PgBouncer's defaults
     assert cfg.client_idle_timeout == 0
     assert set(cfg.databases) == {"app", "analytics", "*"}
@@ -163,7 +164,6 @@ def test_pgbouncer_ini_converts_with_every_omission_named(
         "connect_query",
         "[databases] sock",
         "[users] bob",
-        "stats_users",
         "pool_size = 50",
         "auth_file users app",  # an md5 hash cannot log in to the server
     ):
@@ -185,7 +185,6 @@ def test_pgbouncer_settings_that_would_change_who_logs_in_are_errors(tmp_path: P
         convert_ini(ini)
     ini.write_text("[databases]\nx = host=h\n[pgbouncer]\nauth_type = trust\n")
     conversion = convert_ini(ini)
-    # PgBouncer lets nobody use the console without admin_users; fleetpool's empty list
-    # would let everybody: the conversion names one user instead.
-    assert conversion.config().admin_users == ["pgbouncer"]
+    # PgBouncer lets nobody use the console without admin_users, and so does fleetpool.
+    assert conversion.config().admin_users == []
     assert conversion.config().mode == "session"  # PgBouncer's default pool_mode

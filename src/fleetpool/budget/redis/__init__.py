@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
 
 from ...errors import BudgetUnavailable, ConfigError, LeaseLost
+from ...redact import redact_url
 from .._base import (
     AcquireRequest,
     AcquireResult,
@@ -161,7 +162,7 @@ class RedisBackend(BudgetBackend):
             # No I/O here: redis-py connects on the first command.
             self._client: redis_py.Redis = redis_py.Redis.from_url(full_url, **kwargs)
         except (ValueError, TypeError) as exc:
-            raise ConfigError(f"invalid redis budget URL {url!r}: {exc}") from exc
+            raise ConfigError(f"invalid redis budget URL {redact_url(url)!r}: {exc}") from exc
         self.keys = budget_keys(name)
         self.channel = wake_channel(name)
         #: RESP header, command, function (or script sha), key count and keys of
@@ -183,7 +184,8 @@ class RedisBackend(BudgetBackend):
 
     def _unavailable(self, exc: Exception) -> BudgetUnavailable:
         return BudgetUnavailable(
-            f"redis budget {self.name!r} at {self.url} unavailable: {type(exc).__name__}: {exc}"
+            f"redis budget {self.name!r} at {redact_url(self.url)} unavailable: "
+            f"{type(exc).__name__}: {exc}"
         )
 
     def _call(self, fn: Callable[[], T]) -> T:

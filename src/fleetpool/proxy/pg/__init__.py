@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ...tls import ContextCache, libpq_params
 from ..config import ProxyConfig, Upstream
 from ..context import Connector
 from ..pool import Pool
@@ -40,6 +41,7 @@ class PostgresEngine:
         self.interner = Interner()
         # server backend pid -> pid of the client it last served (notifications)
         self.pids: dict[int, int] = {}
+        self.server_tls = ContextCache()
 
     def connector(self, up: Upstream, variant: str = "") -> Connector:
         """How a pool opens server connections to ``up`` (its login and database)."""
@@ -54,6 +56,7 @@ class PostgresEngine:
                 port,
                 timeout,
                 tls_mode=cfg.server_tls,
+                tls_context=self.server_tls.get(cfg.server_tls, cfg.server_ca_file),
                 user=up.user,
                 password=up.password,
                 startup=startup,
@@ -78,7 +81,8 @@ class PostgresEngine:
     async def _query_one(self, host: str, port: int, timeout: float, sql: str) -> Any:
         import psycopg
 
-        up = self.cfg.upstream  # (the proxy's own login: its pools may log in as others)
+        cfg = self.cfg
+        up = cfg.upstream  # (the proxy's own login: its pools may log in as others)
         conn = await asyncio.wait_for(
             psycopg.AsyncConnection.connect(
                 host=host,
@@ -88,6 +92,7 @@ class PostgresEngine:
                 dbname=up.database,
                 connect_timeout=max(1, int(timeout)),
                 application_name="fleetpool-probe",
+                **libpq_params(cfg.server_tls, cfg.server_ca_file),
             ),
             timeout,
         )

@@ -25,6 +25,7 @@ from ...pg.codec import NEED_DATA, BackendDecoder, CancelRequest, Message, SSLRe
 from ...pg.login import BackendLogin
 from ...pg.relay import ClientState, ServerState, whole_answer
 from ...pg.tracker import Batch
+from ...tls import verify_failure
 from ..context import Cleanup, ServerOwner
 from ..link import Endpoint
 from ..stats import Stats
@@ -367,29 +368,24 @@ class BackendConnection(Endpoint):
         return False  # the server closed its end: close ours (connection_lost follows)
 
 
-def _ssl_context(mode: str) -> ssl.SSLContext:
-    # sslmode=require semantics: encrypt, do not verify the certificate.
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
 async def connect(
     host: str,
     port: int,
     timeout: float,
     *,
     tls_mode: str,
+    tls_context: ssl.SSLContext | None = None,
     **kwargs: Any,
 ) -> BackendConnection:
     """Open and log in one server connection (raises OSError/ServerLoginError/Timeout).
 
-    With ``tls_mode`` = prefer/require the SSLRequest goes first; ``require`` fails
-    when the server answers N.
+    With ``tls_mode`` prefer, require, verify-ca or verify-full the SSLRequest goes
+    first (``tls_context``, from fleetpool.tls, says what is verified); every mode but
+    ``prefer`` fails when the server answers N. A refused certificate is a permanent
+    ServerLoginError naming the host and the reason.
     """
     loop = asyncio.get_running_loop()
-    tls = tls_mode in ("prefer", "require")
+    tls = tls_context is not None and tls_mode != "allow"
 
     async def go() -> BackendConnection:
         transport, proto = await loop.create_connection(
@@ -397,17 +393,28 @@ async def connect(
         )
         try:
             if tls:
+                assert tls_context is not None
                 answer = await proto.tls_answer
                 if answer == b"S":
-                    new = await loop.start_tls(
-                        transport, proto, _ssl_context(tls_mode), server_hostname=host
-                    )
+                    try:
+                        new = await loop.start_tls(
+                            transport, proto, tls_context, server_hostname=host
+                        )
+                    except ssl.SSLError as exc:
+                        refused = verify_failure(host, port, exc)
+                        if refused is not None:
+                            raise ServerLoginError(refused, "08006", permanent=True) from None
+                        raise ServerLoginError(
+                            f"TLS handshake with {host}:{port} failed: {exc}", "08006"
+                        ) from None
                     if new is None:  # pragma: no cover
                         raise ServerLoginError("TLS handshake with the server failed", "08006")
                     proto.transport = new
-                elif tls_mode == "require" or answer != b"N":
+                elif tls_mode != "prefer" or answer != b"N":
                     raise ServerLoginError(
-                        "server does not accept TLS (server_tls = 'require')", "08004"
+                        f"server {host}:{port} does not accept TLS (server_tls = {tls_mode!r})",
+                        "08004",
+                        permanent=True,  # the server's configuration, not a passing fault
                     )
                 proto.send_startup()
             await proto.ready

@@ -31,7 +31,8 @@ def encode_answers(answers: list[Answer]) -> bytes:
         elif isinstance(answer, Done):
             out.append(m.command_complete(answer.tag))
         elif isinstance(answer, Failed):
-            out.append(m.error_response("42601", answer.message, hint=answer.hint or None))
+            code = "42501" if answer.denied else "42601"
+            out.append(m.error_response(code, answer.message, hint=answer.hint or None))
     if not out:
         out.append(m.EMPTY_QUERY_MSG)
     out.append(m.ready_for_query())

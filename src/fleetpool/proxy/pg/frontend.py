@@ -31,6 +31,7 @@ from ...pg.codec import (
 from ...pg.login import AUTH_FAILED
 from ...pg.relay import ClientState, fail_pending, fail_requests, plain_query
 from ...pg.settings import Interner
+from ...tls import peer_common_name
 from .. import events, policy
 from ..link import Endpoint, unlink
 from ..pool import Pool
@@ -102,6 +103,7 @@ class FrontendConnection(Endpoint):
         "key",
         "last_activity",
         "peer_addr",
+        "peer_host",
         "pg",
         "pid",
         "pinned",
@@ -138,6 +140,7 @@ class FrontendConnection(Endpoint):
         self.user = ""
         self.database = ""
         self.peer_addr = ""
+        self.peer_host = ""  # the source address alone: what login throttling counts
         self.pid = 0
         self.key = 0
         self.waiting = False
@@ -178,6 +181,7 @@ class FrontendConnection(Endpoint):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer_addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
+        self.peer_host = str(peer[0]) if isinstance(peer, tuple) else self.peer_addr
         self.services.registry.opened(self)
         timeout = self.services.cfg.client_login_timeout
         if timeout:
@@ -273,6 +277,12 @@ class FrontendConnection(Endpoint):
             return
         self.transport = transport
         self.tls = True
+
+    def peer_cert_name(self) -> str | None:
+        """The CN of the client's verified certificate (auth_method = "cert")."""
+        if not self.tls or self.transport is None:
+            return None
+        return peer_common_name(self.transport.get_extra_info("ssl_object"))
 
     def admin_ready(self) -> None:
         self.state = _ADMIN
@@ -602,6 +612,8 @@ class FrontendConnection(Endpoint):
             return
         self.state = _CLOSED
         self._cancel_login_timer()
+        if self._startup is not None:
+            self._startup.abandon()  # a login in progress frees its slot
         if self.waiting:
             self.pool.cancel_wait(self)
         server = self.server

@@ -5,6 +5,7 @@
 # client connection): write, fail, start TLS, and "authenticated" with what it learnt.
 from __future__ import annotations
 
+import asyncio
 import struct
 import time
 from typing import Protocol
@@ -24,13 +25,17 @@ from ...pg.codec import (
 from ...pg.login import AUTH_FAILED, FrontendLogin, scram_verifier
 from ...pg.settings import startup_settings
 from .. import events
+from ..console import Role, console_role
+from ..router import unknown_database
 from ..services import Services
+from ..throttle import BANNED
 from .console import ADMIN_WELCOME, encode_answers
 
 
 class StartupHost(Protocol):
     tls: bool
-    peer_addr: str
+    peer_addr: str  # the client's address as logged
+    peer_host: str  # the client's address (login throttling)
 
     def write(self, data: bytes) -> None: ...
 
@@ -44,9 +49,22 @@ class StartupHost(Protocol):
 
     def admin_ready(self) -> None: ...
 
+    def peer_cert_name(self) -> str | None: ...
+
 
 class StartupPhase:
-    __slots__ = ("_admin", "_dec", "_host", "_login", "_params", "_services", "database", "user")
+    __slots__ = (
+        "_admin",
+        "_dec",
+        "_host",
+        "_login",
+        "_params",
+        "_role",
+        "_services",
+        "_slot",
+        "database",
+        "user",
+    )
 
     def __init__(self, host: StartupHost, services: Services, max_message_size: int) -> None:
         self._host = host
@@ -54,6 +72,8 @@ class StartupPhase:
         self._dec = FrontendDecoder(min(max_message_size, 1 << 20))
         self._login: FrontendLogin | None = None
         self._admin = False
+        self._role: Role = "stats"
+        self._slot = False  # holds a "login in progress" slot of the throttle
         self._params: dict[str, str] = {}
         self.user = ""
         self.database = ""
@@ -123,6 +143,19 @@ class StartupPhase:
                 f"too many client connections (max_client_connections="
                 f"{cfg.max_client_connections})",
             )
+        if refusal is None:
+            throttle = services.throttle
+            denied = throttle.admit(host.peer_host, time.monotonic())
+            if denied == BANNED:  # answered late, holding its slot (a tarpit)
+                self._slot = True
+                message = "too many failed logins from this address; try again later"
+                self._failed("address banned after failed logins", "28000")
+                services.spawn(self._refuse_later(throttle.ban_delay, "28000", message))
+                return False
+            if denied is not None:
+                refusal = ("53300", "too many logins in progress; try again later")
+            else:
+                self._slot = True
         if refusal is not None:
             self._failed(refusal[1], refusal[0])
             host.fatal(*refusal)
@@ -140,6 +173,8 @@ class StartupPhase:
             users.secret(self.user),
             users.token_secret,
             lambda user, secret: users.cached((user, secret), lambda: scram_verifier(user, secret)),
+            binding=services.channel_binding if host.tls else None,
+            cert_user=host.peer_cert_name() if cfg.auth_method == "cert" else None,
         )
         return self._login_step(self._login.start())
 
@@ -152,19 +187,33 @@ class StartupPhase:
             host.write(reply)
         if login.failed:
             self._services.stats.auth_failures += 1
-            self._failed("wrong password or token", AUTH_FAILED)
-            host.fatal(AUTH_FAILED, f'password authentication failed for user "{self.user}"')
+            kind = "certificate" if login.method == "cert" else "password"
+            message = f'{kind} authentication failed for user "{self.user}"'
+            self._failed(f"wrong {kind} or token", AUTH_FAILED)
+            delay = self._services.throttle.failed(host.peer_host, time.monotonic())
+            if delay > 0:
+                # Answered later; the slot stays taken meanwhile (see proxy/throttle.py).
+                self._services.spawn(self._refuse_later(delay, AUTH_FAILED, message))
+            else:
+                host.fatal(AUTH_FAILED, message)
+                self.abandon()
             return False
         if not login.ok:
             return False
         self._login = None
+        if self._slot:
+            self._slot = False
+            self._services.throttle.succeeded(host.peer_host, time.monotonic())
         cfg = self._services.cfg
         if self.database == cfg.admin_database:
-            admins = cfg.admin_users
-            if admins and self.user not in admins:
-                self._failed("not in admin_users", "28000")
-                host.fatal("28000", f'user "{self.user}" may not use the admin console')
+            role = console_role(self.user, cfg.admin_users, cfg.stats_users)
+            if role is None:
+                self._failed("not in admin_users or stats_users", "3D000")
+                # Exactly what an unknown database gets (see FrontendConnection.authenticated).
+                host.write(m.auth_ok())
+                host.fatal("3D000", str(unknown_database(self.database)))
                 return False
+            self._role = role
             if cfg.log_connections:
                 events.login(self.user, self.database, host.peer_addr, admin=True)
             self._admin = True
@@ -177,6 +226,19 @@ class StartupPhase:
     def _failed(self, reason: str, code: str) -> None:
         if self._services.cfg.log_connections:
             events.login_failed(self.user, self.database, self._host.peer_addr, reason, code)
+
+    def abandon(self) -> None:
+        """Free the login's throttle slot (answered, or the client went away)."""
+        if self._slot:
+            self._slot = False
+            self._services.throttle.release(self._host.peer_host)
+
+    async def _refuse_later(self, delay: float, code: str, message: str) -> None:
+        try:
+            await asyncio.sleep(delay)
+            self._host.fatal(code, message)
+        finally:
+            self.abandon()
 
     def _admin_message(self, msg: Message) -> None:
         host = self._host
@@ -194,5 +256,7 @@ class StartupPhase:
 
     async def _console(self, sql: str) -> None:
         console = self._services.console
-        answers = await console.execute(sql, self.user, self._host.peer_addr)
+        answers = await console.execute(
+            sql, role=self._role, user=self.user, addr=self._host.peer_addr
+        )
         self._host.write(encode_answers(answers))

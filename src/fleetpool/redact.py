@@ -1,0 +1,64 @@
+# Strategy: secrets leave the process only by mistake, so every place that shows a URL,
+# a DSN or a setting passes it through here first. One function per shape of text:
+# URLs (a password in the netloc, secret-named query parameters), and mappings of
+# settings (values of secret-named keys). What is hidden is replaced, never dropped,
+# so the reader still sees that a secret is set.
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+HIDDEN = "***"
+# Parameter and setting names whose values are secrets (matched as substrings).
+SECRET_WORDS = ("password", "passwd", "secret", "token", "access_key", "credential", "pwd")
+
+
+def is_secret_name(name: str) -> bool:
+    low = name.lower()
+    return any(word in low for word in SECRET_WORDS)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password and secret-named query values replaced by ``***``.
+
+    Text that is not a URL comes back unchanged; a URL that cannot be parsed comes
+    back as ``***`` entirely (it might hold a secret in a shape we do not know).
+    """
+    if "://" not in url:
+        return url
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return HIDDEN
+    netloc = parts.netloc
+    if password is not None:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:{HIDDEN}@{hostport}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(is_secret_name(k) for k, _ in pairs):
+            query = urlencode([(k, HIDDEN if is_secret_name(k) else v) for k, v in pairs], safe="*")
+    if netloc == parts.netloc and query == parts.query:
+        return url  # nothing to hide (and urlunsplit would normalise sqlite:/// URLs)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def redact_mapping(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``data`` (nested) with secret-named values hidden and URLs redacted."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if is_secret_name(str(key)) and value not in ("", None, {}, []):
+            out[key] = HIDDEN
+        elif isinstance(value, Mapping):
+            out[key] = redact_mapping(value)
+        elif isinstance(value, str):
+            out[key] = redact_url(value)
+        elif isinstance(value, list | tuple):
+            out[key] = [redact_url(v) if isinstance(v, str) else v for v in value]
+        else:
+            out[key] = value
+    return out
