@@ -250,6 +250,7 @@ ER_NO_DB_ERROR: Final = 1046  # no database selected
 ER_UNKNOWN_COM_ERROR: Final = 1047  # unknown or unsupported command
 ER_BAD_DB_ERROR: Final = 1049  # unknown database
 ER_SERVER_SHUTDOWN: Final = 1053  # server shutdown in progress
+ER_HOST_IS_BLOCKED: Final = 1129  # too many connection errors from a host
 ER_NET_PACKET_TOO_LARGE: Final = 1153  # packet bigger than max_allowed_packet
 ER_NET_READ_ERROR: Final = 1158
 ER_NET_PACKETS_OUT_OF_ORDER: Final = 1156

@@ -630,6 +630,11 @@ class FrontendLogin:
     def done(self) -> bool:
         return self._state in ("authenticated", "failed", "closed")
 
+    @property
+    def user(self) -> str:
+        """The user the client named ("" before its handshake response)."""
+        return self._response.user if self._response is not None else ""
+
     def start(self) -> list[Action]:
         """The handshake to send first."""
         if self._state != "new":

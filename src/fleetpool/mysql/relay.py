@@ -18,6 +18,7 @@
 # SQL PREPARE, ...) pins the client: the server said there is state it cannot replay.
 from __future__ import annotations
 
+import re
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,7 +63,14 @@ COLLATIONS: dict[int, tuple[str, str]] = {
 }
 
 
+_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+
+
 def quote(value: str) -> str:
+    """``value`` (as session tracking reports it) as a SET can take it back: numbers
+    bare -- a numeric variable refuses a quoted string (error 1232) -- the rest quoted."""
+    if _NUMBER.fullmatch(value):
+        return value
     return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 

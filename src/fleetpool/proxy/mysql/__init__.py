@@ -17,6 +17,7 @@ from typing import Any
 from ...mysql.constants import CHARSET_UTF8MB4_GENERAL_CI
 from ...mysql.login import BACKEND_CAPABILITIES, BackendLogin
 from ...mysql.relay import Interner
+from ...tls import ContextCache
 from ..config import ProxyConfig, Upstream
 from ..context import Connector
 from ..pool import Pool
@@ -29,7 +30,15 @@ from .frontend import _KNOWN_DBS, PROFILE, ClientConnection
 log = logging.getLogger("fleetpool.proxy")
 
 NAME = "mysql"
-_TLS = {"disable": "disable", "allow": "prefer", "prefer": "prefer", "require": "require"}
+# The login's TLS negotiation per server_tls (what is verified: tls.client_context).
+_TLS = {
+    "disable": "disable",
+    "allow": "prefer",
+    "prefer": "prefer",
+    "require": "require",
+    "verify-ca": "require",
+    "verify-full": "require",
+}
 
 
 class MySQLEngine:
@@ -42,6 +51,7 @@ class MySQLEngine:
         self.stats = stats
         self.interner = Interner()
         self.collation = CHARSET_UTF8MB4_GENERAL_CI  # what server connections log in with
+        self.server_tls = ContextCache()
 
     def connector(self, up: Upstream, variant: str = "") -> Connector:
         """How a pool opens server connections to ``up``; ``variant`` carries the
@@ -56,14 +66,20 @@ class MySQLEngine:
                 up.password,
                 up.database,
                 {"program_name": "fleetpool"},
-                tls=_TLS.get(cfg.server_tls, "prefer"),  # type: ignore[arg-type]
+                tls=_TLS[cfg.server_tls],  # type: ignore[arg-type]
                 capabilities=caps,
                 charset=self.collation,
             )
 
         async def connect(host: str, port: int, timeout: float) -> ServerConnection:
             return await backend.connect(
-                host, port, timeout, login=login, stats=self.stats, init_query=cfg.init_query
+                host,
+                port,
+                timeout,
+                login=login,
+                stats=self.stats,
+                init_query=cfg.init_query,
+                tls_context=self.server_tls.get(cfg.server_tls, cfg.server_ca_file),
             )
 
         return connect
@@ -98,6 +114,8 @@ class MySQLEngine:
         import pymysql
 
         up = self.cfg.upstream
+        ctx = self.server_tls.get(self.cfg.server_tls, self.cfg.server_ca_file)
+        tls: dict[str, Any] = {"ssl": ctx} if ctx is not None else {}
 
         def run() -> Any:
             conn = pymysql.connect(
@@ -107,6 +125,7 @@ class MySQLEngine:
                 password=up.password,
                 connect_timeout=max(1, int(timeout)),
                 read_timeout=max(1, int(timeout)),
+                **tls,
             )
             try:
                 with conn.cursor() as cur:

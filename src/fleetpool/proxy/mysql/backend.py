@@ -41,6 +41,7 @@ from ...mysql.relay import (
     ServerState,
     ServerStatement,
 )
+from ...tls import verify_failure
 from ..context import Cleanup, ServerOwner
 from ..link import Endpoint
 from ..stats import Stats
@@ -225,7 +226,13 @@ class ServerConnection(Endpoint):
         try:
             new = await loop.start_tls(self.transport, self, ctx, server_hostname=self.host)
         except (OSError, ssl.SSLError) as exc:
-            self._fail(ServerLoginError(f"TLS handshake with the server failed: {exc}"))
+            refused = verify_failure(self.host, self.port, exc)
+            if refused is not None:  # a certificate verify-ca/verify-full rejects
+                self._fail(ServerLoginError(refused, permanent=True))
+            else:
+                self._fail(
+                    ServerLoginError(f"TLS handshake with {self.host}:{self.port} failed: {exc}")
+                )
             return
         if new is None:  # pragma: no cover
             self._fail(ServerLoginError("TLS handshake with the server failed"))
@@ -435,6 +442,7 @@ async def connect(
     login: Callable[[], BackendLogin],
     stats: Stats,
     init_query: str = "",
+    tls_context: ssl.SSLContext | None = None,
 ) -> ServerConnection:
     """Open and log in one server connection (raises OSError/ServerLoginError/Timeout);
     ``login`` makes the login state machine (again for a KILL QUERY connection)."""
@@ -442,7 +450,9 @@ async def connect(
 
     async def go() -> ServerConnection:
         _transport, proto = await loop.create_connection(
-            lambda: ServerConnection(host, port, login(), stats=stats, init_query=init_query),
+            lambda: ServerConnection(
+                host, port, login(), stats=stats, init_query=init_query, tls_context=tls_context
+            ),
             host,
             port,
         )

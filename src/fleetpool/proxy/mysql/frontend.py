@@ -49,20 +49,22 @@ from ...mysql.relay import (
 )
 from ...mysql.sql import classify, might_affect_session
 from ...tokens import verify_token
-from .. import policy
-from ..console import Done, Failed, Table
+from .. import events, policy
+from ..console import Done, Failed, Role, Table, console_role
 from ..link import Endpoint
 from ..pool import Pool
 from ..router import Refused
 from ..services import Services
+from ..throttle import BANNED
 from .backend import ServerConnection
 
 log = logging.getLogger("fleetpool.proxy.mysql.client")
 
 _U32 = struct.Struct("<I")
 _STARTUP, _LOGIN_WAIT, _READY, _ADMIN, _CLOSED = "startup", "login-wait", "ready", "admin", "closed"
+_REFUSING = "refusing"  # a failed login waits out its throttle delay; input is ignored
 _ids = count(1)
-_KILL = re.compile(rb"(?is)^\s*kill\s+(query\s+|connection\s+)?(\d+)\s*;?\s*$")
+_KILL = re.compile(rb"(?is)\s*kill\s+(query\s+|connection\s+)?(\d+)\s*;?\s*$")
 _STATEMENT_COMMANDS = frozenset(
     (c.COM_STMT_EXECUTE, c.COM_STMT_FETCH, c.COM_STMT_RESET, c.COM_STMT_SEND_LONG_DATA)
 )
@@ -99,7 +101,9 @@ class ClientConnection(Endpoint):
         "_login",
         "_login_handle",
         "_queue",
+        "_role",
         "_running",
+        "_slot",
         "application_name",
         "attached_at",
         "caps",
@@ -111,6 +115,7 @@ class ClientConnection(Endpoint):
         "last_activity",
         "my",
         "peer_addr",
+        "peer_host",
         "pid",
         "pinned",
         "pool",
@@ -140,6 +145,9 @@ class ClientConnection(Endpoint):
         self.database = ""
         self.application_name = ""
         self.peer_addr = ""
+        self.peer_host = ""  # the source address alone: what login throttling counts
+        self._slot = False  # holds a login throttle slot
+        self._role: Role = "admin"
         self.pid = 0
         self.key = 0
         self.caps = 0
@@ -177,6 +185,7 @@ class ClientConnection(Endpoint):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer_addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
+        self.peer_host = str(peer[0]) if isinstance(peer, tuple) else self.peer_addr
         services = self.services
         services.registry.opened(self)
         cfg = services.cfg
@@ -190,7 +199,21 @@ class ClientConnection(Endpoint):
                 f"Too many connections (fleetpool proxy: max_client_connections="
                 f"{cfg.max_client_connections})",
             )
+        if refusal is None:
+            denied = services.throttle.admit(self.peer_host, time.monotonic())
+            if denied == BANNED:  # answered late, holding its slot (a tarpit)
+                self._slot = True
+                self._failed("address banned after failed logins", c.ER_HOST_IS_BLOCKED)
+                message = "too many failed logins from this address; try again later"
+                error = encode_packet(mm.build_error(c.ER_HOST_IS_BLOCKED, message), 0)
+                self._refuse(services.throttle.ban_delay, error)
+                return
+            if denied is not None:
+                refusal = (c.ER_CON_COUNT_ERROR, "too many logins in progress; try again later")
+            else:
+                self._slot = True
         if refusal is not None:
+            self._failed(refusal[1], refusal[0])
             self.write(encode_packet(mm.build_error(*refusal), 0))
             self.close()
             return
@@ -216,16 +239,20 @@ class ClientConnection(Endpoint):
                 return Credential.from_native_hash(secret)
             if not secret.startswith(("md5", "SCRAM-SHA-256$")):
                 return Credential.from_password(secret)
-        token_secret = users.token_secret
-        if token_secret:
+        token_secrets = users.token_secret
+        if token_secrets:
             return Credential.token(
                 lambda given: verify_token(
-                    token_secret, given.decode(errors="replace"), user, time.time()
+                    token_secrets, given.decode(errors="replace"), user, time.time()
                 )
             )
         return None
 
     def _act(self, actions: list[Any]) -> None:
+        failed = next((a for a in actions if isinstance(a, LoginFailed)), None)
+        if failed is not None:
+            self._login_failed(failed, b"".join(a.data for a in actions if isinstance(a, Send)))
+            return
         for action in actions:
             if isinstance(action, Send):
                 self.write(action.data)
@@ -234,9 +261,37 @@ class ClientConnection(Endpoint):
                 return
             elif isinstance(action, ClientAuthenticated):
                 self._authenticated(action.info)
-            elif isinstance(action, LoginFailed):
-                self.stats.auth_failures += action.code == c.ER_ACCESS_DENIED_ERROR
+
+    def _login_failed(self, failed: LoginFailed, reply: bytes) -> None:
+        denied = failed.code == c.ER_ACCESS_DENIED_ERROR
+        self.stats.auth_failures += denied
+        self._failed(failed.message, failed.code, self._login.user if self._login else "")
+        delay = 0.0
+        if denied and self._slot:
+            delay = self.services.throttle.failed(self.peer_host, time.monotonic())
+        self._refuse(delay, reply)
+
+    def _refuse(self, delay: float, reply: bytes) -> None:
+        """Send ``reply`` and close, after ``delay`` seconds (the slot stays taken)."""
+        if delay <= 0:
+            self.write(reply)
+            self.close()
+            return
+        self.state = _REFUSING
+        self._cancel_login_timer()
+
+        async def later() -> None:
+            try:
+                await asyncio.sleep(delay)
+                self.write(reply)
+            finally:
                 self.close()
+
+        self.services.spawn(later())
+
+    def _failed(self, reason: str, code: int, user: str = "") -> None:
+        if self.services.cfg.log_connections:
+            events.login_failed(user or self.user, self.database, self.peer_addr, reason, str(code))
 
     async def _start_tls(self, pending: bytes) -> None:
         ctx = self.services.client_tls
@@ -263,13 +318,17 @@ class ClientConnection(Endpoint):
         self.caps = info.capabilities
         self.tracks_session = bool(info.capabilities & c.CLIENT_SESSION_TRACK)
         self.application_name = info.attributes.get("program_name", "")
+        self._release_slot(succeeded=True)
         if info.database == cfg.admin_database:
-            admins = cfg.admin_users
-            if admins and info.user not in admins:
-                self._login_error(
-                    c.ER_DBACCESS_DENIED_ERROR, f"user '{info.user}' may not use the admin console"
-                )
+            role = console_role(info.user, cfg.admin_users, cfg.stats_users)
+            if role is None:
+                # Exactly what an unknown database gets: the console is not even confirmed.
+                self._failed("not in admin_users or stats_users", c.ER_BAD_DB_ERROR)
+                self._login_error(c.ER_BAD_DB_ERROR, f"Unknown database '{info.database}'")
                 return
+            self._role = role
+            if cfg.log_connections:
+                events.login(info.user, info.database, self.peer_addr, admin=True)
             self.write(login.ok_packet())
             self.state = _ADMIN
             self._cancel_login_timer()
@@ -293,8 +352,25 @@ class ClientConnection(Endpoint):
         else:
             self.pool.acquire(self)  # the database is checked on a real connection
 
+    def _release_slot(self, succeeded: bool = False) -> None:
+        if self._slot:
+            self._slot = False
+            throttle = self.services.throttle
+            if succeeded:
+                throttle.succeeded(self.peer_host, time.monotonic())
+            else:
+                throttle.release(self.peer_host)
+
     def _logged_in(self) -> None:
         assert self._login is not None
+        if self.services.cfg.log_connections:
+            events.login(
+                self.user,
+                self.database,
+                self.peer_addr,
+                pool=f"{self.pool.database}/{self.pool.user}",
+                tls=self.tls,
+            )
         self.write(self._login.ok_packet())
         self._login = None
         self._cancel_login_timer()
@@ -322,6 +398,8 @@ class ClientConnection(Endpoint):
 
     def data_received(self, data: bytes) -> None:
         try:
+            if self.state is _REFUSING:
+                return
             if self.state is _STARTUP:
                 assert self._login is not None
                 self._act(self._login.receive_data(data))
@@ -728,7 +806,9 @@ class ClientConnection(Endpoint):
         if sql.strip().lower().startswith(("set ", "select @@", "select database()")):
             self.write(encode_packet(mm.OkPacket().build(self.caps), seq))
             return  # what client tools send at connect: nothing to answer
-        answers = await self.services.console.execute(sql)
+        answers = await self.services.console.execute(
+            sql, role=self._role, user=self.user, addr=self.peer_addr
+        )
         payloads: list[bytes] = []
         for i, answer in enumerate(answers or [Done("")]):
             more = c.SERVER_MORE_RESULTS_EXISTS if i < len(answers) - 1 else 0
@@ -769,6 +849,7 @@ class ClientConnection(Endpoint):
             return
         self.state = _CLOSED
         self._cancel_login_timer()
+        self._release_slot()
         if self.waiting:
             self.pool.cancel_wait(self)
         server = self.server

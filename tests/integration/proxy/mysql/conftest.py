@@ -68,7 +68,8 @@ def mysql_proxy_factory(mysql_dsn: str) -> Iterator[Callable[..., MySQLProxy]]:
             "shutdown_timeout": 2.0,
         }
         settings.update(overrides)
-        handle = start_proxy(ProxyConfig(upstream=parse_upstream(url), **settings))
+        upstream = settings.pop("upstream", None) or parse_upstream(url)
+        handle = start_proxy(ProxyConfig(upstream=upstream, **settings))
         handles.append(handle)
         return MySQLProxy(handle, database)
 
