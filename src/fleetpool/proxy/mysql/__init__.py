@@ -52,6 +52,9 @@ class MySQLEngine:
         self.interner = Interner()
         self.collation = CHARSET_UTF8MB4_GENERAL_CI  # what server connections log in with
         self.server_tls = ContextCache()
+        # caching_sha2_password's full authentication without TLS encrypts the password
+        # to this key (a user known by a hash only cannot be checked by the fast path).
+        self.rsa_key: Any = None
 
     def connector(self, up: Upstream, variant: str = "") -> Connector:
         """How a pool opens server connections to ``up``; ``variant`` carries the
@@ -95,7 +98,14 @@ class MySQLEngine:
 
     async def prepare(self, pool: Pool) -> None:
         """Learn the server's version string (clients choose features by it): from one
-        connection opened at start; until then, and if it fails, a MySQL 8 one."""
+        connection opened at start; until then, and if it fails, a MySQL 8 one. Also
+        makes the RSA key (tens of milliseconds, so once, before any client waits)."""
+        try:
+            from cryptography.hazmat.primitives.asymmetric import rsa
+        except ImportError:  # the mysql extra is not installed: TLS is then needed
+            log.info("cryptography is not installed: full authentication needs TLS")
+        else:
+            self.rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         host, port = pool.primary
         try:
             server = await pool.open_connection()

@@ -224,6 +224,7 @@ class ClientConnection(Endpoint):
             server_version=self.engine.server_version,
             tls_available=services.client_tls is not None,
             require_tls=cfg.client_tls == "require" and services.client_tls is not None,
+            rsa_key=self.engine.rsa_key,
         )
         self._act(self._login.start())
         if cfg.client_login_timeout:
