@@ -49,6 +49,7 @@ class Router:
         stats: Stats,
         secrets: Callable[[], dict[str, str]],
         probe: Prober | None = None,
+        default_variant: str = "",
     ) -> None:
         self.cfg = cfg
         self.limit = limit
@@ -65,7 +66,9 @@ class Router:
         self.draining = False
         self.started = False
         up = cfg.upstream
-        self.default = self._make(up.database, up, cfg.pool_size)
+        # Opened at start (min_idle, probes): with the variant most clients route to,
+        # else its warm connections would serve nobody.
+        self.default = self._make(up.database, up, cfg.pool_size, default_variant)
 
     def __iter__(self) -> Iterator[Pool]:
         return iter(list(self.pools.values()))

@@ -25,7 +25,7 @@ from ..services import Services
 from ..stats import Stats
 from . import backend
 from .backend import ServerConnection
-from .frontend import _KNOWN_DBS, PROFILE, ClientConnection
+from .frontend import _KNOWN_DBS, PROFILE, ClientConnection, variant
 
 log = logging.getLogger("fleetpool.proxy")
 
@@ -45,6 +45,9 @@ class MySQLEngine:
     name = NAME
     default_port = 3306
     server_version = "8.0.36-fleetpool"
+    # The pool opened at start serves clients with PyMySQL's defaults (fleetpool's own
+    # client among them); clients with other profile flags get pools on demand.
+    default_variant = variant(0)
 
     def __init__(self, cfg: ProxyConfig, stats: Stats) -> None:
         self.cfg = cfg
