@@ -48,10 +48,14 @@ def test_pin_reasons_show_in_show_clients_and_metrics(
     with pymysql.connect(**proxy.kwargs(autocommit=True)) as app:
         one(app, "SET @marker = 1")  # a user variable cannot move: it pins
         one(app, "SELECT GET_LOCK('fleetpool-lifecycle', 1)")
-        with pymysql.connect(**proxy.kwargs(user="ops", password="ops-pw", database="fleetpool")) as ops:
-            with ops.cursor(pymysql.cursors.DictCursor) as cur:
-                cur.execute("SHOW CLIENTS")
-                rows = cur.fetchall()
+        with (
+            pymysql.connect(
+                **proxy.kwargs(user="ops", password="ops-pw", database="fleetpool")
+            ) as ops,
+            ops.cursor(pymysql.cursors.DictCursor) as cur,
+        ):
+            cur.execute("SHOW CLIENTS")
+            rows = cur.fetchall()
         pinned = [r for r in rows if r["user"] == USER]
         assert len(pinned) == 1, rows
         reason = str(pinned[0].get("pin_reason") or pinned[0].get("pinned") or "")
@@ -149,8 +153,7 @@ def test_xa_pins_and_load_data_local_works(
         with conn.cursor() as cur:
             cur.execute(f"CREATE TABLE {table} (id INT PRIMARY KEY, name VARCHAR(20))")
             cur.execute(
-                f"LOAD DATA LOCAL INFILE %s INTO TABLE {table} "
-                "FIELDS TERMINATED BY ',' (id, name)",
+                f"LOAD DATA LOCAL INFILE %s INTO TABLE {table} FIELDS TERMINATED BY ',' (id, name)",
                 (str(data),),
             )
             assert cur.rowcount == 500
@@ -185,9 +188,7 @@ def test_the_proxy_logs_in_to_the_server_with_ed25519(
         one(admin, f"CREATE USER '{user}'@'%' IDENTIFIED VIA ed25519 USING PASSWORD('ed-pw')")
         one(admin, f"GRANT ALL ON `{u.database}`.* TO '{user}'@'%'")
     try:
-        proxy = mysql_proxy_factory(
-            upstream_url=f"mysql://{user}:ed-pw@{host}:{port}/{u.database}"
-        )
+        proxy = mysql_proxy_factory(upstream_url=f"mysql://{user}:ed-pw@{host}:{port}/{u.database}")
         with pymysql.connect(**proxy.kwargs()) as conn:
             assert one(conn, "SELECT CURRENT_USER()").startswith(user)
     finally:
