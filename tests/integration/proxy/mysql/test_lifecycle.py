@@ -195,3 +195,26 @@ def test_the_proxy_logs_in_to_the_server_with_ed25519(
         with pymysql.connect(host=host, port=port, user=u.user, password=u.password or "",
                              autocommit=True) as admin:  # fmt: skip
             one(admin, f"DROP USER IF EXISTS '{user}'@'%'")
+
+
+def test_state_a_procedure_creates_pins_by_the_servers_report(
+    mysql_proxy_factory: Callable[..., MySQLProxy], mysql_dsn: str, unique_name: str
+) -> None:
+    """``CALL p()`` shows nothing in its text; the server's session-state tracking does."""
+    u = parse_upstream(mysql_dsn)
+    host, port = u.hosts[0]
+    proc = f"setvar_{unique_name}".replace("-", "_")
+    direct = pymysql.connect(host=host, port=port, user=u.user, password=u.password or "",
+                             database=u.database, autocommit=True)  # fmt: skip
+    one(direct, f"CREATE PROCEDURE {proc}() BEGIN SET @hidden = 42; END")
+    try:
+        proxy = mysql_proxy_factory(pool_size=1, connection_borrow_timeout=1.0)
+        with pymysql.connect(**proxy.kwargs(autocommit=True)) as a:
+            one(a, f"CALL {proc}()")
+            assert proxy.proxy.stats.pins == {"session state (reported by the server)": 1}
+            assert one(a, "SELECT @hidden") == 42
+        with pymysql.connect(**proxy.kwargs(autocommit=True)) as b:
+            assert one(b, "SELECT @hidden") is None  # reset before b got the connection
+    finally:
+        one(direct, f"DROP PROCEDURE {proc}")
+        direct.close()
