@@ -1,5 +1,5 @@
-# Strategy: one asyncio.Protocol per MySQL/MariaDB client. The login runs through the
-# sans-I/O FrontendLogin; then the client's commands are taken one at a time (MySQL is
+# Strategy: one asyncio.Protocol per MySQL/MariaDB client. The login runs through its
+# own phase (startup.py); then the client's commands are taken one at a time (MySQL is
 # request/answer: a client waits for each answer) and each gets a server connection
 # from its pool unless it already holds one -- the connection goes back when an
 # answer ends outside a transaction and nothing pins the client.
@@ -29,15 +29,7 @@ from ...errors import ProtocolError
 from ...mysql import constants as c
 from ...mysql import messages as mm
 from ...mysql.codec import NEED_DATA, Packet, PacketDecoder, encode_packet, encode_packets
-from ...mysql.login import (
-    ClientAuthenticated,
-    ClientSession,
-    Credential,
-    FrontendLogin,
-    LoginFailed,
-    Send,
-    StartTLS,
-)
+from ...mysql.login import ClientSession
 from ...mysql.relay import (
     PREPARE,
     TRACKING,
@@ -48,15 +40,15 @@ from ...mysql.relay import (
     rewrite_oks,
 )
 from ...mysql.sql import classify, might_affect_session
-from ...tokens import verify_token
 from .. import events, policy
-from ..console import Done, Failed, Role, Table, console_role
+from ..console import Role, console_role
 from ..link import Endpoint
 from ..pool import Pool
 from ..router import Refused
 from ..services import Services
-from ..throttle import BANNED
 from .backend import ServerConnection
+from .console import encode_answers, tool_chatter
+from .startup import LoginPhase
 
 log = logging.getLogger("fleetpool.proxy.mysql.client")
 
@@ -99,11 +91,9 @@ class ClientConnection(Endpoint):
         "_held",
         "_infile",
         "_login",
-        "_login_handle",
         "_queue",
         "_role",
         "_running",
-        "_slot",
         "application_name",
         "attached_at",
         "caps",
@@ -146,7 +136,6 @@ class ClientConnection(Endpoint):
         self.application_name = ""
         self.peer_addr = ""
         self.peer_host = ""  # the source address alone: what login throttling counts
-        self._slot = False  # holds a login throttle slot
         self._role: Role = "admin"
         self.pid = 0
         self.key = 0
@@ -165,8 +154,7 @@ class ClientConnection(Endpoint):
         self._running: list[Packet] | None = None  # the command in progress
         self._held: list[Packet] | None = None  # waiting for a re-prepare's answer
         self._infile = False  # the client is uploading a LOCAL INFILE
-        self._login: FrontendLogin | None = None
-        self._login_handle: asyncio.TimerHandle | None = None
+        self._login = LoginPhase(self, services, engine)
 
     def __repr__(self) -> str:
         return f"<mysql ClientConnection #{self.id} {self.user}@{self.peer_addr} {self.state}>"
@@ -179,124 +167,29 @@ class ClientConnection(Endpoint):
     def pin_reason(self) -> str:
         return (self.my.pin_reason if self.my is not None else None) or ""
 
-    # -- login -----------------------------------------------------------------------
+    # -- login (the phase itself: startup.py) ---------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer_addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
         self.peer_host = str(peer[0]) if isinstance(peer, tuple) else self.peer_addr
-        services = self.services
-        services.registry.opened(self)
-        cfg = services.cfg
-        refusal = None
-        if services.lifecycle.draining:
-            refusal = (c.ER_SERVER_SHUTDOWN, "the proxy is shutting down")
-        elif len(services.registry) > cfg.max_client_connections:
-            self.stats.clients_refused += 1
-            refusal = (
-                c.ER_CON_COUNT_ERROR,
-                f"Too many connections (fleetpool proxy: max_client_connections="
-                f"{cfg.max_client_connections})",
-            )
-        if refusal is None:
-            denied = services.throttle.admit(self.peer_host, time.monotonic())
-            if denied == BANNED:  # answered late, holding its slot (a tarpit)
-                self._slot = True
-                self._failed("address banned after failed logins", c.ER_HOST_IS_BLOCKED)
-                message = "too many failed logins from this address; try again later"
-                error = encode_packet(mm.build_error(c.ER_HOST_IS_BLOCKED, message), 0)
-                self._refuse(services.throttle.ban_delay, error)
-                return
-            if denied is not None:
-                refusal = (c.ER_CON_COUNT_ERROR, "too many logins in progress; try again later")
-            else:
-                self._slot = True
-        if refusal is not None:
-            self._failed(refusal[1], refusal[0])
-            self.write(encode_packet(mm.build_error(*refusal), 0))
-            self.close()
-            return
-        self.pid, self.key = services.registry.new_cancel_key(self)
-        self._login = FrontendLogin(
-            self._credential,
-            connection_id=self.pid,
-            server_version=self.engine.server_version,
-            tls_available=services.client_tls is not None,
-            require_tls=cfg.client_tls == "require" and services.client_tls is not None,
-            rsa_key=self.engine.rsa_key,
-        )
-        self._act(self._login.start())
-        if cfg.client_login_timeout:
-            self._login_handle = asyncio.get_running_loop().call_later(
-                cfg.client_login_timeout, self._login_timeout
-            )
+        self.services.registry.opened(self)
+        self.pid, self.key = self.services.registry.new_cancel_key(self)
+        self._login.start(self.pid)
 
-    def _credential(self, user: str) -> Credential | None:
-        users = self.services.users
-        secret = users.secret(user)
-        if secret is not None:
-            if secret.startswith("*") and len(secret) == 41:
-                return Credential.from_native_hash(secret)
-            if not secret.startswith(("md5", "SCRAM-SHA-256$")):
-                return Credential.from_password(secret)
-        token_secrets = users.token_secret
-        if token_secrets:
-            return Credential.token(
-                lambda given: verify_token(
-                    token_secrets, given.decode(errors="replace"), user, time.time()
-                )
-            )
-        return None
-
-    def _act(self, actions: list[Any]) -> None:
-        failed = next((a for a in actions if isinstance(a, LoginFailed)), None)
-        if failed is not None:
-            self._login_failed(failed, b"".join(a.data for a in actions if isinstance(a, Send)))
-            return
-        for action in actions:
-            if isinstance(action, Send):
-                self.write(action.data)
-            elif isinstance(action, StartTLS):
-                self.services.spawn(self._start_tls(action.pending))
-                return
-            elif isinstance(action, ClientAuthenticated):
-                self._authenticated(action.info)
-
-    def _login_failed(self, failed: LoginFailed, reply: bytes) -> None:
-        denied = failed.code == c.ER_ACCESS_DENIED_ERROR
-        self.stats.auth_failures += denied
-        self._failed(failed.message, failed.code, self._login.user if self._login else "")
-        delay = 0.0
-        if denied and self._slot:
-            delay = self.services.throttle.failed(self.peer_host, time.monotonic())
-        self._refuse(delay, reply)
-
-    def _refuse(self, delay: float, reply: bytes) -> None:
-        """Send ``reply`` and close, after ``delay`` seconds (the slot stays taken)."""
-        if delay <= 0:
-            self.write(reply)
-            self.close()
-            return
+    def refusing(self) -> None:
         self.state = _REFUSING
-        self._cancel_login_timer()
 
-        async def later() -> None:
-            try:
-                await asyncio.sleep(delay)
-                self.write(reply)
-            finally:
-                self.close()
+    def login_timed_out(self) -> bool:
+        return self.state is _STARTUP or self.state is _LOGIN_WAIT
 
-        self.services.spawn(later())
+    def start_tls(self, pending: bytes) -> None:
+        self.services.spawn(self._start_tls())
 
-    def _failed(self, reason: str, code: int, user: str = "") -> None:
-        if self.services.cfg.log_connections:
-            events.login_failed(user or self.user, self.database, self.peer_addr, reason, str(code))
-
-    async def _start_tls(self, pending: bytes) -> None:
+    async def _start_tls(self) -> None:
         ctx = self.services.client_tls
-        assert ctx is not None and self._login is not None
+        assert ctx is not None
         loop = asyncio.get_running_loop()
         try:
             transport = await loop.start_tls(self.transport, self, ctx, server_side=True)
@@ -309,36 +202,35 @@ class ClientConnection(Endpoint):
             return
         self.transport = transport
         self.tls = True
-        self._act(self._login.tls_started())
+        self._login.tls_started()
 
-    def _authenticated(self, info: ClientSession) -> None:
+    def authenticated(self, info: ClientSession) -> None:
         cfg = self.services.cfg
         login = self._login
-        assert login is not None
         self.user, self.database = info.user, info.database
         self.caps = info.capabilities
         self.tracks_session = bool(info.capabilities & c.CLIENT_SESSION_TRACK)
         self.application_name = info.attributes.get("program_name", "")
-        self._release_slot(succeeded=True)
+        login.succeeded()
         if info.database == cfg.admin_database:
             role = console_role(info.user, cfg.admin_users, cfg.stats_users)
             if role is None:
                 # Exactly what an unknown database gets: the console is not even confirmed.
-                self._failed("not in admin_users or stats_users", c.ER_BAD_DB_ERROR)
-                self._login_error(c.ER_BAD_DB_ERROR, f"Unknown database '{info.database}'")
+                login.failed("not in admin_users or stats_users", c.ER_BAD_DB_ERROR)
+                login.refuse(c.ER_BAD_DB_ERROR, f"Unknown database '{info.database}'")
                 return
             self._role = role
             if cfg.log_connections:
                 events.login(info.user, info.database, self.peer_addr, admin=True)
-            self.write(login.ok_packet())
+            self.write(login.ok())
+            login.finished()
             self.state = _ADMIN
-            self._cancel_login_timer()
             return
         try:
             up = cfg.upstream
             self.pool = self.services.router.route(up.database, info.user, variant(self.caps))
         except Refused as exc:
-            self._login_error(c.ER_ACCESS_DENIED_ERROR, str(exc))
+            login.refuse(c.ER_ACCESS_DENIED_ERROR, str(exc))
             return
         baseline: dict[str, str] = {}
         if info.charset != self.engine.collation:
@@ -353,17 +245,7 @@ class ClientConnection(Endpoint):
         else:
             self.pool.acquire(self)  # the database is checked on a real connection
 
-    def _release_slot(self, succeeded: bool = False) -> None:
-        if self._slot:
-            self._slot = False
-            throttle = self.services.throttle
-            if succeeded:
-                throttle.succeeded(self.peer_host, time.monotonic())
-            else:
-                throttle.release(self.peer_host)
-
     def _logged_in(self) -> None:
-        assert self._login is not None
         if self.services.cfg.log_connections:
             events.login(
                 self.user,
@@ -372,25 +254,9 @@ class ClientConnection(Endpoint):
                 pool=f"{self.pool.database}/{self.pool.user}",
                 tls=self.tls,
             )
-        self.write(self._login.ok_packet())
-        self._login = None
-        self._cancel_login_timer()
+        self.write(self._login.ok())
+        self._login.finished()
         self.state = _READY
-
-    def _login_error(self, code: int, message: str) -> None:
-        if self._login is not None:
-            self.write(self._login.error_packet(code, message))
-        self.close()
-
-    def _cancel_login_timer(self) -> None:
-        if self._login_handle is not None:
-            self._login_handle.cancel()
-            self._login_handle = None
-
-    def _login_timeout(self) -> None:
-        if self.state in (_STARTUP, _LOGIN_WAIT):
-            self.write(encode_packet(mm.build_error(c.ER_HANDSHAKE_ERROR, "login timed out"), 0))
-            self.close()
 
     # -- the client's bytes ------------------------------------------------------------
 
@@ -402,8 +268,7 @@ class ClientConnection(Endpoint):
             if self.state is _REFUSING:
                 return
             if self.state is _STARTUP:
-                assert self._login is not None
-                self._act(self._login.receive_data(data))
+                self._login.receive_data(data)
             elif self.state is _READY or self.state is _ADMIN or self.state is _LOGIN_WAIT:
                 self._dec.receive_data(data)
                 self._take()
@@ -691,7 +556,7 @@ class ClientConnection(Endpoint):
         if self.state is _LOGIN_WAIT:
             error = server.my.tracker.error
             if error is not None and error.code == c.ER_BAD_DB_ERROR:
-                self._login_error(error.code, error.message)
+                self._login.refuse(error.code, error.message)
                 self._give_back(server)
                 return
             if self.my is not None and self.my.database:
@@ -752,7 +617,7 @@ class ClientConnection(Endpoint):
             return
         number = int(code) if code.isdigit() else _BORROW.get(kind, c.ER_CON_COUNT_ERROR)
         if self.state is _LOGIN_WAIT:
-            self._login_error(number, message)
+            self._login.refuse(number, message)
             return
         if self._running is not None:
             self._error(number, f"fleetpool proxy: {message}")
@@ -782,7 +647,7 @@ class ClientConnection(Endpoint):
             self.pinned = False
             self.releasable = self.services.cfg.mode == "transaction"
 
-    # -- admin console --------------------------------------------------------------------
+    # -- admin console (answers encoded by console.py) -----------------------------------
 
     def _admin(self, packet: Packet) -> None:
         payload = packet.payload
@@ -794,35 +659,19 @@ class ClientConnection(Endpoint):
         elif payload[0] == c.COM_QUERY:
             self.services.spawn(self._console(payload[1:].decode(errors="replace"), seq))
         else:
-            self.write(
-                encode_packet(
-                    mm.build_error(
-                        c.ER_UNKNOWN_COM_ERROR, "the admin console takes queries only", self.caps
-                    ),
-                    seq,
-                )
+            error = mm.build_error(
+                c.ER_UNKNOWN_COM_ERROR, "the admin console takes queries only", self.caps
             )
+            self.write(encode_packet(error, seq))
 
     async def _console(self, sql: str, seq: int) -> None:
-        if sql.strip().lower().startswith(("set ", "select @@", "select database()")):
+        if tool_chatter(sql):
             self.write(encode_packet(mm.OkPacket().build(self.caps), seq))
-            return  # what client tools send at connect: nothing to answer
+            return
         answers = await self.services.console.execute(
             sql, role=self._role, user=self.user, addr=self.peer_addr
         )
-        payloads: list[bytes] = []
-        for i, answer in enumerate(answers or [Done("")]):
-            more = c.SERVER_MORE_RESULTS_EXISTS if i < len(answers) - 1 else 0
-            status = c.SERVER_STATUS_AUTOCOMMIT | more
-            if isinstance(answer, Table):
-                rows = [[None if v is None else str(v) for v in row] for row in answer.rows]
-                payloads += mm.build_result_set(answer.columns, rows, self.caps, status)
-            elif isinstance(answer, Failed):
-                payloads.append(mm.build_error(c.ER_UNKNOWN_COM_ERROR, answer.message, self.caps))
-                break
-            else:
-                payloads.append(mm.OkPacket(status=status, info=answer.tag).build(self.caps))
-        data, _ = encode_packets(payloads, seq)
+        data, _ = encode_packets(encode_answers(answers, self.caps), seq)
         self.write(data)
 
     # -- teardown -----------------------------------------------------------------------
@@ -849,8 +698,7 @@ class ClientConnection(Endpoint):
         if self.state is _CLOSED:
             return
         self.state = _CLOSED
-        self._cancel_login_timer()
-        self._release_slot()
+        self._login.abandon()
         if self.waiting:
             self.pool.cancel_wait(self)
         server = self.server

@@ -218,3 +218,21 @@ def test_state_a_procedure_creates_pins_by_the_servers_report(
     finally:
         one(direct, f"DROP PROCEDURE {proc}")
         direct.close()
+
+
+def test_a_login_that_stalls_is_closed(mysql_proxy_factory: Callable[..., MySQLProxy]) -> None:
+    import socket
+
+    proxy = mysql_proxy_factory(client_login_timeout=0.3)
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        started = time.monotonic()
+        received = b""
+        while True:  # the handshake, then (no answer from us) the error and the close
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+        assert time.monotonic() - started < 5
+    assert b"login timed out" in received
+    with pymysql.connect(**proxy.kwargs()) as conn:  # others are not affected
+        assert one(conn, "SELECT 1") == 1
