@@ -30,6 +30,13 @@ def wait_for(predicate: Callable[[], bool], seconds: float = 10.0) -> bool:
     return predicate()
 
 
+def direct(mysql_dsn: str, **extra: Any) -> Any:
+    """A connection to the proxy's server itself, as its upstream user."""
+    u = parse_upstream(mysql_dsn)
+    host, port = u.hosts[0]
+    return pymysql.connect(host=host, port=port, user=u.user, password=u.password or "", **extra)
+
+
 def one(conn: Any, sql: str) -> Any:
     with conn.cursor() as cur:
         cur.execute(sql)
@@ -134,12 +141,9 @@ def test_graceful_stop_lets_the_transaction_finish(
     with pytest.raises(pymysql.err.OperationalError):
         one(conn, "SELECT 3")
     conn.close()
-    u = parse_upstream(mysql_dsn)
-    host, port = u.hosts[0]
-    with pymysql.connect(host=host, port=port, user=u.user, password=u.password or "",
-                         database=u.database) as direct:  # fmt: skip
-        assert one(direct, f"SELECT COUNT(*) FROM {table}") == 2
-        one(direct, f"DROP TABLE {table}")
+    with direct(mysql_dsn, database=proxy.database) as server:
+        assert one(server, f"SELECT COUNT(*) FROM {table}") == 2
+        one(server, f"DROP TABLE {table}")
 
 
 def test_xa_pins_and_load_data_local_works(
@@ -178,8 +182,7 @@ def test_the_proxy_logs_in_to_the_server_with_ed25519(
     u = parse_upstream(mysql_dsn)
     host, port = u.hosts[0]
     user = f"ed_{unique_name}"[:32].replace("-", "_")
-    with pymysql.connect(host=host, port=port, user=u.user, password=u.password or "",
-                         autocommit=True) as admin:  # fmt: skip
+    with direct(mysql_dsn, autocommit=True) as admin:
         try:
             one(admin, "INSTALL SONAME 'auth_ed25519'")
         except pymysql.err.MySQLError as exc:
@@ -192,8 +195,7 @@ def test_the_proxy_logs_in_to_the_server_with_ed25519(
         with pymysql.connect(**proxy.kwargs()) as conn:
             assert one(conn, "SELECT CURRENT_USER()").startswith(user)
     finally:
-        with pymysql.connect(host=host, port=port, user=u.user, password=u.password or "",
-                             autocommit=True) as admin:  # fmt: skip
+        with direct(mysql_dsn, autocommit=True) as admin:
             one(admin, f"DROP USER IF EXISTS '{user}'@'%'")
 
 
@@ -201,12 +203,9 @@ def test_state_a_procedure_creates_pins_by_the_servers_report(
     mysql_proxy_factory: Callable[..., MySQLProxy], mysql_dsn: str, unique_name: str
 ) -> None:
     """``CALL p()`` shows nothing in its text; the server's session-state tracking does."""
-    u = parse_upstream(mysql_dsn)
-    host, port = u.hosts[0]
     proc = f"setvar_{unique_name}".replace("-", "_")
-    direct = pymysql.connect(host=host, port=port, user=u.user, password=u.password or "",
-                             database=u.database, autocommit=True)  # fmt: skip
-    one(direct, f"CREATE PROCEDURE {proc}() BEGIN SET @hidden = 42; END")
+    server = direct(mysql_dsn, database=parse_upstream(mysql_dsn).database, autocommit=True)
+    one(server, f"CREATE PROCEDURE {proc}() BEGIN SET @hidden = 42; END")
     try:
         proxy = mysql_proxy_factory(pool_size=1, connection_borrow_timeout=1.0)
         with pymysql.connect(**proxy.kwargs(autocommit=True)) as a:
@@ -216,8 +215,8 @@ def test_state_a_procedure_creates_pins_by_the_servers_report(
         with pymysql.connect(**proxy.kwargs(autocommit=True)) as b:
             assert one(b, "SELECT @hidden") is None  # reset before b got the connection
     finally:
-        one(direct, f"DROP PROCEDURE {proc}")
-        direct.close()
+        one(server, f"DROP PROCEDURE {proc}")
+        server.close()
 
 
 def test_a_login_that_stalls_is_closed(mysql_proxy_factory: Callable[..., MySQLProxy]) -> None:
