@@ -29,6 +29,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from .client.asyncdb import AsyncDatabase
     from .client.database import Database, reap
     from .client.reaper import ReapReport
 
@@ -41,6 +42,10 @@ def __getattr__(name: str) -> Any:
         from .client import database
 
         return getattr(database, name)
+    if name == "AsyncDatabase":
+        from .client.asyncdb import AsyncDatabase
+
+        return AsyncDatabase
     if name == "ReapReport":
         from .client.reaper import ReapReport
 
@@ -50,6 +55,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AsyncBudget",
+    "AsyncDatabase",
     "Budget",
     "BudgetNotConfigured",
     "BudgetUnavailable",

@@ -1,7 +1,10 @@
 """The small surface the client needs from a database driver, and what is common to both.
 
 Strategy: :class:`Database` speaks to psycopg and PyMySQL through this one
-interface, so its checkout/check-in logic is written once. Each adapter wraps
+interface, so its checkout/check-in logic is written once; :class:`AsyncDatabase`
+speaks to psycopg's async connection and asyncmy through the coroutine twin of
+the same interface, and both share :class:`DriverBase` (everything read from
+memory). Each adapter wraps
 the driver's own connection class minimally -- a subclass that watches the
 statement text on its way out (to know, without a round trip, whether the
 session got dirty) -- and hands the user the driver's own object.
@@ -19,7 +22,7 @@ import abc
 import functools
 import select
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any
 
 from ..engines import ErrorKind, SessionState
@@ -64,8 +67,12 @@ def cached_classifier(
     return of
 
 
-class Driver(abc.ABC):
-    """One database driver, as the client uses it. Imports the driver on construction."""
+class DriverBase(abc.ABC):
+    """What a driver answers from memory: error classes, session id, liveness, reports.
+
+    Shared by the blocking :class:`Driver` and the asyncio :class:`AsyncDriver`,
+    so both clients read a session's state the same way.
+    """
 
     engine: str = "abstract"
     #: The driver's ``OperationalError``: fleetpool's client errors subclass it.
@@ -75,19 +82,6 @@ class Driver(abc.ABC):
 
     def __init__(self, target: Target) -> None:
         self.target = target
-
-    @abc.abstractmethod
-    def connect(
-        self,
-        login: Login,
-        *,
-        autocommit: bool,
-        tag: str,
-        timeout: float,
-        idle_timeout: float | None,
-        statement_timeout: float | None,
-    ) -> Any:
-        """Open a tracked connection with the session timeouts set."""
 
     @abc.abstractmethod
     def error_kind(self, exc: BaseException) -> ErrorKind: ...
@@ -134,6 +128,43 @@ class Driver(abc.ABC):
         """What the last invocation left in the session, read from memory only."""
 
     @abc.abstractmethod
+    def rebase(self, conn: Any) -> None:
+        """Take the session's current state as its clean state (after ``on_connect``)."""
+
+    @abc.abstractmethod
+    def mark(self, conn: Any, state: SessionState) -> None:
+        """Add ``state`` to what the session is known to hold (``NONE`` clears)."""
+
+
+class Driver(DriverBase):
+    """One blocking database driver, as :class:`~fleetpool.Database` uses it.
+
+    Imports the driver on construction.
+    """
+
+    #: Extra keyword arguments for the driver's connect call, set by integrations
+    #: that need the driver configured their way (the Django backend: adapters,
+    #: converters, client flags).
+    connect_options: dict[str, Any]
+
+    def __init__(self, target: Target) -> None:
+        super().__init__(target)
+        self.connect_options = {}
+
+    @abc.abstractmethod
+    def connect(
+        self,
+        login: Login,
+        *,
+        autocommit: bool,
+        tag: str,
+        timeout: float,
+        idle_timeout: float | None,
+        statement_timeout: float | None,
+    ) -> Any:
+        """Open a tracked connection with the session timeouts set."""
+
+    @abc.abstractmethod
     def rollback(self, conn: Any) -> None: ...
 
     @abc.abstractmethod
@@ -143,14 +174,6 @@ class Driver(abc.ABC):
     @abc.abstractmethod
     def restore_client(self, conn: Any) -> None:
         """Restore client-side defaults (autocommit, row factory...) without a round trip."""
-
-    @abc.abstractmethod
-    def rebase(self, conn: Any) -> None:
-        """Take the session's current state as its clean state (after ``on_connect``)."""
-
-    @abc.abstractmethod
-    def mark(self, conn: Any, state: SessionState) -> None:
-        """Add ``state`` to what the session is known to hold (``NONE`` clears)."""
 
     @abc.abstractmethod
     def close(self, conn: Any) -> None:
@@ -165,4 +188,50 @@ class Driver(abc.ABC):
         """Run one internal statement and return its rows."""
 
 
-__all__ = ["Driver", "cached_classifier", "socket_readable"]
+class AsyncDriver(DriverBase):
+    """One asyncio database driver, as :class:`~fleetpool.AsyncDatabase` uses it.
+
+    The same operations as :class:`Driver`; those that talk to the server are
+    coroutines. Each is bounded by the caller (``asyncio.timeout``).
+    """
+
+    @abc.abstractmethod
+    async def connect(
+        self,
+        login: Login,
+        *,
+        autocommit: bool,
+        tag: str,
+        timeout: float,
+        idle_timeout: float | None,
+        statement_timeout: float | None,
+    ) -> Any:
+        """Open a tracked connection with the session timeouts set."""
+
+    @abc.abstractmethod
+    async def rollback(self, conn: Any) -> None: ...
+
+    @abc.abstractmethod
+    async def reset(self, conn: Any) -> None:
+        """Return the session to its just-connected state (including the timeouts)."""
+
+    @abc.abstractmethod
+    async def restore_client(self, conn: Any) -> None:
+        """Restore client-side defaults (autocommit, row factory...)."""
+
+    @abc.abstractmethod
+    def close(self, conn: Any) -> None:
+        """Close the socket at once, never raising, sending nothing (shutdown may call it)."""
+
+    @abc.abstractmethod
+    def transaction(self, conn: Any) -> AbstractAsyncContextManager[Any]:
+        """BEGIN ... COMMIT, or ROLLBACK when the block raises."""
+
+    @abc.abstractmethod
+    async def fetch(
+        self, conn: Any, sql: str, params: tuple[Any, ...] = ()
+    ) -> list[tuple[Any, ...]]:
+        """Run one internal statement and return its rows."""
+
+
+__all__ = ["AsyncDriver", "Driver", "DriverBase", "cached_classifier", "socket_readable"]

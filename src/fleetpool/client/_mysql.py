@@ -28,7 +28,7 @@ from pymysql.constants import SERVER_STATUS
 from ..engines import ErrorKind, SessionState
 from ..engines import mysql as my
 from ..tls import bearer_verification, client_context
-from ._driver import Driver, cached_classifier
+from ._driver import Driver, DriverBase, cached_classifier
 from .credentials import Login
 from .decisions import SessionReport
 from .dsn import Target
@@ -68,7 +68,7 @@ class FleetMySQLConnection(pymysql.connections.Connection):  # type: ignore[misc
         super().set_character_set(charset, collation)
 
 
-def _ssl_options(params: dict[str, str], require: bool) -> dict[str, Any]:
+def ssl_options(params: dict[str, str], require: bool) -> dict[str, Any]:
     keys = ("ssl_ca", "ssl_cert", "ssl_key", "ssl_key_password")
     opts: dict[str, Any] = {k: params[k] for k in keys if k in params}
     for flag in ("ssl_verify_cert", "ssl_verify_identity", "ssl_disabled"):
@@ -86,13 +86,48 @@ def _ssl_options(params: dict[str, str], require: bool) -> dict[str, Any]:
     return opts
 
 
-def _bearer_ssl(engine: str, params: dict[str, str]) -> dict[str, Any]:
+def bearer_ssl(engine: str, params: dict[str, str]) -> dict[str, Any]:
     """TLS for a bearer token as the password (IAM): fleetpool.tls decides."""
     return {"ssl": client_context(*bearer_verification(engine, params))}
 
 
-class MySQLDriver(Driver):
+def after_reset_sql(charset: str, collation: str | None, init: str | None) -> str:
+    """The statement sent right after COM_RESET_CONNECTION.
+
+    Some servers reset the character set with the session: it is restored with
+    the timeouts (``init``, a ``SET ...`` statement), in one statement.
+    """
+    names = f"SET NAMES {charset}" + (f" COLLATE {collation}" if collation else "")
+    return names + (", " + init[4:] if init else "")
+
+
+class MySQLBase(DriverBase):
+    """What the blocking and the async MySQL adapters share: error numbers, ids, marks."""
+
     engine = "mysql"
+
+    def error_kind(self, exc: BaseException) -> ErrorKind:
+        return my.classify_errno(self.error_code(exc))
+
+    def error_code(self, exc: BaseException) -> int | None:
+        args = getattr(exc, "args", ())
+        if args and isinstance(args[0], int):
+            return args[0]
+        return None
+
+    def session_id(self, conn: Any) -> int:
+        return int(conn.thread_id())
+
+    def mark(self, conn: Any, state: SessionState) -> None:
+        if state:
+            conn._fp_state |= state
+        else:
+            conn._fp_state = SessionState.NONE
+
+
+class MySQLDriver(MySQLBase, Driver):
+    """The blocking adapter: PyMySQL."""
+
     operational_error = pymysql.err.OperationalError
     connect_errors = (pymysql.err.Error,)
 
@@ -124,7 +159,8 @@ class MySQLDriver(Driver):
             connect_timeout=max(0.001, timeout),
             program_name=tag,
             defer_connect=True,
-            **(_bearer_ssl(t.engine, p) if login.require_tls else _ssl_options(p, False)),
+            **(bearer_ssl(t.engine, p) if login.require_tls else ssl_options(p, False)),
+            **self.connect_options,
         )
         try:
             conn.connect()
@@ -141,18 +177,6 @@ class MySQLDriver(Driver):
         conn._fp_ready = True
         conn._fp_state = SessionState.NONE
         return conn
-
-    def error_kind(self, exc: BaseException) -> ErrorKind:
-        return my.classify_errno(self.error_code(exc))
-
-    def error_code(self, exc: BaseException) -> int | None:
-        args = getattr(exc, "args", ())
-        if args and isinstance(args[0], int):
-            return args[0]
-        return None
-
-    def session_id(self, conn: Any) -> int:
-        return int(conn.thread_id())
 
     def fileno(self, conn: Any) -> int:
         sock = conn._sock
@@ -201,12 +225,7 @@ class MySQLDriver(Driver):
             if self.error_code(exc) == 1047:  # ER_UNKNOWN_COM_ERROR: server too old
                 self._reset_supported = False
             raise
-        # Some servers reset the character set with the session: restore it with
-        # the timeouts, in one statement.
-        names = f"SET NAMES {conn.charset}" + (
-            f" COLLATE {conn.collation}" if conn.collation else ""
-        )
-        _base_query(conn, names + (", " + conn._fp_init[4:] if conn._fp_init else ""))
+        _base_query(conn, after_reset_sql(conn.charset, conn.collation, conn._fp_init))
         if conn.get_autocommit() != bool(conn._fp_status):
             conn.autocommit(bool(conn._fp_status))
         self.restore_client(conn)
@@ -218,12 +237,6 @@ class MySQLDriver(Driver):
     def rebase(self, conn: Any) -> None:
         conn._fp_state = SessionState.NONE
         conn._fp_cursorclass = conn.cursorclass
-
-    def mark(self, conn: Any, state: SessionState) -> None:
-        if state:
-            conn._fp_state |= state
-        else:
-            conn._fp_state = SessionState.NONE
 
     def close(self, conn: Any) -> None:
         try:
@@ -258,4 +271,11 @@ def _transaction(conn: Any) -> Iterator[FleetMySQLConnection]:
     conn.commit()
 
 
-__all__ = ["FleetMySQLConnection", "MySQLDriver"]
+__all__ = [
+    "FleetMySQLConnection",
+    "MySQLBase",
+    "MySQLDriver",
+    "after_reset_sql",
+    "bearer_ssl",
+    "ssl_options",
+]

@@ -31,7 +31,7 @@ from psycopg.rows import tuple_row
 from ..engines import ErrorKind, SessionState
 from ..engines import postgres as pg
 from ..tls import bearer_verification, libpq_params
-from ._driver import Driver, cached_classifier
+from ._driver import Driver, DriverBase, cached_classifier
 from .credentials import Login
 from .decisions import SessionReport
 from .dsn import Target
@@ -93,7 +93,7 @@ class FleetConnection(psycopg.Connection[Any]):
 
 # Read on every check-in (the hot path), so with C-level helpers: attrgetter and
 # map build the tuples without a Python frame per item.
-_client_defaults: Callable[[FleetConnection], tuple[Any, ...]] = operator.attrgetter(
+client_defaults: Callable[[FleetConnection], tuple[Any, ...]] = operator.attrgetter(
     "autocommit",
     "isolation_level",
     "read_only",
@@ -105,11 +105,13 @@ _client_defaults: Callable[[FleetConnection], tuple[Any, ...]] = operator.attrge
 )
 
 
-def _reported(conn: FleetConnection) -> tuple[bytes | None, ...]:
+def reported(conn: FleetConnection) -> tuple[bytes | None, ...]:
     return tuple(map(conn.pgconn.parameter_status, _REPORTED))
 
 
-class PostgresDriver(Driver):
+class PostgresBase(DriverBase):
+    """What the blocking and the async psycopg adapters share: all but the I/O."""
+
     engine = "postgresql"
     operational_error = psycopg.OperationalError
     connect_errors = (psycopg.Error,)
@@ -121,16 +123,16 @@ class PostgresDriver(Driver):
         #: SQLSTATE learnt by the last startup probe (libpq gives none on connect).
         self.probed_sqlstate: str | None = None
 
-    def connect(
+    def conninfo(
         self,
         login: Login,
         *,
-        autocommit: bool,
         tag: str,
         timeout: float,
         idle_timeout: float | None,
         statement_timeout: float | None,
-    ) -> FleetConnection:
+    ) -> str:
+        """The libpq connection string: the URL's parameters, the session timeouts, the tag."""
         t = self.target
         params: dict[str, Any] = dict(t.params)
         ours = pg.startup_options(idle_timeout, statement_timeout, idle_session=self.idle_session)
@@ -151,13 +153,7 @@ class PostgresDriver(Driver):
         ):
             if value is not None:
                 params[key] = value
-        conninfo = make_conninfo("", **params)
-        conn = FleetConnection.connect(
-            conninfo, autocommit=autocommit, cursor_factory=TrackedCursor
-        )
-        conn.server_cursor_factory = TrackedServerCursor
-        self.snapshot(conn)
-        return conn
+        return make_conninfo("", **params)
 
     def rebase(self, conn: FleetConnection) -> None:
         self.snapshot(conn)
@@ -165,8 +161,8 @@ class PostgresDriver(Driver):
     def snapshot(self, conn: FleetConnection) -> None:
         """Record the just-connected (or just-reset) state that check-in compares with."""
         conn._fp_state = SessionState.NONE
-        conn._fp_params = _reported(conn)
-        conn._fp_defaults = _client_defaults(conn)
+        conn._fp_params = reported(conn)
+        conn._fp_defaults = client_defaults(conn)
 
     def error_kind(self, exc: BaseException) -> ErrorKind:
         self.probed_sqlstate = None
@@ -244,8 +240,8 @@ class PostgresDriver(Driver):
         return (
             conn._fp_state is _NONE
             and conn.pgconn.transaction_status == _IDLE
-            and _reported(conn) == conn._fp_params
-            and _client_defaults(conn) == conn._fp_defaults
+            and reported(conn) == conn._fp_params
+            and client_defaults(conn) == conn._fp_defaults
         )
 
     def report(self, conn: FleetConnection) -> SessionReport:
@@ -259,9 +255,42 @@ class PostgresDriver(Driver):
         return SessionReport(
             in_transaction=status != _IDLE,
             state=conn._fp_state,
-            settings_changed=_reported(conn) != conn._fp_params,
-            client_changed=_client_defaults(conn) != conn._fp_defaults,
+            settings_changed=reported(conn) != conn._fp_params,
+            client_changed=client_defaults(conn) != conn._fp_defaults,
         )
+
+    def mark(self, conn: FleetConnection, state: SessionState) -> None:
+        if state:
+            conn._fp_state |= state
+        else:
+            conn._fp_state = SessionState.NONE
+
+
+class PostgresDriver(PostgresBase, Driver):
+    """The blocking adapter: ``psycopg.Connection``."""
+
+    def connect(
+        self,
+        login: Login,
+        *,
+        autocommit: bool,
+        tag: str,
+        timeout: float,
+        idle_timeout: float | None,
+        statement_timeout: float | None,
+    ) -> FleetConnection:
+        conninfo = self.conninfo(
+            login,
+            tag=tag,
+            timeout=timeout,
+            idle_timeout=idle_timeout,
+            statement_timeout=statement_timeout,
+        )
+        options: dict[str, Any] = {"cursor_factory": TrackedCursor, **self.connect_options}
+        conn = FleetConnection.connect(conninfo, autocommit=autocommit, **options)
+        conn.server_cursor_factory = TrackedServerCursor
+        self.snapshot(conn)
+        return conn
 
     def rollback(self, conn: FleetConnection) -> None:
         # Not conn.rollback(): it refuses while a Transaction block object is
@@ -271,7 +300,7 @@ class PostgresDriver(Driver):
 
     def reset(self, conn: FleetConnection) -> None:
         in_transaction = conn.pgconn.transaction_status != _IDLE
-        if in_transaction and _client_defaults(conn) != conn._fp_defaults:
+        if in_transaction and client_defaults(conn) != conn._fp_defaults:
             # Autocommit can only be restored outside a transaction.
             self.rollback(conn)
             in_transaction = False
@@ -282,7 +311,7 @@ class PostgresDriver(Driver):
         self.snapshot(conn)
 
     def restore_client(self, conn: FleetConnection) -> None:
-        if _client_defaults(conn) == conn._fp_defaults:
+        if client_defaults(conn) == conn._fp_defaults:
             return
         (
             conn.autocommit,
@@ -294,12 +323,6 @@ class PostgresDriver(Driver):
             conn.server_cursor_factory,
             conn.prepare_threshold,
         ) = conn._fp_defaults
-
-    def mark(self, conn: FleetConnection, state: SessionState) -> None:
-        if state:
-            conn._fp_state |= state
-        else:
-            conn._fp_state = SessionState.NONE
 
     def close(self, conn: FleetConnection) -> None:
         try:
@@ -318,4 +341,11 @@ class PostgresDriver(Driver):
             return [tuple(row) for row in cur.fetchall()] if cur.description else []
 
 
-__all__ = ["FleetConnection", "PostgresDriver", "TrackedCursor"]
+__all__ = [
+    "FleetConnection",
+    "PostgresBase",
+    "PostgresDriver",
+    "TrackedCursor",
+    "client_defaults",
+    "reported",
+]

@@ -65,10 +65,10 @@ from .decisions import (
 )
 from .dsn import Target, budget_key, default_budget_name, parse_dsn
 from .errors import make_error
-from .reaper import REAPER_FUNCTION, ReapReport, ReapToken, reap_check_due, should_reap
+from .reaper import REAPER_FUNCTION, ReapReport, reap_check_due
 
 if TYPE_CHECKING:
-    from ._driver import Driver
+    from ._driver import Driver, DriverBase
 
 log = logging.getLogger("fleetpool.client")
 
@@ -98,7 +98,200 @@ class Stats:
     reaps: int = 0
 
 
-class Database:
+class BaseDatabase:
+    """What :class:`Database` and :class:`~fleetpool.AsyncDatabase` share: settings,
+    identity (tag, budget name), and how a failed connect is reported.
+
+    Subclasses supply the driver (:meth:`_make_driver`) and the I/O.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        budget: str | Budget | None = None,
+        budget_name: str | None = None,
+        function: str | None = None,
+        lease_ttl: float = 120.0,
+        max_wait: float = 5.0,
+        mode: Mode = "reuse",
+        connect_timeout: float = 5.0,
+        statement_timeout: float | None = None,
+        on_connect: Callable[[Any], Any] | None = None,
+        password: PasswordSource | None = None,
+        secret: str | None = None,
+        iam_auth: bool = False,
+        region: str | None = None,
+        idle_timeout: float | Literal["auto"] | None = "auto",
+        reset: Literal["auto", "always"] = "auto",
+        backoff: Backoff | None = None,
+        holder: str | None = None,
+        reap_threshold: float | None = 0.8,
+        reap_idle_after: float | None = None,
+        reap_interval: float = 60.0,
+        handle_signals: bool = True,
+        autocommit: bool = True,
+        metrics: MetricsMode = "auto",
+        metrics_namespace: str | None = None,
+    ) -> None:
+        self.dsn = dsn
+        self.target: Target = parse_dsn(dsn)
+        if mode not in ("reuse", "per_invocation"):
+            raise ConfigError(f"mode must be 'reuse' or 'per_invocation', got {mode!r}")
+        if reset not in ("auto", "always"):
+            raise ConfigError(f"reset must be 'auto' or 'always', got {reset!r}")
+        if budget is not None and not isinstance(budget, str | Budget):
+            raise ConfigError(f"budget must be None, a budget URL or a Budget, got {budget!r}")
+        if on_connect is not None and not callable(on_connect):
+            raise ConfigError("on_connect must be a callable taking the connection")
+        if reap_threshold is not None and not (0 < reap_threshold <= 1):
+            raise ConfigError(f"reap_threshold must be in (0, 1] or None, got {reap_threshold!r}")
+        self.lease_ttl = seconds("lease_ttl", lease_ttl)
+        self.max_wait = seconds("max_wait", max_wait, zero_ok=True)
+        self.connect_timeout = seconds("connect_timeout", connect_timeout)
+        self.statement_timeout = (
+            None if statement_timeout is None else seconds("statement_timeout", statement_timeout)
+        )
+        if idle_timeout == "auto":
+            self.idle_timeout: float | None = server_idle_timeout(self.lease_ttl)
+        else:
+            self.idle_timeout = (
+                None if idle_timeout is None else seconds("idle_timeout", idle_timeout)
+            )
+        self.reap_idle_after = (
+            None if reap_idle_after is None else seconds("reap_idle_after", reap_idle_after)
+        )
+        self.reap_interval = seconds("reap_interval", reap_interval)
+        self.reap_threshold = reap_threshold
+        self.mode: Mode = mode
+        self.reset_policy = reset
+        self.on_connect = on_connect
+        self.function = function or os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or "default"
+        self.holder = holder or default_holder()
+        self.budget_name = (
+            budget_name
+            if budget_name is not None
+            else (budget.name if isinstance(budget, Budget) else default_budget_name(self.target))
+        )
+        self._budget_spec = budget
+        self._budget: Budget | None = budget if isinstance(budget, Budget) else None
+        self.credentials = Credentials(
+            self.target, password=password, secret=secret, iam_auth=iam_auth, region=region
+        )
+        if iam_auth:  # the token must only go to a server whose certificate is verified
+            bearer_verification(self.target.engine, self.target.params)
+        self.backoff: Backoff = backoff or EqualJitterBackoff()
+        self.handle_signals = handle_signals
+        self.autocommit = bool(autocommit)
+        self.metrics = InvocationMetrics(metrics, metrics_namespace)
+        self.stats = Stats()
+        self._driver: Any = None
+        self._conn: Any = None
+        self._lease: Lease | None = None
+        self._tag: str | None = None
+        self._session_id: int | None = None
+        self._init_state()
+
+    def __repr__(self) -> str:
+        state = "connected" if self._conn is not None else "idle"
+        lease = f" lease={self._lease.id[:8]}" if self._lease is not None else ""
+        return f"<{type(self).__name__} {self.target.display()} {self.mode} {state}{lease}>"
+
+    @property
+    def engine(self) -> str:
+        return self.target.engine
+
+    @property
+    def budget(self) -> Budget | None:
+        """The budget (opened on first access when given as a URL)."""
+        if self._budget is None and isinstance(self._budget_spec, str):
+            self._budget = open_budget(self._budget_spec, self.budget_name)
+        return self._budget
+
+    @property
+    def lease(self) -> Lease | None:
+        return self._lease
+
+    @property
+    def session_id(self) -> int | None:
+        """The server's id of the current session (backend pid / thread id)."""
+        return self._session_id if self._conn is not None else None
+
+    @property
+    def tag(self) -> str | None:
+        """The tag of the current session (``application_name`` / ``program_name``)."""
+        return self._tag if self._conn is not None else None
+
+    @property
+    def tag_prefix(self) -> str:
+        """What every session of this Database's budget carries at the start of its tag."""
+        return f"fp:{budget_key(self.budget_name if self._budget_spec is not None else None)}:"
+
+    def _new_tag(self) -> str:
+        # os.urandom, not uuid: importing uuid (and platform) costs a cold start ~2 ms.
+        token = os.urandom(6).hex()
+        return f"{self.tag_prefix}{token}:{self.function}"[:63]
+
+    def _connect_error(
+        self, exc: BaseException | None, kind: ErrorKind, waited: float
+    ) -> Exception:
+        driver = self.driver
+        code = driver.error_code(exc) if exc is not None else None
+        where = self.target.display()
+        detail = f"{type(exc).__name__}: {exc}".strip() if exc is not None else "no attempt made"
+        err: FleetpoolError
+        if kind is ErrorKind.CAPACITY:
+            err = make_error(
+                NoConnectionsLeft,
+                driver.operational_error,
+                f"{where} refused new connections (server full, code {code}) for "
+                f"{waited:.2f}s of retries within max_wait={self.max_wait}s; last error: {detail}",
+                sqlstate=code if isinstance(code, str) else None,
+                errno=code if isinstance(code, int) else None,
+                budget=self.budget_name,
+                function=self.function,
+                waited=waited,
+                reason="server_full",
+            )
+        else:
+            what = {
+                ErrorKind.AUTH: "refused the login (authentication failed, or no such "
+                "role or database)",
+                ErrorKind.FATAL: "refused the connection",
+                ErrorKind.TRANSIENT: f"could not be reached within connect_timeout="
+                f"{self.connect_timeout}s",
+            }[kind]
+            err = make_error(
+                DatabaseUnavailable,
+                driver.operational_error,
+                f"{where} {what} (code {code}); last error: {detail}",
+                sqlstate=code if isinstance(code, str) else None,
+                errno=code if isinstance(code, int) else None,
+            )
+        err.__cause__ = exc
+        return err
+
+    def _after_fork(self) -> None:
+        # The socket and the lease belong to the parent: forget them, never close.
+        if self._conn is not None:
+            _ORPHANS.append(self._conn)
+        self._conn = None
+        self._lease = None
+        self._tag = None
+        self._pid = os.getpid()
+        self._checked_out = False
+
+    def _init_state(self) -> None:
+        """Subclasses set up their lock and per-connection state here."""
+        raise NotImplementedError
+
+    @property
+    def driver(self) -> DriverBase:
+        """The driver adapter (imports the driver on first use)."""
+        raise NotImplementedError
+
+
+class Database(BaseDatabase):
     """A database for a serverless function: one warm connection, leased and kept clean.
 
     Create it in the global section (no I/O happens until first use)::
@@ -160,90 +353,7 @@ class Database:
         fleetpool.ConfigError: for a malformed URL or argument (at construction).
     """
 
-    def __init__(
-        self,
-        dsn: str,
-        *,
-        budget: str | Budget | None = None,
-        budget_name: str | None = None,
-        function: str | None = None,
-        lease_ttl: float = 120.0,
-        max_wait: float = 5.0,
-        mode: Mode = "reuse",
-        connect_timeout: float = 5.0,
-        statement_timeout: float | None = None,
-        on_connect: Callable[[Any], None] | None = None,
-        password: PasswordSource | None = None,
-        secret: str | None = None,
-        iam_auth: bool = False,
-        region: str | None = None,
-        idle_timeout: float | Literal["auto"] | None = "auto",
-        reset: Literal["auto", "always"] = "auto",
-        backoff: Backoff | None = None,
-        holder: str | None = None,
-        reap_threshold: float | None = 0.8,
-        reap_idle_after: float | None = None,
-        reap_interval: float = 60.0,
-        handle_signals: bool = True,
-        autocommit: bool = True,
-        metrics: MetricsMode = "auto",
-        metrics_namespace: str | None = None,
-    ) -> None:
-        self.target: Target = parse_dsn(dsn)
-        if mode not in ("reuse", "per_invocation"):
-            raise ConfigError(f"mode must be 'reuse' or 'per_invocation', got {mode!r}")
-        if reset not in ("auto", "always"):
-            raise ConfigError(f"reset must be 'auto' or 'always', got {reset!r}")
-        if budget is not None and not isinstance(budget, str | Budget):
-            raise ConfigError(f"budget must be None, a budget URL or a Budget, got {budget!r}")
-        if on_connect is not None and not callable(on_connect):
-            raise ConfigError("on_connect must be a callable taking the connection")
-        if reap_threshold is not None and not (0 < reap_threshold <= 1):
-            raise ConfigError(f"reap_threshold must be in (0, 1] or None, got {reap_threshold!r}")
-        self.lease_ttl = seconds("lease_ttl", lease_ttl)
-        self.max_wait = seconds("max_wait", max_wait, zero_ok=True)
-        self.connect_timeout = seconds("connect_timeout", connect_timeout)
-        self.statement_timeout = (
-            None if statement_timeout is None else seconds("statement_timeout", statement_timeout)
-        )
-        if idle_timeout == "auto":
-            self.idle_timeout: float | None = server_idle_timeout(self.lease_ttl)
-        else:
-            self.idle_timeout = (
-                None if idle_timeout is None else seconds("idle_timeout", idle_timeout)
-            )
-        self.reap_idle_after = (
-            None if reap_idle_after is None else seconds("reap_idle_after", reap_idle_after)
-        )
-        self.reap_interval = seconds("reap_interval", reap_interval)
-        self.reap_threshold = reap_threshold
-        self.mode: Mode = mode
-        self.reset_policy = reset
-        self.on_connect = on_connect
-        self.function = function or os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or "default"
-        self.holder = holder or default_holder()
-        self.budget_name = (
-            budget_name
-            if budget_name is not None
-            else (budget.name if isinstance(budget, Budget) else default_budget_name(self.target))
-        )
-        self._budget_spec = budget
-        self._budget: Budget | None = budget if isinstance(budget, Budget) else None
-        self.credentials = Credentials(
-            self.target, password=password, secret=secret, iam_auth=iam_auth, region=region
-        )
-        if iam_auth:  # the token must only go to a server whose certificate is verified
-            bearer_verification(self.target.engine, self.target.params)
-        self.backoff: Backoff = backoff or EqualJitterBackoff()
-        self.handle_signals = handle_signals
-        self.autocommit = bool(autocommit)
-        self.metrics = InvocationMetrics(metrics, metrics_namespace)
-        self.stats = Stats()
-        self._driver: Driver | None = None
-        self._conn: Any = None
-        self._lease: Lease | None = None
-        self._tag: str | None = None
-        self._session_id: int | None = None
+    def _init_state(self) -> None:
         self._lock = threading.RLock()
         self._depth = 0
         self._checked_out = False
@@ -253,41 +363,6 @@ class Database:
         self.last_reap: ReapReport | None = None
 
     # -- public surface -----------------------------------------------------
-
-    def __repr__(self) -> str:
-        state = "connected" if self._conn is not None else "idle"
-        lease = f" lease={self._lease.id[:8]}" if self._lease is not None else ""
-        return f"<Database {self.target.display()} {self.mode} {state}{lease}>"
-
-    @property
-    def engine(self) -> str:
-        return self.target.engine
-
-    @property
-    def budget(self) -> Budget | None:
-        """The budget (opened on first access when given as a URL)."""
-        if self._budget is None and isinstance(self._budget_spec, str):
-            self._budget = open_budget(self._budget_spec, self.budget_name)
-        return self._budget
-
-    @property
-    def lease(self) -> Lease | None:
-        return self._lease
-
-    @property
-    def session_id(self) -> int | None:
-        """The server's id of the current session (backend pid / thread id)."""
-        return self._session_id if self._conn is not None else None
-
-    @property
-    def tag(self) -> str | None:
-        """The tag of the current session (``application_name`` / ``program_name``)."""
-        return self._tag if self._conn is not None else None
-
-    @property
-    def tag_prefix(self) -> str:
-        """What every session of this Database's budget carries at the start of its tag."""
-        return f"fp:{budget_key(self.budget_name if self._budget_spec is not None else None)}:"
 
     def connection(self) -> _ConnectionScope:
         """``with db.connection() as conn:`` -- the driver's connection, checked in after.
@@ -369,7 +444,7 @@ class Database:
                 from ._mysql import MySQLDriver
 
                 self._driver = MySQLDriver(self.target)
-        return self._driver
+        return self._driver  # type: ignore[no-any-return]
 
     def checkout(self) -> Any:
         """Check out the connection for an adapter that cannot use ``with``.
@@ -447,11 +522,6 @@ class Database:
         if self._conn is None:
             self._connect(deadline)
         self._checked_out = True
-
-    def _new_tag(self) -> str:
-        # os.urandom, not uuid: importing uuid (and platform) costs a cold start ~2 ms.
-        token = os.urandom(6).hex()
-        return f"{self.tag_prefix}{token}:{self.function}"[:63]
 
     def _acquire(self, budget: Budget, deadline: float) -> None:
         tag = self._new_tag()
@@ -542,45 +612,6 @@ class Database:
             return
         raise self._connect_error(last, kind, time.monotonic() - start)
 
-    def _connect_error(
-        self, exc: BaseException | None, kind: ErrorKind, waited: float
-    ) -> Exception:
-        driver = self.driver
-        code = driver.error_code(exc) if exc is not None else None
-        where = self.target.display()
-        detail = f"{type(exc).__name__}: {exc}".strip() if exc is not None else "no attempt made"
-        err: FleetpoolError
-        if kind is ErrorKind.CAPACITY:
-            err = make_error(
-                NoConnectionsLeft,
-                driver.operational_error,
-                f"{where} refused new connections (server full, code {code}) for "
-                f"{waited:.2f}s of retries within max_wait={self.max_wait}s; last error: {detail}",
-                sqlstate=code if isinstance(code, str) else None,
-                errno=code if isinstance(code, int) else None,
-                budget=self.budget_name,
-                function=self.function,
-                waited=waited,
-                reason="server_full",
-            )
-        else:
-            what = {
-                ErrorKind.AUTH: "refused the login (authentication failed, or no such "
-                "role or database)",
-                ErrorKind.FATAL: "refused the connection",
-                ErrorKind.TRANSIENT: f"could not be reached within connect_timeout="
-                f"{self.connect_timeout}s",
-            }[kind]
-            err = make_error(
-                DatabaseUnavailable,
-                driver.operational_error,
-                f"{where} {what} (code {code}); last error: {detail}",
-                sqlstate=code if isinstance(code, str) else None,
-                errno=code if isinstance(code, int) else None,
-            )
-        err.__cause__ = exc
-        return err
-
     def _on_connected(self, conn: Any) -> None:
         driver = self.driver
         self._conn = conn
@@ -664,16 +695,6 @@ class Database:
                 log.warning("could not release lease %s; it will expire", lease.id, exc_info=True)
         self._tag = None
 
-    def _after_fork(self) -> None:
-        # The socket and the lease belong to the parent: forget them, never close.
-        if self._conn is not None:
-            _ORPHANS.append(self._conn)
-        self._conn = None
-        self._lease = None
-        self._tag = None
-        self._pid = os.getpid()
-        self._checked_out = False
-
     # -- reaper -------------------------------------------------------------
 
     def _maybe_reap(self, conn: Any) -> None:
@@ -684,21 +705,18 @@ class Database:
             return
         self._next_reap_check = now + self.reap_interval
         try:
-            used, limit = reaper.utilisation(self.driver, conn)
-            if not should_reap(used, limit, self.reap_threshold):
-                return
-            budget = self._budget
-            if budget is not None:
-                token = ReapToken(budget, self.holder, self.reap_interval)
-                if not token.take(f"utilisation {used}/{limit}"):
-                    return
-            report = reaper.reap_with(
+            report = reaper.run_if_needed(
                 self.driver,
                 conn,
-                budget=budget,
+                budget=self._budget,
+                holder=self.holder,
+                threshold=self.reap_threshold,
+                interval=self.reap_interval,
                 tag_prefix=self.tag_prefix,
                 idle_after=self.reap_idle_after,
             )
+            if report is None:
+                return
             self.stats.reaps += 1
             self.last_reap = report
             log.info("reaper: %s", report.summary())

@@ -30,14 +30,30 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..budget import Budget
 from ..engines import SessionRow
 from ..errors import NoConnectionsLeft
 
-if TYPE_CHECKING:
-    from ._driver import Driver
+
+class Driver(Protocol):
+    """What the reaper needs of a driver: run a statement, read an error number.
+
+    The blocking drivers are one; ``AsyncDatabase`` passes a bridge that runs
+    its async driver's statements on the event loop from the reaper's thread.
+    """
+
+    @property
+    def engine(self) -> str: ...
+
+    @property
+    def connect_errors(self) -> tuple[type[BaseException], ...]: ...
+
+    def error_code(self, exc: BaseException) -> str | int | None: ...
+
+    def fetch(self, conn: Any, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]: ...
+
 
 #: Seconds a session must have been idle before an expired-lease kill: a margin
 #: against clock skew between the budget store and the server.
@@ -258,6 +274,32 @@ def reap_with(
     return report
 
 
+def run_if_needed(
+    driver: Driver,
+    conn: Any,
+    *,
+    budget: Budget | None,
+    holder: str,
+    threshold: float,
+    interval: float,
+    tag_prefix: str,
+    idle_after: float | None,
+) -> ReapReport | None:
+    """A container's reaper turn: look at utilisation, take the fleet's token, reap.
+
+    Returns None when utilisation is below ``threshold`` or another container
+    holds the token. The caller rate-limits the look (:func:`reap_check_due`)
+    and cleans its session afterwards.
+    """
+    used, limit = utilisation(driver, conn)
+    if not should_reap(used, limit, threshold):
+        return None
+    token = None if budget is None else ReapToken(budget, holder, interval)
+    if token is not None and not token.take(f"utilisation {used}/{limit}"):
+        return None
+    return reap_with(driver, conn, budget=budget, tag_prefix=tag_prefix, idle_after=idle_after)
+
+
 def _pg_row(r: tuple[Any, ...]) -> SessionRow:
     pid, me, tag, busy, in_trx, idle = r
     return SessionRow(int(pid), bool(me), str(tag), bool(busy), bool(in_trx), idle)
@@ -349,6 +391,7 @@ __all__ = [
     "choose_victims",
     "reap_check_due",
     "reap_with",
+    "run_if_needed",
     "should_reap",
     "utilisation",
 ]

@@ -1,0 +1,501 @@
+"""``AsyncDatabase``: :class:`~fleetpool.Database`'s semantics for asyncio handlers.
+
+Strategy: the same settings, the same decisions, the same counters -- only the
+I/O awaits. Settings, tags and error reports come from
+:class:`~fleetpool.client.database.BaseDatabase`; what a checkout, a check-in
+or a failed connect attempt must do is decided by the pure functions of
+:mod:`fleetpool.client.decisions` (``plan_checkout``, ``plan_checkin``,
+``plan_connect_attempt``), called exactly as ``Database`` calls them; the
+session is read from memory by the driver code shared with the blocking
+adapters. Drivers: psycopg's ``AsyncConnection`` and asyncmy (chosen over
+aiomysql by ``python -m benchmarks.async_mysql``).
+
+The budget stays the blocking :class:`~fleetpool.Budget`, used through
+:class:`~fleetpool.AsyncBudget` (each store call in a worker thread; a cancelled
+acquire releases what it got), so the event loop never waits on the store. A
+warm checkout makes no store call at all (renewal happens past half the lease
+TTL), so the thread hop is paid at the first invocation of a container, at
+renewal and at release only -- measured by ``python -m benchmarks.async_client``.
+The reaper (blocking code over a driver) runs in a worker thread too, its
+statements sent back to the loop on the same connection.
+
+One connection per ``AsyncDatabase``: checkouts are serialised by an
+``asyncio.Lock``; nested scopes in one task (and in tasks it starts, which
+inherit its context) share one checkout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..budget import AsyncBudget
+from ..engines import ErrorKind, SessionState
+from ..errors import LeaseLost, NoConnectionsLeft
+from . import reaper, shutdown
+from .database import MAX_ATTEMPTS, BaseDatabase, log
+from .decisions import plan_checkin, plan_checkout, plan_connect_attempt
+from .errors import make_error
+from .reaper import reap_check_due
+
+if TYPE_CHECKING:
+    from ._driver import AsyncDriver
+
+R = TypeVar("R")
+
+#: Seconds the reaper's statements may take, each (they run from a worker thread).
+REAPER_STATEMENT_TIMEOUT = 30.0
+
+
+class AsyncDatabase(BaseDatabase):
+    """A database for an asyncio serverless function: one warm connection, leased, clean.
+
+    The parameters are :class:`~fleetpool.Database`'s; ``on_connect`` may be a
+    coroutine function. Drivers: ``postgresql://`` uses psycopg's
+    ``AsyncConnection``, ``mysql://``/``mariadb://`` uses asyncmy (the
+    ``mysql-async`` extra)::
+
+        db = fleetpool.AsyncDatabase(os.environ["DATABASE_URL"], budget=os.environ["BUDGET_URL"])
+
+        @db.handler
+        async def handler(event, context):
+            async with db.transaction() as conn:
+                ...
+
+    Raises:
+        fleetpool.ConfigError: for a malformed URL or argument (at construction).
+    """
+
+    def _init_state(self) -> None:
+        self._lock = asyncio.Lock()
+        self._abudget: AsyncBudget | None = None
+        self._holding: contextvars.ContextVar[bool] = contextvars.ContextVar(
+            f"fleetpool_holding_{id(self)}", default=False
+        )
+        self._depth = 0
+        self._checked_out = False
+        self._pid = os.getpid()
+        self._next_reap_check = 0.0
+        self._registered = False
+        self.last_reap: reaper.ReapReport | None = None
+
+    # -- public surface -----------------------------------------------------
+
+    @property
+    def driver(self) -> AsyncDriver:
+        if self._driver is None:
+            if self.target.engine == "postgresql":
+                from ._postgres_async import AsyncPostgresDriver
+
+                self._driver = AsyncPostgresDriver(self.target)
+            else:
+                from ._mysql_async import AsyncMySQLDriver
+
+                self._driver = AsyncMySQLDriver(self.target)
+        return self._driver  # type: ignore[no-any-return]
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Any]:
+        """``async with db.connection() as conn:`` -- the driver's connection, checked in after.
+
+        Raises what :meth:`fleetpool.Database.connection` raises (subclassing
+        the async driver's ``OperationalError``).
+        """
+        scope = await self._enter(True)
+        try:
+            yield self._conn
+        except BaseException:
+            await self._exit(scope, True)
+            raise
+        await self._exit(scope, False)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Any]:
+        """``async with db.transaction() as conn:`` -- commit on success, roll back on error."""
+        async with self.connection() as conn, self.driver.transaction(conn):
+            yield conn
+
+    @asynccontextmanager
+    async def invocation(self) -> AsyncIterator[AsyncDatabase]:
+        """A scope for one invocation: connections used inside are checked in at its end."""
+        scope = await self._enter(False)
+        try:
+            yield self
+        except BaseException:
+            await self._exit(scope, True)
+            raise
+        await self._exit(scope, False)
+
+    def handler(self, fn: Callable[[Any, Any], Awaitable[R]]) -> Callable[[Any, Any], Awaitable[R]]:
+        """Decorate an async ``handler(event, context)``: check-in and metrics after each call."""
+
+        @functools.wraps(fn)
+        async def wrapper(event: Any, context: Any) -> R:
+            try:
+                async with self.invocation():
+                    return await fn(event, context)
+            finally:
+                if self._budget is not None:
+                    self.metrics.flush(self._budget.metrics, context)
+
+        return wrapper
+
+    def mark_dirty(self) -> None:
+        """Tell the client that this invocation left session state it could not see."""
+        if self._conn is not None:
+            self.driver.mark(self._conn, SessionState.OTHER)
+
+    async def aclose(self) -> None:
+        """Close the connection and release the lease. Safe to call more than once."""
+        async with self._lock:
+            self._discard()
+            await self._release()
+        shutdown.unregister(self)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Close the socket and release the lease without the event loop (shutdown hooks).
+
+        ``timeout`` is accepted for the shutdown registry; nothing here waits on the loop.
+        """
+        self._discard()
+        lease, self._lease = self._lease, None
+        if lease is not None and self._budget is not None:
+            self.stats.releases += 1
+            try:
+                self._budget.release(lease)
+            except Exception:
+                log.warning("could not release lease %s; it will expire", lease.id, exc_info=True)
+        self._tag = None
+        shutdown.unregister(self)
+
+    async def __aenter__(self) -> AsyncDatabase:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- scopes -------------------------------------------------------------
+
+    async def _enter(self, checkout: bool) -> contextvars.Token[bool] | None:
+        token = None
+        if not self._holding.get():
+            await self._lock.acquire()
+            token = self._holding.set(True)
+        try:
+            if checkout and not self._checked_out:
+                await self._checkout()
+            self._depth += 1
+        except BaseException:
+            if token is not None:
+                self._holding.reset(token)
+                self._lock.release()
+            raise
+        return token
+
+    async def _exit(self, token: contextvars.Token[bool] | None, failed: bool) -> None:
+        try:
+            self._depth -= 1
+            if self._depth == 0 and self._checked_out:
+                await self._checkin(failed)
+        finally:
+            if token is not None:
+                self._holding.reset(token)
+                self._lock.release()
+
+    # -- checkout -----------------------------------------------------------
+
+    async def _checkout(self) -> None:
+        if os.getpid() != self._pid:
+            self._after_fork()
+        self.stats.checkouts += 1
+        deadline = time.monotonic() + self.max_wait
+        budget = await self._async_budget()
+        if budget is not None:
+            lease = self._lease
+            plan = plan_checkout(
+                time.time(),
+                budgeted=True,
+                lease_expires_at=lease.expires_at if lease is not None else None,
+                lease_ttl=self.lease_ttl,
+                has_connection=self._conn is not None,
+            )
+            if plan.drop_connection:
+                self._discard()
+            if plan.acquire:
+                await self._acquire(budget, deadline)
+            elif plan.renew and lease is not None:
+                try:
+                    self._lease = await budget.renew(lease, self.lease_ttl)
+                    self.stats.renewals += 1
+                except LeaseLost:
+                    log.info("lease %s was lost; reconnecting under a new lease", lease.id)
+                    self._lease = None
+                    self._discard()
+                    await self._acquire(budget, deadline)
+        conn = self._conn
+        if conn is not None and not self.driver.alive(conn):
+            log.info("the server closed session %s; reconnecting", self._session_id)
+            self._discard()
+            self.stats.reconnects += 1
+        if self._conn is None:
+            await self._connect(deadline)
+        self._checked_out = True
+
+    async def _async_budget(self) -> AsyncBudget | None:
+        if self._abudget is None and self._budget_spec is not None:
+            # Opening a budget from its URL may touch the network: off the loop.
+            budget = self._budget or await asyncio.to_thread(lambda: self.budget)
+            if budget is not None:
+                self._abudget = AsyncBudget(budget)
+        return self._abudget
+
+    async def _acquire(self, budget: AsyncBudget, deadline: float) -> None:
+        tag = self._new_tag()
+        try:
+            self._lease = await budget.acquire(
+                function=self.function,
+                holder=self.holder,
+                ttl=self.lease_ttl,
+                wait=max(0.0, deadline - time.monotonic()),
+                meta={"tag": tag, "engine": self.target.engine},
+            )
+        except NoConnectionsLeft as exc:
+            hint = " (the budget has limit 0: configure it first)" if exc.limit == 0 else ""
+            raise make_error(
+                NoConnectionsLeft,
+                self.driver.operational_error,
+                str(exc) + hint,
+                budget=exc.budget,
+                function=exc.function,
+                limit=exc.limit,
+                in_use=exc.in_use,
+                waited=exc.waited,
+                reason=exc.reason,
+            ) from exc
+        self._tag = tag
+        self.stats.acquires += 1
+
+    async def _connect(self, capacity_deadline: float) -> None:
+        driver = self.driver
+        if self._budget_spec is None or self._tag is None:
+            self._tag = self._new_tag()
+        start = time.monotonic()
+        network_deadline = start + self.connect_timeout
+        auth_retries = 0
+        self.backoff.reset()
+        last: BaseException | None = None
+        kind = ErrorKind.TRANSIENT
+        errors: tuple[type[BaseException], ...] = (*driver.connect_errors, TimeoutError)
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            # Credentials may call AWS (secret, IAM token): off the loop.
+            login = await asyncio.to_thread(self.credentials.resolve)
+            remaining = max(0.001, network_deadline - time.monotonic())
+            try:
+                async with asyncio.timeout(remaining + 1.0):
+                    conn = await driver.connect(
+                        login,
+                        autocommit=self.autocommit,
+                        tag=self._tag,
+                        timeout=remaining,
+                        idle_timeout=self.idle_timeout,
+                        statement_timeout=self.statement_timeout,
+                    )
+            except errors as exc:
+                last = exc
+                # The PostgreSQL classifier may probe the server (a blocking socket).
+                kind = (
+                    ErrorKind.TRANSIENT
+                    if isinstance(exc, TimeoutError)
+                    else await asyncio.to_thread(driver.error_kind, exc)
+                )
+                step = plan_connect_attempt(
+                    kind,
+                    delay=self.backoff.compute(attempt),
+                    now=time.monotonic(),
+                    auth_retries=auth_retries,
+                    network_deadline=network_deadline,
+                    capacity_deadline=capacity_deadline,
+                    refreshable=self.credentials.refreshable,
+                    without_option=kind is ErrorKind.FATAL and driver.retry_without_option(exc),
+                )
+                if step is None:
+                    break
+                auth_retries += step.auth_retry
+                if step.refresh_credentials:
+                    log.info("authentication failed; fetching credentials again")
+                    self.credentials.invalidate()
+                if step.counted:
+                    self.stats.connect_retries += 1
+                    log.debug(
+                        "connect attempt %d failed (%s); retrying in %.3fs",
+                        attempt,
+                        kind,
+                        step.pause,
+                    )
+                if step.pause is not None:
+                    await asyncio.sleep(step.pause)
+                continue
+            await self._on_connected(conn)
+            if self._conn is None:
+                continue
+            return
+        raise self._connect_error(last, kind, time.monotonic() - start)
+
+    async def _on_connected(self, conn: Any) -> None:
+        driver = self.driver
+        self._conn = conn
+        self._session_id = driver.session_id(conn)
+        self.stats.connects += 1
+        try:
+            await self._run_on_connect(conn)
+        except BaseException:
+            self._discard()
+            raise
+        budget = self._abudget
+        if budget is not None and self._lease is not None:
+            try:
+                self._lease = await budget.annotate(self._lease, {"session_id": self._session_id})
+            except Exception:
+                log.warning("could not record session id with lease", exc_info=True)
+        if not self._registered:
+            shutdown.register(self, signals=self.handle_signals)
+            self._registered = True
+        await self._maybe_reap(conn)
+
+    async def _run_on_connect(self, conn: Any) -> None:
+        if self.on_connect is not None:
+            result = self.on_connect(conn)
+            if inspect.isawaitable(result):
+                await result
+        self.driver.rebase(conn)
+
+    # -- check-in -----------------------------------------------------------
+
+    async def _checkin(self, failed: bool) -> None:
+        self._checked_out = False
+        conn = self._conn
+        keep = self.mode == "reuse"
+        if conn is None:
+            if not keep:
+                await self._release()
+            return
+        driver = self.driver
+        always = self.reset_policy == "always"
+        if keep and not always and driver.clean(conn):
+            return
+        report = driver.report(conn)
+        if always and not report.state:
+            report = type(report)(**{**report.__dict__, "state": SessionState.OTHER})
+        plan = plan_checkin(report, keep=keep)
+        if plan.close:
+            self._discard()
+            if not keep:
+                await self._release()
+            return
+        try:
+            async with asyncio.timeout(self.connect_timeout + (self.statement_timeout or 0)):
+                if plan.reset:
+                    await driver.reset(conn)
+                    self.stats.resets += 1
+                    if self.on_connect is not None:
+                        await self._run_on_connect(conn)
+                elif plan.rollback:
+                    await driver.rollback(conn)
+                    self.stats.rollbacks += 1
+                    if plan.restore_client:
+                        await driver.restore_client(conn)
+                elif plan.restore_client:
+                    await driver.restore_client(conn)
+        except Exception:
+            log.warning("could not clean session %s; closing it", self._session_id, exc_info=True)
+            self._discard()
+
+    # -- teardown -----------------------------------------------------------
+
+    def _discard(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self.stats.closes += 1
+            self.driver.close(conn)
+
+    async def _release(self) -> None:
+        lease, self._lease = self._lease, None
+        if lease is not None and self._abudget is not None:
+            self.stats.releases += 1
+            try:
+                await self._abudget.release(lease)
+            except Exception:
+                log.warning("could not release lease %s; it will expire", lease.id, exc_info=True)
+        self._tag = None
+
+    # -- reaper -------------------------------------------------------------
+
+    async def _maybe_reap(self, conn: Any) -> None:
+        if self.reap_threshold is None:
+            return
+        now = time.monotonic()
+        if not reap_check_due(now, self._next_reap_check):
+            return
+        self._next_reap_check = now + self.reap_interval
+        bridge = _LoopBridge(self.driver, asyncio.get_running_loop())
+        try:
+            report = await asyncio.to_thread(
+                functools.partial(
+                    reaper.run_if_needed,
+                    bridge,
+                    conn,
+                    budget=self._budget,
+                    holder=self.holder,
+                    threshold=self.reap_threshold,
+                    interval=self.reap_interval,
+                    tag_prefix=self.tag_prefix,
+                    idle_after=self.reap_idle_after,
+                )
+            )
+            if report is not None:
+                self.stats.reaps += 1
+                self.last_reap = report
+                log.info("reaper: %s", report.summary())
+        except Exception:
+            log.warning("reaper run failed; continuing", exc_info=True)
+        finally:
+            try:
+                if not self.driver.alive(conn):
+                    raise ConnectionError("session ended during the reaper run")
+                if self.driver.report(conn).in_transaction:
+                    await self.driver.rollback(conn)
+                self.driver.rebase(conn)
+            except Exception:
+                log.warning("could not clean up after the reaper; reconnecting", exc_info=True)
+                self._discard()
+
+
+class _LoopBridge:
+    """The reaper's blocking driver interface over an async driver, from a worker thread.
+
+    Each statement is handed to the event loop (which is free: it awaits the
+    worker) and waited for with a bound.
+    """
+
+    def __init__(self, driver: AsyncDriver, loop: asyncio.AbstractEventLoop) -> None:
+        self._driver = driver
+        self._loop = loop
+        self.engine = driver.engine
+        self.connect_errors = driver.connect_errors
+
+    def error_code(self, exc: BaseException) -> str | int | None:
+        return self._driver.error_code(exc)
+
+    def fetch(self, conn: Any, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        future = asyncio.run_coroutine_threadsafe(self._driver.fetch(conn, sql, params), self._loop)
+        return future.result(REAPER_STATEMENT_TIMEOUT)
+
+
+__all__ = ["AsyncDatabase"]
