@@ -21,12 +21,18 @@ HERE = Path(__file__).resolve().parent
 
 
 class Container:
-    def __init__(self, dsn: str, budget_url: str, budget_name: str, ttl: float) -> None:
+    def __init__(
+        self, dsn: str, budget_url: str, budget_name: str, ttl: float, flavour: str
+    ) -> None:
         env = dict(os.environ)
         src = str(HERE.parents[2] / "src")
         env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
         self.proc = subprocess.Popen(
-            [sys.executable, str(HERE / "container.py"), dsn, budget_url, budget_name, str(ttl)],
+            [
+                sys.executable,
+                str(HERE / "container.py"),
+                *(dsn, budget_url, budget_name, str(ttl), flavour),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -63,11 +69,12 @@ class Container:
 
 
 @pytest.fixture
-def containers() -> Iterator[Any]:
+def containers(flavour: str) -> Iterator[Any]:
+    """Containers running a Database, or an AsyncDatabase (the ``flavour`` parameter)."""
     made: list[Container] = []
 
     def make(*args: Any) -> Container:
-        c = Container(*args)
+        c = Container(*args, flavour)
         made.append(c)
         return c
 
