@@ -82,11 +82,11 @@ def test_iam_verifies_the_server_certificate(tls_pg: TlsPostgres, aws_env: None)
 def test_mysql_iam_context_verifies(tls_pg: TlsPostgres) -> None:
     import ssl
 
-    from fleetpool.client._mysql import _bearer_ssl
+    from fleetpool.client._mysql import bearer_ssl
 
-    ctx = _bearer_ssl("mysql", {"ssl_ca": str(tls_pg.ca.path)})["ssl"]
+    ctx = bearer_ssl("mysql", {"ssl_ca": str(tls_pg.ca.path)})["ssl"]
     assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
-    ctx = _bearer_ssl("mysql", {"ssl_ca": str(tls_pg.ca.path), "ssl_mode": "VERIFY_CA"})["ssl"]
+    ctx = bearer_ssl("mysql", {"ssl_ca": str(tls_pg.ca.path), "ssl_mode": "VERIFY_CA"})["ssl"]
     assert ctx.verify_mode == ssl.CERT_REQUIRED and not ctx.check_hostname
     with pytest.raises(ConfigError, match="ssl_ca="):
-        _bearer_ssl("mysql", {})
+        bearer_ssl("mysql", {})
