@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import fleetpool
 from django.core.handlers.wsgi import WSGIHandler
 from django.db import connection
 from django.db.migrations.recorder import MigrationRecorder
 from django.test import RequestFactory, TransactionTestCase
 from django.test.utils import override_settings
-
 from fpsite.models import Item
+
+import fleetpool
 
 
 def request(path: str) -> tuple[int, bytes]:

@@ -6,7 +6,6 @@ import json
 
 from django.db import connection
 from django.http import HttpRequest, HttpResponse
-
 from fpsite.models import Item
 
 POSTGRES = connection.vendor == "postgresql"
