@@ -41,8 +41,7 @@ from ..engines import ErrorKind, SessionState
 from ..errors import LeaseLost, NoConnectionsLeft
 from . import reaper, shutdown
 from .database import MAX_ATTEMPTS, BaseDatabase, log
-from .decisions import plan_checkin, plan_checkout, plan_connect_attempt
-from .errors import make_error
+from .decisions import plan_checkout
 from .reaper import reap_check_due
 
 if TYPE_CHECKING:
@@ -259,86 +258,40 @@ class AsyncDatabase(BaseDatabase):
     async def _acquire(self, budget: AsyncBudget, deadline: float) -> None:
         tag = self._new_tag()
         try:
-            self._lease = await budget.acquire(
-                function=self.function,
-                holder=self.holder,
-                ttl=self.lease_ttl,
-                wait=max(0.0, deadline - time.monotonic()),
-                meta={"tag": tag, "engine": self.target.engine},
-            )
+            self._lease = await budget.acquire(**self._acquire_args(tag, deadline))
         except NoConnectionsLeft as exc:
-            hint = " (the budget has limit 0: configure it first)" if exc.limit == 0 else ""
-            raise make_error(
-                NoConnectionsLeft,
-                self.driver.operational_error,
-                str(exc) + hint,
-                budget=exc.budget,
-                function=exc.function,
-                limit=exc.limit,
-                in_use=exc.in_use,
-                waited=exc.waited,
-                reason=exc.reason,
-            ) from exc
+            raise self._no_connections_left(exc) from exc
         self._tag = tag
         self.stats.acquires += 1
 
     async def _connect(self, capacity_deadline: float) -> None:
         driver = self.driver
-        if self._budget_spec is None or self._tag is None:
-            self._tag = self._new_tag()
-        start = time.monotonic()
-        network_deadline = start + self.connect_timeout
-        auth_retries = 0
-        self.backoff.reset()
-        last: BaseException | None = None
-        kind = ErrorKind.TRANSIENT
+        attempts = self._attempts(capacity_deadline)
         errors: tuple[type[BaseException], ...] = (*driver.connect_errors, TimeoutError)
         for attempt in range(1, MAX_ATTEMPTS + 1):
             # Credentials may call AWS (secret, IAM token): off the loop.
             login = await asyncio.to_thread(self.credentials.resolve)
-            remaining = max(0.001, network_deadline - time.monotonic())
+            remaining = attempts.remaining()
             try:
                 async with asyncio.timeout(remaining + 1.0):
                     conn = await driver.connect(
                         login,
                         autocommit=self.autocommit,
-                        tag=self._tag,
+                        tag=attempts.tag,
                         timeout=remaining,
                         idle_timeout=self.idle_timeout,
                         statement_timeout=self.statement_timeout,
                     )
             except errors as exc:
-                last = exc
                 # The PostgreSQL classifier may probe the server (a blocking socket).
                 kind = (
                     ErrorKind.TRANSIENT
                     if isinstance(exc, TimeoutError)
                     else await asyncio.to_thread(driver.error_kind, exc)
                 )
-                step = plan_connect_attempt(
-                    kind,
-                    delay=self.backoff.compute(attempt),
-                    now=time.monotonic(),
-                    auth_retries=auth_retries,
-                    network_deadline=network_deadline,
-                    capacity_deadline=capacity_deadline,
-                    refreshable=self.credentials.refreshable,
-                    without_option=kind is ErrorKind.FATAL and driver.retry_without_option(exc),
-                )
+                step = attempts.after_failure(exc, kind, attempt)
                 if step is None:
                     break
-                auth_retries += step.auth_retry
-                if step.refresh_credentials:
-                    log.info("authentication failed; fetching credentials again")
-                    self.credentials.invalidate()
-                if step.counted:
-                    self.stats.connect_retries += 1
-                    log.debug(
-                        "connect attempt %d failed (%s); retrying in %.3fs",
-                        attempt,
-                        kind,
-                        step.pause,
-                    )
                 if step.pause is not None:
                     await asyncio.sleep(step.pause)
                 continue
@@ -346,7 +299,7 @@ class AsyncDatabase(BaseDatabase):
             if self._conn is None:
                 continue
             return
-        raise self._connect_error(last, kind, time.monotonic() - start)
+        raise attempts.error()
 
     async def _on_connected(self, conn: Any) -> None:
         driver = self.driver
@@ -387,13 +340,9 @@ class AsyncDatabase(BaseDatabase):
                 await self._release()
             return
         driver = self.driver
-        always = self.reset_policy == "always"
-        if keep and not always and driver.clean(conn):
+        plan = self._checkin_plan(conn, keep)
+        if plan is None:
             return
-        report = driver.report(conn)
-        if always and not report.state:
-            report = type(report)(**{**report.__dict__, "state": SessionState.OTHER})
-        plan = plan_checkin(report, keep=keep)
         if plan.close:
             self._discard()
             if not keep:

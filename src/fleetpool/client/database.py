@@ -58,6 +58,8 @@ from ..tls import bearer_verification
 from . import reaper, shutdown
 from .credentials import Credentials, PasswordSource
 from .decisions import (
+    CheckinPlan,
+    ConnectRetry,
     plan_checkin,
     plan_checkout,
     plan_connect_attempt,
@@ -96,6 +98,59 @@ class Stats:
     renewals: int = 0
     releases: int = 0
     reaps: int = 0
+
+
+class ConnectAttempts:
+    """The retry state of one connect; each failure is decided by ``plan_connect_attempt``."""
+
+    def __init__(self, db: BaseDatabase, tag: str, capacity_deadline: float) -> None:
+        self.db = db
+        self.tag = tag
+        self.start = time.monotonic()
+        self.network_deadline = self.start + db.connect_timeout
+        self.capacity_deadline = capacity_deadline
+        self.auth_retries = 0
+        self.last: BaseException | None = None
+        self.kind = ErrorKind.TRANSIENT
+        db.backoff.reset()
+
+    def remaining(self) -> float:
+        """Seconds the next attempt may take to reach the server."""
+        return max(0.001, self.network_deadline - time.monotonic())
+
+    def after_failure(
+        self, exc: BaseException, kind: ErrorKind, attempt: int
+    ) -> ConnectRetry | None:
+        """Record a failed attempt; the retry to make (pause first), or None to give up."""
+        db = self.db
+        self.last, self.kind = exc, kind
+        step = plan_connect_attempt(
+            kind,
+            delay=db.backoff.compute(attempt),
+            now=time.monotonic(),
+            auth_retries=self.auth_retries,
+            network_deadline=self.network_deadline,
+            capacity_deadline=self.capacity_deadline,
+            refreshable=db.credentials.refreshable,
+            # Asked only of fatal errors: it turns the option off as it answers.
+            without_option=kind is ErrorKind.FATAL and db.driver.retry_without_option(exc),
+        )
+        if step is None:
+            return None
+        self.auth_retries += step.auth_retry
+        if step.refresh_credentials:
+            log.info("authentication failed; fetching credentials again")
+            db.credentials.invalidate()
+        if step.counted:
+            db.stats.connect_retries += 1
+            log.debug(
+                "connect attempt %d failed (%s); retrying in %.3fs", attempt, kind, step.pause
+            )
+        return step
+
+    def error(self) -> Exception:
+        """The error to raise when the attempts are over."""
+        return self.db._connect_error(self.last, self.kind, time.monotonic() - self.start)
 
 
 class BaseDatabase:
@@ -280,6 +335,50 @@ class BaseDatabase:
         self._tag = None
         self._pid = os.getpid()
         self._checked_out = False
+
+    def _attempts(self, capacity_deadline: float) -> ConnectAttempts:
+        """Start a connect: choose the session's tag and the deadlines of its retries."""
+        if self._budget_spec is None or self._tag is None:
+            # Without a budget each connection gets a fresh tag; with one, the
+            # tag was chosen with the lease (it is in the lease's metadata).
+            self._tag = self._new_tag()
+        return ConnectAttempts(self, self._tag, capacity_deadline)
+
+    def _acquire_args(self, tag: str, deadline: float) -> dict[str, Any]:
+        """The budget's acquire for this Database's next session (tagged ``tag``)."""
+        return {
+            "function": self.function,
+            "holder": self.holder,
+            "ttl": self.lease_ttl,
+            "wait": max(0.0, deadline - time.monotonic()),
+            "meta": {"tag": tag, "engine": self.target.engine},
+        }
+
+    def _no_connections_left(self, exc: NoConnectionsLeft) -> Exception:
+        """The budget's refusal as the driver-flavoured error the caller sees."""
+        hint = " (the budget has limit 0: configure it first)" if exc.limit == 0 else ""
+        return make_error(
+            NoConnectionsLeft,
+            self.driver.operational_error,
+            str(exc) + hint,
+            budget=exc.budget,
+            function=exc.function,
+            limit=exc.limit,
+            in_use=exc.in_use,
+            waited=exc.waited,
+            reason=exc.reason,
+        )
+
+    def _checkin_plan(self, conn: Any, keep: bool) -> CheckinPlan | None:
+        """What a check-in must do, from memory; None for a clean session kept warm."""
+        driver = self.driver
+        always = self.reset_policy == "always"
+        if keep and not always and driver.clean(conn):
+            return None
+        report = driver.report(conn)
+        if always and not report.state:
+            report = type(report)(**{**report.__dict__, "state": SessionState.OTHER})
+        return plan_checkin(report, keep=keep)
 
     def _init_state(self) -> None:
         """Subclasses set up their lock and per-connection state here."""
@@ -526,81 +625,30 @@ class Database(BaseDatabase):
     def _acquire(self, budget: Budget, deadline: float) -> None:
         tag = self._new_tag()
         try:
-            self._lease = budget.acquire(
-                function=self.function,
-                holder=self.holder,
-                ttl=self.lease_ttl,
-                wait=max(0.0, deadline - time.monotonic()),
-                meta={"tag": tag, "engine": self.target.engine},
-            )
+            self._lease = budget.acquire(**self._acquire_args(tag, deadline))
         except NoConnectionsLeft as exc:
-            hint = " (the budget has limit 0: configure it first)" if exc.limit == 0 else ""
-            raise make_error(
-                NoConnectionsLeft,
-                self.driver.operational_error,
-                str(exc) + hint,
-                budget=exc.budget,
-                function=exc.function,
-                limit=exc.limit,
-                in_use=exc.in_use,
-                waited=exc.waited,
-                reason=exc.reason,
-            ) from exc
+            raise self._no_connections_left(exc) from exc
         self._tag = tag
         self.stats.acquires += 1
 
     def _connect(self, capacity_deadline: float) -> None:
         driver = self.driver
-        if self._budget_spec is None or self._tag is None:
-            # Without a budget each connection gets a fresh tag; with one, the
-            # tag was chosen with the lease (it is in the lease's metadata).
-            self._tag = self._new_tag()
-        start = time.monotonic()
-        network_deadline = start + self.connect_timeout
-        auth_retries = 0
-        self.backoff.reset()
-        last: BaseException | None = None
-        kind = ErrorKind.TRANSIENT
+        attempts = self._attempts(capacity_deadline)
         for attempt in range(1, MAX_ATTEMPTS + 1):
             login = self.credentials.resolve()
-            remaining = max(0.001, network_deadline - time.monotonic())
             try:
                 conn = driver.connect(
                     login,
                     autocommit=self.autocommit,
-                    tag=self._tag,
-                    timeout=remaining,
+                    tag=attempts.tag,
+                    timeout=attempts.remaining(),
                     idle_timeout=self.idle_timeout,
                     statement_timeout=self.statement_timeout,
                 )
             except driver.connect_errors as exc:
-                last = exc
-                kind = driver.error_kind(exc)
-                step = plan_connect_attempt(
-                    kind,
-                    delay=self.backoff.compute(attempt),
-                    now=time.monotonic(),
-                    auth_retries=auth_retries,
-                    network_deadline=network_deadline,
-                    capacity_deadline=capacity_deadline,
-                    refreshable=self.credentials.refreshable,
-                    # Asked only of fatal errors: it turns the option off as it answers.
-                    without_option=kind is ErrorKind.FATAL and driver.retry_without_option(exc),
-                )
+                step = attempts.after_failure(exc, driver.error_kind(exc), attempt)
                 if step is None:
                     break
-                auth_retries += step.auth_retry
-                if step.refresh_credentials:
-                    log.info("authentication failed; fetching credentials again")
-                    self.credentials.invalidate()
-                if step.counted:
-                    self.stats.connect_retries += 1
-                    log.debug(
-                        "connect attempt %d failed (%s); retrying in %.3fs",
-                        attempt,
-                        kind,
-                        step.pause,
-                    )
                 if step.pause is not None:
                     time.sleep(step.pause)
                 continue
@@ -610,7 +658,7 @@ class Database(BaseDatabase):
                 # server ended it while the reaper ran): connect again.
                 continue
             return
-        raise self._connect_error(last, kind, time.monotonic() - start)
+        raise attempts.error()
 
     def _on_connected(self, conn: Any) -> None:
         driver = self.driver
@@ -647,13 +695,9 @@ class Database(BaseDatabase):
                 self._release()
             return
         driver = self.driver
-        always = self.reset_policy == "always"
-        if keep and not always and driver.clean(conn):
+        plan = self._checkin_plan(conn, keep)
+        if plan is None:
             return
-        report = driver.report(conn)
-        if always and not report.state:
-            report = type(report)(**{**report.__dict__, "state": SessionState.OTHER})
-        plan = plan_checkin(report, keep=keep)
         if plan.close:
             self._discard()
             if not keep:
