@@ -100,20 +100,13 @@ class AsyncDatabase(BaseDatabase):
                 self._driver = AsyncMySQLDriver(self.target)
         return self._driver  # type: ignore[no-any-return]
 
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[Any]:
+    def connection(self) -> _AsyncScope:
         """``async with db.connection() as conn:`` -- the driver's connection, checked in after.
 
         Raises what :meth:`fleetpool.Database.connection` raises (subclassing
         the async driver's ``OperationalError``).
         """
-        scope = await self._enter(True)
-        try:
-            yield self._conn
-        except BaseException:
-            await self._exit(scope, True)
-            raise
-        await self._exit(scope, False)
+        return _AsyncScope(self, True)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Any]:
@@ -121,16 +114,9 @@ class AsyncDatabase(BaseDatabase):
         async with self.connection() as conn, self.driver.transaction(conn):
             yield conn
 
-    @asynccontextmanager
-    async def invocation(self) -> AsyncIterator[AsyncDatabase]:
+    def invocation(self) -> _AsyncScope:
         """A scope for one invocation: connections used inside are checked in at its end."""
-        scope = await self._enter(False)
-        try:
-            yield self
-        except BaseException:
-            await self._exit(scope, True)
-            raise
-        await self._exit(scope, False)
+        return _AsyncScope(self, False)
 
     def handler(self, fn: Callable[[Any, Any], Awaitable[R]]) -> Callable[[Any, Any], Awaitable[R]]:
         """Decorate an async ``handler(event, context)``: check-in and metrics after each call."""
@@ -424,6 +410,24 @@ class AsyncDatabase(BaseDatabase):
             except Exception:
                 log.warning("could not clean up after the reaper; reconnecting", exc_info=True)
                 self._discard()
+
+
+class _AsyncScope:
+    """One ``async with`` of a checkout (a class, not a generator: this is the hot path)."""
+
+    __slots__ = ("checkout", "db", "token")
+
+    def __init__(self, db: AsyncDatabase, checkout: bool) -> None:
+        self.db = db
+        self.checkout = checkout
+        self.token: contextvars.Token[bool] | None = None
+
+    async def __aenter__(self) -> Any:
+        self.token = await self.db._enter(self.checkout)
+        return self.db._conn if self.checkout else self.db
+
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+        await self.db._exit(self.token, exc_type is not None)
 
 
 class _LoopBridge:
