@@ -77,7 +77,7 @@ REPORTED = "pg-reported"
 _REPORTED_LIMIT = 1000
 
 
-def reported(pool: Pool) -> dict[object, dict[str, str]]:
+def _reported(pool: Pool) -> dict[object, dict[str, str]]:
     cache: dict[object, dict[str, str]] = pool.plugin.setdefault(REPORTED, {})
     if len(cache) >= _REPORTED_LIMIT:
         cache.clear()
@@ -311,7 +311,7 @@ class FrontendConnection(Endpoint):
             )
         settings.setdefault("application_name", "")
         self.pg = ClientState(settings, self.interner, self._max)
-        known = reported(self.pool).get(self.pg.settings.key)
+        known = _reported(self.pool).get(self.pg.settings.key)
         self.state = _LOGIN_WAIT
         if known is not None:
             self._complete_login(known)
@@ -500,7 +500,7 @@ class FrontendConnection(Endpoint):
                 server.inject(learn[0], note=learn[1])
                 return
         if self.state is _LOGIN_WAIT:
-            reported(self.pool)[pg.settings.key] = dict(server.pg.settings.params)
+            _reported(self.pool)[pg.settings.key] = dict(server.pg.settings.params)
             self._complete_login(server.pg.settings.params)
             if self._buf:
                 self._ready_data()
