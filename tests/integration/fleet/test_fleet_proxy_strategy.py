@@ -19,8 +19,9 @@ import psycopg
 import pytest
 
 from fleetpool.fleet.emulator import FunctionConfig
-from fleetpool.fleet.run import StrategySkipped, Target, run_scenario, run_strategy
+from fleetpool.fleet.run import StrategySkipped, run_scenario, run_strategy
 from fleetpool.fleet.scenario import Scenario
+from fleetpool.fleet.target import Target
 from fleetpool.fleet.traffic import Phase, Workload
 from fleetpool_testing import PostgresServer, free_port
 
@@ -150,7 +151,7 @@ def test_proxy_is_stopped_when_the_run_fails(small_pg: PostgresServer, tmp_path:
     target = Target(
         dsn=dsn,
         admin_dsn=f"postgresql://postgres@127.0.0.1:{free_port()}/postgres",
-        engine="postgres",
+        engine="postgresql",
         limit=POOL,
         embedded=False,
     )
