@@ -1,4 +1,4 @@
-"""The ``fleetpool`` command: ``demo | simulate | proxy | budget | reap | token | layer``.
+"""The ``fleetpool`` command: ``demo | simulate | plan | proxy | budget | reap | token | layer``.
 
 Strategy: each part owns its commands in its own ``cli`` module; this file only
 mounts them, importing each lazily so ``fleetpool budget status`` does not pay
@@ -44,6 +44,11 @@ DEBUG_ENV = "FLEETPOOL_DEBUG"
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("fleetpool.fleet.cli", "demo", "Run every strategy on an embedded database"),
     "simulate": ("fleetpool.fleet.cli", "simulate", "Run a fleet scenario from a TOML file"),
+    "plan": (
+        "fleetpool.fleet.cli",
+        "plan_command",
+        "Recommend budget or pool settings for a scenario (virtual clock)",
+    ),
     "token": (
         "fleetpool.proxy.cli",
         "token_command",

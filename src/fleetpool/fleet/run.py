@@ -254,20 +254,25 @@ def run_scenario(
         }
     return {
         "fleetpool_fleet_report": 1,
-        "scenario": _scenario_dict(scenario),
+        "scenario": scenario_dict(scenario),
         "database": target_info,
-        "host": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "host": host_info(),
         "wall_seconds": round(time.monotonic() - started, 1),
         "strategies": results,
         "skipped": skipped,
     }
 
 
-def _scenario_dict(scenario: Scenario) -> dict[str, Any]:
+def host_info() -> dict[str, Any]:
+    """The machine a run (or a simulation) ran on."""
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def scenario_dict(scenario: Scenario) -> dict[str, Any]:
     d = asdict(scenario)
     d["dsn"] = redact_url(scenario.dsn) if scenario.dsn else None
     d["duration"] = scenario.duration

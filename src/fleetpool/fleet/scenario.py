@@ -36,6 +36,22 @@ DEFAULT_STRATEGIES: tuple[str, ...] = (
 
 
 @dataclass(frozen=True)
+class Costs:
+    """What each step costs on the virtual clock (``fleetpool simulate --virtual``), seconds.
+
+    The defaults are what the real demo measures on a small machine (see the
+    calibration test); a scenario's ``[model]`` table overrides them.
+    """
+
+    cold_start: float = 0.15  # a container's start before its global section
+    connect: float = 0.006  # one server session's login
+    statement: float = 0.001  # the workload's query, server side
+    store: float = 0.003  # one budget or counter store round trip
+    hop: float = 0.0005  # a proxy's or Data API's added time per statement
+    sample_interval: float = 0.25  # the observer's; longer runs are thinned to ~600 points
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str = "spike"
     seed: int = 1
@@ -57,6 +73,7 @@ class Scenario:
     env: Mapping[str, str] = field(default_factory=dict)
     zombie_min_idle: float = 2.0
     pool_size: int = 5
+    costs: Costs = field(default_factory=Costs)
 
     @property
     def duration(self) -> float:
@@ -198,6 +215,14 @@ SCHEMA: dict[str, dict[str, Checker]] = {
         "slow_until": _num(0),
         "zombie_min_idle": _num(0),
         "pool_size": _int(1),
+    },
+    "model": {
+        "cold_start": _num(0),
+        "connect": _num(0),
+        "statement": _num(0),
+        "store": _num(0),
+        "hop": _num(0),
+        "sample_interval": _num(positive=True),
     },
 }
 
@@ -348,6 +373,7 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
         env=env,
         zombie_min_idle=wl.get("zombie_min_idle", base.zombie_min_idle),
         pool_size=wl.get("pool_size", base.pool_size),
+        costs=Costs(**values["model"]),
     )
 
 
