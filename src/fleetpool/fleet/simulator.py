@@ -108,7 +108,7 @@ class Proc:
             return
         self.token += 1
         if y.__class__ is float:
-            self.k.at(self.k.now + y, self._wake, self.token)
+            self.k.after(y, self._wake, self.token)
         else:
             y.park(self)
 
@@ -144,7 +144,7 @@ class Wait:
         self.proc = proc
         self.token = proc.token
         if self.timeout < float("inf"):
-            proc.k.at(proc.k.now + self.timeout, proc.wake_with, self.token, None)
+            proc.k.after(self.timeout, proc.wake_with, self.token, None)
 
     @property
     def waiting(self) -> bool:
@@ -157,15 +157,60 @@ class Wait:
         self.proc.k.at(self.proc.k.now, self.proc.wake_with, self.token, value)
 
 
+class DelayLine:
+    """Events that all come ``delay`` after they are made: first in, first out, so
+    one heap entry (for the head) stands for all of them -- a timeout per invocation
+    would otherwise keep a hundred thousand entries in the heap."""
+
+    __slots__ = ("armed", "delay", "k", "q")
+
+    def __init__(self, k: Kernel, delay: float) -> None:
+        self.k = k
+        self.delay = delay
+        self.q: deque[tuple[float, Callable[..., None], tuple[Any, ...]]] = deque()
+        self.armed = False
+
+    def add(self, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
+        t = self.k.now + self.delay
+        self.q.append((t, fn, args))
+        if not self.armed:
+            self.armed = True
+            self.k.at(t, self._fire)
+
+    def _fire(self) -> None:
+        q = self.q
+        now = self.k.now
+        while q and q[0][0] <= now:
+            _, fn, args = q.popleft()
+            fn(*args)
+        if q:
+            self.k.at(q[0][0], self._fire)
+        else:
+            self.armed = False
+
+
 class Kernel:
     """The virtual clock and its event heap (ties run in scheduling order)."""
 
-    __slots__ = ("_q", "_seq", "now")
+    __slots__ = ("_lines", "_q", "_seq", "now")
 
     def __init__(self) -> None:
         self.now = 0.0
         self._q: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
         self._seq = 0
+        self._lines: dict[float, DelayLine] = {}
+
+    def line(self, delay: float) -> None:
+        """Make ``delay`` (a constant of the model: a cost, a timeout) a :class:`DelayLine`."""
+        if delay > 0 and delay not in self._lines:
+            self._lines[delay] = DelayLine(self, delay)
+
+    def after(self, delay: float, fn: Callable[..., None], *args: Any) -> None:
+        line = self._lines.get(delay)
+        if line is not None:
+            line.add(fn, args)
+        else:
+            self.at(self.now + delay, fn, *args)
 
     def at(self, t: float, fn: Callable[..., None], *args: Any) -> None:
         self._seq += 1
@@ -235,7 +280,7 @@ class Server:
 
     def _arm(self, s: Session) -> None:
         if s.idle_timeout > 0:
-            self.k.at(self.k.now + s.idle_timeout, self._idle_check, s, s.since)
+            self.k.after(s.idle_timeout, self._idle_check, s, s.since)
 
     def _idle_check(self, s: Session, since: float) -> None:
         if not s.closed and not s.active and s.since == since:
@@ -246,11 +291,14 @@ class Server:
 
 
 class Waiter:
-    __slots__ = ("function", "wait")
+    __slots__ = ("counted", "function", "wait")
 
     def __init__(self, function: str, wait: Wait) -> None:
         self.function = function
         self.wait = wait
+        #: In the store's count of waiters: until granted or its ``queue_for`` ran out
+        #: (a killed container's ticket stays queued until then, as in the stores).
+        self.counted = True
 
 
 class SimBudget:
@@ -271,6 +319,8 @@ class SimBudget:
         self.function_of: dict[int, str] = {}
         self._heap: list[tuple[float, int]] = []
         self.waiters: deque[Waiter] = deque()
+        self.n_waiting = 0
+        self._armed_at: float | None = None
         self._n = 0
         self.check = check
         self.peak_live = 0
@@ -298,8 +348,6 @@ class SimBudget:
         self.function_of[lid] = fn
         self.in_use[fn] = self.in_use.get(fn, 0) + 1
         heapq.heappush(self._heap, (exp, lid))
-        # A waiter notices an expiry at its next poll, not at once.
-        self.k.at(exp + spread_jitter(POLL_MAX * 2, self.sim.rng.random()), self._wake)
         live = len(self.expires)
         self.peak_live = max(self.peak_live, live)
         if self.check and live > self.config.limit:
@@ -308,7 +356,9 @@ class SimBudget:
 
     def try_acquire(self, fn: str, ttl: float) -> tuple[int, float] | None:
         self._expire()
-        ahead = [w.function for w in self.waiters if w.wait.waiting] if self.waiters else ()
+        # Lazy: admit reads the queue only when the budget has room (rarely, since a
+        # release wakes the queue at once), so a crowd of waiters costs nothing here.
+        ahead = (w.function for w in self.waiters if w.wait.waiting)
         if admit(self.config, self.in_use, fn, ahead).granted:
             return self._grant(fn, ttl)
         return None
@@ -323,11 +373,35 @@ class SimBudget:
             raise Fail("no_connections_left")
         w = Waiter(fn, Wait(wait))
         self.waiters.append(w)
+        self.n_waiting += 1
+        self._arm()
+        self.k.after(wait, self._uncount, w)
         got = yield w.wait
         if got is None:
             raise Fail("no_connections_left")
         yield self.sim.costs.store  # the woken waiter's own try_acquire
         return got
+
+    def _arm(self) -> None:
+        """With waiters queued, look again when the next lease expires: a waiter
+        notices an expiry at its next poll (the client's jittered pause), not at once."""
+        if not self.waiters or not self._heap:
+            return
+        t = self._heap[0][0] + spread_jitter(POLL_MAX * 2, self.sim.rng.random())
+        if self._armed_at is None or t < self._armed_at:
+            self._armed_at = t
+            self.k.at(t, self._on_timer, t)
+
+    def _on_timer(self, t: float) -> None:
+        if self._armed_at != t:
+            return  # superseded by an earlier timer
+        self._armed_at = None
+        self._wake()
+
+    def _uncount(self, w: Waiter) -> None:
+        if w.counted:
+            w.counted = False
+            self.n_waiting -= 1
 
     def _wake(self) -> None:
         self._expire()
@@ -341,7 +415,9 @@ class SimBudget:
             if not admit(self.config, self.in_use, w.function, ahead).granted:
                 break
             waiters.popleft()
+            self._uncount(w)
             w.wait.fire(self._grant(w.function, self.sim.scenario.lease_ttl))
+        self._arm()
 
     def renew(self, lid: int, ttl: float) -> float | None:
         self._expire()
@@ -350,7 +426,6 @@ class SimBudget:
         exp = self.k.now + ttl
         self.expires[lid] = exp
         heapq.heappush(self._heap, (exp, lid))
-        self.k.at(exp + spread_jitter(POLL_MAX * 2, self.sim.rng.random()), self._wake)
         return exp
 
     def release(self, lid: int) -> None:
@@ -359,7 +434,7 @@ class SimBudget:
         self._wake()
 
     def waiting(self) -> int:
-        return sum(1 for w in self.waiters if w.wait.waiting)
+        return self.n_waiting
 
     def live(self) -> int:
         self._expire()
@@ -791,6 +866,13 @@ class Sim:
         self.limit = scenario.limit or self.db_limit
         self.server = Server(self.k, self.db_limit)
         self.function = scenario.function
+        for delay in (
+            self.costs.cold_start, self.costs.connect, self.costs.statement, self.costs.store,
+            scenario.workload.think, scenario.workload.slow_think, scenario.max_wait,
+            scenario.function.timeout, scenario.function.idle_lifetime,
+            server_idle_timeout(scenario.lease_ttl),
+        ):  # fmt: skip
+            self.k.line(delay)
         self.model = MODELS[strategy](self)
         self.budget = (
             SimBudget(self, BudgetConfig(self.limit), check=check)
@@ -805,7 +887,9 @@ class Sim:
         )
         self.hop = self.costs.hop * (4 if strategy == "data-api" else 1)
         self._proc: Proc | None = None
-        self.frozen: dict[Box, None] = {}  # insertion order = freeze order
+        # Frozen containers as a stack of (box, frozen since): the top is the most
+        # recently frozen; entries a reclaim or a reuse made stale are skipped.
+        self.frozen: list[tuple[Box, float]] = []
         self.counts = {s: 0 for s in State}
         self.boxes: list[Box] = []
         self.busy = 0
@@ -832,12 +916,11 @@ class Sim:
 
     def _freeze(self, box: Box) -> None:
         self._set(box, State.FROZEN)
-        self.frozen[box] = None
-        self.k.at(self.k.now + self.function.idle_lifetime, self._reclaim, box, box.since)
+        self.frozen.append((box, box.since))
+        self.k.after(self.function.idle_lifetime, self._reclaim, box, box.since)
 
     def _reclaim(self, box: Box, since: float) -> None:
         if box.state is State.FROZEN and box.since == since:
-            del self.frozen[box]
             self._set(box, State.DEAD)  # SIGKILL: its sessions linger (no FIN)
 
     def invocation(self, arrival: Arrival) -> Step:
@@ -845,9 +928,13 @@ class Sim:
         at = k.now
         proc = self._proc  # this invocation's process (set just before its first step)
         assert proc is not None
-        if self.frozen:
-            box = next(reversed(self.frozen))  # the most recently frozen (scheduler.assign)
-            del self.frozen[box]
+        frozen = self.frozen
+        while frozen and not (
+            frozen[-1][0].state is State.FROZEN and frozen[-1][0].since == frozen[-1][1]
+        ):
+            frozen.pop()
+        if frozen:
+            box = frozen.pop()[0]  # the most recently frozen, as scheduler.assign picks
             self._set(box, State.RUNNING)
             cold = False
         elif self.busy >= self.function.concurrency:
@@ -869,7 +956,7 @@ class Sim:
                 return
             self._set(box, State.RUNNING)
         start = k.now
-        k.at(start + self.function.timeout, self._timeout, box, proc, arrival, at, cold)
+        k.after(self.function.timeout, self._timeout, box, proc, arrival, at, cold)
         try:
             yield from self.model.handle(box, arrival.event)
         except Fail as exc:
