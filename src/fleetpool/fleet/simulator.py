@@ -556,6 +556,7 @@ class Box:
         "conn_known_closed",
         "connects",
         "id",
+        "imported",
         "lease",
         "next_reap",
         "pool",
@@ -572,6 +573,7 @@ class Box:
         self.conn: Session | None = None
         self.conn_known_closed = False
         self.connects = 0
+        self.imported = False
         self.lease: tuple[int, float] | None = None
         self.next_reap = 0.0
         self.pool: list[Session] = []
@@ -820,6 +822,8 @@ class ProxyClient(Model):
     def handle(self, box: Box, event: Any) -> Step:
         sim = self.sim
         if not box.proxy_conn:
+            if not box.imported:
+                yield from sim._import_driver(box)
             yield sim.costs.connect
             box.proxy_conn = True
             box.connects += 1
@@ -893,6 +897,8 @@ class Sim:
         self.counts = {s: 0 for s in State}
         self.boxes: list[Box] = []
         self.busy = 0
+        self.starting = 0
+        self.start_queue: deque[Wait] = deque()
         self.records: list[InvocationRecord] = []
         self.samples: list[dict[str, Any]] = []
         self.inflight = 0
@@ -918,6 +924,28 @@ class Sim:
         self._set(box, State.FROZEN)
         self.frozen.append((box, box.since))
         self.k.after(self.function.idle_lifetime, self._reclaim, box, box.since)
+
+    def _cold_start(self) -> Step:
+        yield from self._cpu(self.costs.cold_start)
+
+    def _cpu(self, cost: float) -> Step:
+        """Work of the host starting containers (a start, a driver's import): with
+        ``cold_start_slots`` set, at most that many at once, the others queue."""
+        slots = self.costs.cold_start_slots
+        if not slots:
+            yield cost
+            return
+        if self.starting >= slots:
+            w = Wait(float("inf"))
+            self.start_queue.append(w)
+            yield w
+        else:
+            self.starting += 1
+        yield cost
+        if self.start_queue:
+            self.start_queue.popleft().fire(True)  # the slot passes to the next in line
+        else:
+            self.starting -= 1
 
     def _reclaim(self, box: Box, since: float) -> None:
         if box.state is State.FROZEN and box.since == since:
@@ -946,7 +974,7 @@ class Sim:
         self.busy += 1
         box.connects = 0
         if cold:
-            yield self.costs.cold_start
+            yield from self._cold_start()
             try:
                 yield from self.model.init(box)
             except Fail as exc:
@@ -1010,12 +1038,19 @@ class Sim:
     # database steps ------------------------------------------------------------------
 
     def connect(self, box: Box, tag: str = "", idle_timeout: float = 0.0) -> Step:
+        if not box.imported:
+            yield from self._import_driver(box)
         yield self.costs.connect
         s = self.server.open(box, tag, idle_timeout)
         if s is None:
             raise Fail("too_many_connections")
         box.connects += 1
         return s
+
+    def _import_driver(self, box: Box) -> Step:
+        box.imported = True
+        if self.costs.driver_import > 0:
+            yield from self._cpu(self.costs.driver_import)
 
     def work(self, s: Session, event: Any) -> Step:
         """The workload on session ``s``: one statement, then the think time (held, idle)."""
