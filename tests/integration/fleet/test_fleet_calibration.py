@@ -19,14 +19,18 @@ from fleetpool.fleet.simulator import simulate_scenario
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
+# Strategies whose outcome during the spike depends on how fast ~70 processes
+# start and import a driver on the host's shared cores: two real runs of this
+# scenario on the same 2-core machine gave naive 54% and 76% success, counter
+# 38% and 45%, zombie-killer 47% and 34% -- more than the tolerance -- so one real
+# run cannot hold the model to it. Their figures are in the table, not asserted.
+CONTENTION_BOUND = ("naive", "counter", "zombie-killer")
+
 #: (strategy, metric) the model does not reproduce yet, and why.
 KNOWN_GAPS = {
-    # The demo's successful naive invocations are mostly late cold starts: ~70
-    # processes spawning and importing psycopg on 2 shared cores take seconds;
-    # the model's host queue gives the right success rate but not that delay.
-    ("naive", "p50_ms"): "host CPU contention during the spike is not modelled",
+    **{(s, m): "host CPU contention" for s in CONTENTION_BOUND for m in ("success_pct", "p50_ms")},
+    ("zombie-killer", "zombies_end"): "which sessions it kills depends on the timing above",
     ("proxy", "p50_ms"): "the proxy's own CPU on the same cores is not modelled",
-    ("proxy", "peak_sessions"): "the real proxy opens a few more sessions than it needs",
 }
 
 
