@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import resource
 import time
 from pathlib import Path
@@ -114,6 +115,7 @@ def main() -> None:
         rows = compare(real, simulate_scenario(spike))
         figures["calibration"] = [r.as_dict() for r in rows]
         print(markdown(rows))
+        print(f"load average now: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"results: {save('simulate', figures, started)}")
 
 

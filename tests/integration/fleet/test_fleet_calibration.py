@@ -5,10 +5,13 @@ strategy that needs no extra service, plus the proxy); the simulated one is the
 same scenario on the virtual clock with :func:`fleetpool.fleet.scenario.host_costs`.
 Each strategy's success rate, peak sessions, zombies at the end and p50 latency
 must agree within :mod:`fleetpool.fleet.calibration`'s tolerances, except the
-gaps listed in ``KNOWN_GAPS`` (reported, with the figures, not asserted).
+gaps listed in ``KNOWN_GAPS`` (reported, with the figures, not asserted). On a
+host already loaded beyond two runnable processes per core it is skipped.
 """
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
@@ -34,7 +37,16 @@ KNOWN_GAPS = {
 }
 
 
+#: Above this 1-minute load average per core the real run measures the machine (other
+#: jobs' processes starve the containers: one such run on this 2-core machine had
+#: fleetpool at 15% success with a p50 of 32 s), so there is nothing to calibrate against.
+MAX_LOAD_PER_CPU = 2.0
+
+
 def test_simulator_reproduces_the_demo_spike() -> None:
+    load = os.getloadavg()[0] / (os.cpu_count() or 1)
+    if load > MAX_LOAD_PER_CPU:
+        pytest.skip(f"host load {load:.1f} per CPU: real processes cannot be timed fairly")
     scenario = demo_scenario(10, 12.0, strategies=(*DEFAULT_STRATEGIES, "proxy"))
     real = run_scenario(scenario)
     simulated = simulate_scenario(scenario)
@@ -43,4 +55,5 @@ def test_simulator_reproduces_the_demo_spike() -> None:
     table = markdown(rows)
     misses = [r for r in rows if not r.ok and (r.strategy, r.metric) not in KNOWN_GAPS]
     print(table)  # shown with -s, and in the failure's captured output
-    assert not misses, f"simulator and demo disagree:\n{table}"
+    load = os.getloadavg()[0] / (os.cpu_count() or 1)
+    assert not misses, f"simulator and demo disagree (load now {load:.1f} per CPU):\n{table}"
