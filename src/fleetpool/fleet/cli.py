@@ -287,13 +287,26 @@ def plan_command(
     ] = 0.99,
     max_p99: Annotated[
         float | None,
-        typer.Option("--max-p99", help="p99 latency the recommendation must stay under (ms)."),
+        typer.Option(
+            "--max-p99",
+            help="p99 latency the recommendation must stay under (ms)  \\[default: no limit]",
+            show_default=False,
+        ),
     ] = None,
     json_out: Annotated[
-        Path | None, typer.Option("--json", help="Write the plan (and its frontier) as JSON.")
+        Path | None,
+        typer.Option(
+            "--json",
+            help="Write the plan (and its frontier) as JSON  \\[default: not written]",
+            show_default=False,
+        ),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option(help="Write an HTML page with the frontier chart.")
+        Path | None,
+        typer.Option(
+            help="Write an HTML page with the frontier chart  \\[default: not written]",
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
     """Recommend settings for a scenario, from simulated runs on a virtual clock."""
