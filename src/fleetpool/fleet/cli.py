@@ -345,10 +345,10 @@ def plan_table(result: dict[str, Any]) -> Table:
     if rec is None:
         title += " [red]no setting meets the target[/red]"
     else:
-        title += (
-            f" [green]{result['setting']} {rec['limit']}[/green]"
-            + (f", lease_ttl {rec['lease_ttl']:g} s" if result["strategy"] == "fleetpool" else "")
-            + f", max_wait {rec['max_wait']:g} s"
+        title += f" [green]{result['setting']} {rec['limit']}[/green]" + (
+            f", lease_ttl {rec['lease_ttl']:g} s, max_wait {rec['max_wait']:g} s"
+            if result["strategy"] == "fleetpool"
+            else ""
         )
     table = Table(title=title, title_justify="left")
     for col in (
