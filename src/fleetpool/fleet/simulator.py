@@ -889,6 +889,7 @@ class Sim:
             if strategy in ("proxy", "data-api")
             else None
         )
+        # A Data API request is an HTTP exchange with a signature to check: a few hops.
         self.hop = self.costs.hop * (4 if strategy == "data-api" else 1)
         self._proc: Proc | None = None
         # Frozen containers as a stack of (box, frozen since): the top is the most
@@ -1202,7 +1203,6 @@ def simulate_strategy(
         "invocations": [r.as_dict() for r in records[:keep_invocations]],
         "observer_errors": 0,
         "virtual": {
-            "events_per_invocation": None,
             "containers": len(sim.boxes),
             "peak_live_leases": sim.budget.peak_live if sim.budget is not None else None,
             "simulated_seconds": round(sim.k.now, 3),
