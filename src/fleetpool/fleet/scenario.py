@@ -61,10 +61,17 @@ def host_costs() -> Costs:
     """The costs of ``fleetpool demo`` on this machine, for the simulator to reproduce it.
 
     The emulator starts containers as processes on this host's cores, so its cold
-    starts (and each container's first driver import) queue behind each other; the
+    starts (and each container's first driver import) queue behind each other, and a
+    store round trip is a transaction on one SQLite file shared by ~100 processes. The
     figures are fitted to the demo's spike on a 2-core machine (the calibration test).
     """
-    return Costs(cold_start=0.04, cold_start_slots=os.cpu_count() or 1, driver_import=0.01)
+    return Costs(
+        cold_start=0.04,
+        cold_start_slots=os.cpu_count() or 1,
+        driver_import=0.01,
+        connect=0.03,
+        store=0.05,
+    )
 
 
 @dataclass(frozen=True)
