@@ -245,6 +245,32 @@ class Budget:
             )
             return False
 
+    def contended(self) -> bool:
+        """Whether someone waits for this budget, as far as known without a store call.
+
+        Fair handoff asks this at check-in; True only on stores that signal it
+        (:attr:`BudgetBackend.signals_contention`: Redis, memory).
+        """
+        try:
+            return self.backend.contended()
+        except BudgetUnavailable:
+            return False
+
+    def offer(self, lease: Lease, grace: float = 5.0) -> bool:
+        """Fair handoff: True when the caller should close its connection and release
+        ``lease`` because waiters need it (the lease counts as promised for ``grace``
+        seconds so other holders keep theirs). False: keep it. One store call.
+
+        A lease already gone is reported as True (release it: it holds nothing).
+        """
+        if not lease.recorded:
+            return False
+        try:
+            verdict = self.backend.offer(lease, seconds("grace", grace))
+        except BudgetUnavailable:
+            return False
+        return verdict != 0
+
     def snapshot(self) -> Snapshot:
         """Limit, in use, remaining, per-function in use and waiting, right now."""
         snap = self.backend.snapshot()

@@ -137,6 +137,25 @@ def admit(
     return Decision(True, GRANTED)
 
 
+def should_hand_off(limit: int, in_use: int, waiting: int, offered: int) -> bool:
+    """Whether a holder idle at check-in should give its lease to the waiters (fair handoff).
+
+    Only when the free capacity plus the leases other holders are already
+    handing over (``offered``) cannot serve every live waiter: a waiter that
+    free capacity will serve needs nobody's lease, and one holder handing over
+    per waiter is enough (the others keep their warm connections).
+
+    Args:
+        limit: the budget's limit.
+        in_use: live leases, the caller's included.
+        waiting: live waiter tickets.
+        offered: leases other holders have promised to release and not yet released.
+    """
+    if waiting <= 0:
+        return False
+    return waiting > max(0, limit - in_use) + offered
+
+
 def validate_config(limit: object, functions: Mapping[str, object] | None) -> BudgetConfig:
     """Turn user input into a :class:`BudgetConfig`, or raise :class:`ConfigError`.
 

@@ -58,6 +58,7 @@ from ..tls import bearer_verification
 from . import reaper, shutdown
 from .credentials import Credentials, PasswordSource
 from .decisions import (
+    SessionReport,
     plan_checkin,
     plan_checkout,
     plan_connect_attempt,
@@ -96,6 +97,8 @@ class Stats:
     renewals: int = 0
     releases: int = 0
     reaps: int = 0
+    #: Leases given to waiters at check-in (fair handoff).
+    handoffs: int = 0
 
 
 class Database:
@@ -155,6 +158,10 @@ class Database:
             elsewhere), ``"emf"``, ``"powertools"`` or ``"off"``.
         metrics_namespace: the EMF namespace; default
             ``$FLEETPOOL_METRICS_NAMESPACE``, else ``fleetpool``.
+        fair_handoff: when others wait for the budget, give the lease back (and
+            close the connection) at check-in instead of keeping it warm (default
+            True). Known without a store call on Redis and memory budgets: a
+            clean invocation with nobody waiting still makes none.
 
     Raises:
         fleetpool.ConfigError: for a malformed URL or argument (at construction).
@@ -188,6 +195,7 @@ class Database:
         autocommit: bool = True,
         metrics: MetricsMode = "auto",
         metrics_namespace: str | None = None,
+        fair_handoff: bool = True,
     ) -> None:
         self.target: Target = parse_dsn(dsn)
         if mode not in ("reuse", "per_invocation"):
@@ -237,6 +245,7 @@ class Database:
         self.backoff: Backoff = backoff or EqualJitterBackoff()
         self.handle_signals = handle_signals
         self.autocommit = bool(autocommit)
+        self.fair_handoff = bool(fair_handoff)
         self.metrics = InvocationMetrics(metrics, metrics_namespace)
         self.stats = Stats()
         self._driver: Driver | None = None
@@ -618,11 +627,18 @@ class Database:
         driver = self.driver
         always = self.reset_policy == "always"
         if keep and not always and driver.clean(conn):
-            return
-        report = driver.report(conn)
+            if not self._contended():
+                return
+            report = SessionReport()
+            contended = True
+        else:
+            report = driver.report(conn)
+            contended = keep and self._contended()
         if always and not report.state:
             report = type(report)(**{**report.__dict__, "state": SessionState.OTHER})
-        plan = plan_checkin(report, keep=keep)
+        plan = plan_checkin(report, keep=keep, contended=contended)
+        if plan.offer_lease and self._hand_off():
+            return
         if plan.close:
             self._discard()
             if not keep:
@@ -645,6 +661,26 @@ class Database:
         except Exception:
             log.warning("could not clean session %s; closing it", self._session_id, exc_info=True)
             self._discard()
+
+    def _contended(self) -> bool:
+        # No store call: the budget's contention signal (fair handoff).
+        return (
+            self.fair_handoff
+            and self._lease is not None
+            and self._budget is not None
+            and self._budget.contended()
+        )
+
+    def _hand_off(self) -> bool:
+        """Offer the lease to waiters; True when it was given (connection closed first,
+        so the session is gone before a waiter can count on its slot)."""
+        lease, budget = self._lease, self._budget
+        if lease is None or budget is None or not budget.offer(lease):
+            return False
+        self._discard()
+        self._release()
+        self.stats.handoffs += 1
+        return True
 
     # -- teardown -----------------------------------------------------------
 

@@ -104,6 +104,9 @@ class CheckinPlan:
     rollback: bool = False
     reset: bool = False
     restore_client: bool = False
+    #: Fair handoff: ask the store whether waiters need this lease; if so close
+    #: the connection and release the lease instead of cleaning up.
+    offer_lease: bool = False
 
     @property
     def round_trips(self) -> int:
@@ -115,18 +118,24 @@ class CheckinPlan:
 CLEAN = CheckinPlan()
 
 
-def plan_checkin(report: SessionReport, *, keep: bool) -> CheckinPlan:
-    """Decide the clean-up of a check-in. ``keep=False`` (per-invocation mode) closes."""
+def plan_checkin(report: SessionReport, *, keep: bool, contended: bool = False) -> CheckinPlan:
+    """Decide the clean-up of a check-in. ``keep=False`` (per-invocation mode) closes.
+
+    ``contended``: a waiter signalled (fair handoff). A kept lease is then
+    offered to the store first; the clean-up below only runs if it is kept.
+    """
+    offer = keep and contended
     if not keep or report.broken or report.busy:
-        return CheckinPlan(close=True)
+        return CheckinPlan(close=True, offer_lease=offer)
     if report.state & SessionState.DATABASE:
         # Only a new connection restores the default database everywhere.
-        return CheckinPlan(close=True)
+        return CheckinPlan(close=True, offer_lease=offer)
     reset = bool(report.state) or report.settings_changed
     return CheckinPlan(
         rollback=report.in_transaction,
         reset=reset,
         restore_client=report.client_changed or reset or report.in_transaction,
+        offer_lease=offer,
     )
 
 

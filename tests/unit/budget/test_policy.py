@@ -120,3 +120,18 @@ def test_config_accepts_tuples_dicts_and_limits() -> None:
     assert config.functions["a"] == FunctionLimits(1, 5)
     assert config.functions["b"] == FunctionLimits(2, None)
     assert config.max_for("c") == 10
+
+
+def test_hand_off_only_when_free_capacity_and_promises_cannot_serve_the_waiters() -> None:
+    from fleetpool.budget._policy import should_hand_off
+
+    assert not should_hand_off(limit=4, in_use=4, waiting=0, offered=0)
+    assert should_hand_off(limit=4, in_use=4, waiting=1, offered=0)
+    # One promise per waiter is enough.
+    assert not should_hand_off(limit=4, in_use=4, waiting=1, offered=1)
+    assert should_hand_off(limit=4, in_use=4, waiting=3, offered=2)
+    # Free capacity serves waiters without anyone's lease.
+    assert not should_hand_off(limit=4, in_use=3, waiting=1, offered=0)
+    assert should_hand_off(limit=4, in_use=3, waiting=2, offered=0)
+    # Over the limit (after a lowered limit) counts as no free capacity.
+    assert should_hand_off(limit=2, in_use=3, waiting=1, offered=0)

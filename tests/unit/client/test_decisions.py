@@ -162,3 +162,17 @@ def test_fatal_errors_give_up_unless_an_option_was_dropped() -> None:
     assert attempt(ErrorKind.FATAL, without_option=True) == ConnectRetry()
     # Only a fatal error can be caused by the optional setting.
     assert attempt(ErrorKind.AUTH, auth_retries=3, without_option=True) is None
+
+
+def test_checkin_offers_a_kept_lease_only_when_contended() -> None:
+    from fleetpool.client.decisions import SessionReport, plan_checkin
+
+    clean = SessionReport()
+    assert not plan_checkin(clean, keep=True).offer_lease
+    assert plan_checkin(clean, keep=True, contended=True).offer_lease
+    # Per-invocation mode releases anyway: nothing to offer.
+    assert not plan_checkin(clean, keep=False, contended=True).offer_lease
+    dirty = plan_checkin(SessionReport(in_transaction=True), keep=True, contended=True)
+    assert dirty.offer_lease and dirty.rollback
+    broken = plan_checkin(SessionReport(broken=True), keep=True, contended=True)
+    assert broken.offer_lease and broken.close

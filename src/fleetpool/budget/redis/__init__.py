@@ -26,6 +26,7 @@ one Cluster slot:
 * ``:wq``      zset waiter ticket -> enqueue sequence number (FCFS order)
 * ``:wexp``    zset ticket -> expires_at (µs);  ``:wfn`` hash ticket -> function
 * ``:seq``     counter for ``:wq``
+* ``:offers``  zset lease id -> until when its holder promised to release it (fair handoff)
 
 A call whose reply was lost is retried once only when it failed fast (a stale
 connection); the retried ``acquire`` first looks for its own lease id, so a
@@ -65,7 +66,7 @@ from .._base import (
 from .._per_thread import PerThread
 from .._policy import REASONS, UNCONFIGURED, BudgetConfig
 from ._lua import LIBRARY, SCRIPT_ARGS, SCRIPTS, function_name
-from ._wake import Wakeups
+from ._wake import Contention, Wakeups
 from ._wire import (
     NO_WAITING,
     as_str,
@@ -102,7 +103,7 @@ ALLOWED_OPTIONS = frozenset(
 )
 
 
-KEY_SUFFIXES = ("config", "leases", "expiry", "counts", "wq", "wexp", "wfn", "seq")
+KEY_SUFFIXES = ("config", "leases", "expiry", "counts", "wq", "wexp", "wfn", "seq", "offers")
 
 
 def budget_keys(name: str) -> list[str]:
@@ -115,6 +116,12 @@ def wake_channel(name: str) -> str:
     return "{fleetpool:" + name + "}:wake"
 
 
+def contention_channel(name: str) -> str:
+    """Where a refused, queued acquire says someone waits (``acquire.lua`` derives it
+    from the wake channel)."""
+    return "{fleetpool:" + name + "}:contended"
+
+
 #: The admission reasons as the server sends them (decoding each reply costs more).
 _REASONS = {r.encode(): r for r in REASONS}
 
@@ -122,6 +129,7 @@ _REASONS = {r.encode(): r for r in REASONS}
 class RedisBackend(BudgetBackend):
     kind = "redis"
     notifies = True
+    signals_contention = True
 
     def __init__(
         self,
@@ -177,6 +185,7 @@ class RedisBackend(BudgetBackend):
         )
         self._static: dict[tuple[str, str, float], bytes] = {}
         self._wakeups = Wakeups(self._client, self.channel, self.timeout, redis_py)
+        self._contention = Contention(self._client, contention_channel(name), redis_py)
         self._orphans: list[tuple[str, str]] = []
         self._orphans_lock = threading.Lock()
 
@@ -407,6 +416,12 @@ class RedisBackend(BudgetBackend):
             raise LeaseLost.of(lease)
         return replace(lease, meta=merged, expires_at=expires / 1e6)
 
+    def contended(self) -> bool:
+        return self._contention.heard()
+
+    def offer(self, lease: Lease, grace: float) -> int:
+        return int(self._script("offer", (lease.id, micros(grace))))
+
     def release(self, lease: Lease) -> bool:
         return bool(self._script("release", (lease.id, self.channel, lease.function)))
 
@@ -447,6 +462,7 @@ class RedisBackend(BudgetBackend):
         """Close the wake-up subscriptions and the connections (reconnects lazily)."""
         self._conns.close_all(timeout=0.0)
         self._wakeups.close()
+        self._contention.close()
         self._client.close()
 
 
@@ -455,4 +471,4 @@ def _disconnect(conn: Any) -> None:
     conn.disconnect()
 
 
-__all__ = ["RedisBackend", "budget_keys", "wake_channel"]
+__all__ = ["RedisBackend", "budget_keys", "contention_channel", "wake_channel"]

@@ -37,6 +37,7 @@ OPERATIONS = {
         "configure",
         "leases",
         "snapshot",
+        "offer",
     )
 }
 
@@ -50,6 +51,7 @@ SCRIPT_ARGS = {
     "configure": 2,
     "leases": 0,
     "snapshot": 0,
+    "offer": 2,
 }
 
 

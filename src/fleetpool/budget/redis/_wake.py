@@ -128,4 +128,72 @@ class Wakeups:
             _unsubscribe(waits)
 
 
-__all__ = ["Waits", "Wakeups"]
+@dataclass(eq=False)
+class Listening:
+    """One thread's subscription to the contention channel (fair handoff)."""
+
+    pubsub: PubSub | None = None
+    #: time.monotonic() before which no new subscription is tried (after a failure).
+    retry_at: float = 0.0
+
+
+def _stop_listening(listening: Listening) -> None:
+    if listening.pubsub is not None:
+        try:
+            listening.pubsub.close()
+        except Exception:  # pragma: no cover - closing a broken socket
+            pass
+        listening.pubsub = None
+
+
+#: Seconds without a new subscription after one failed (a check-in must not
+#: wait for a connect timeout each time the store is down).
+RETRY_AFTER = 30.0
+
+
+class Contention:
+    """Whether a waiter published on the contention channel since this thread last looked.
+
+    A holder subscribes once (the SUBSCRIBE is sent, its confirmation read
+    later with the messages) and then looks at check-in with a zero-timeout
+    read of the socket: no round trip, so a clean invocation with nobody
+    waiting makes no store call. Messages wait in the socket while the
+    container is busy or frozen.
+    """
+
+    def __init__(self, client: Any, channel: str, redis_py: Any) -> None:
+        self._client = client
+        self._channel = channel
+        self._error = redis_py.RedisError
+        self._threads = PerThread(Listening, _stop_listening, close_with_thread=False)
+
+    def heard(self) -> bool:
+        listening = self._threads.get().value
+        pubsub = listening.pubsub
+        if pubsub is None:
+            now = time.monotonic()
+            if now < listening.retry_at:
+                return False
+            pubsub = self._client.pubsub()
+            try:
+                pubsub.subscribe(self._channel)
+            except self._error:
+                pubsub.close()
+                listening.retry_at = now + RETRY_AFTER
+                return False
+            listening.pubsub = pubsub
+            return False
+        heard = False
+        try:
+            while (msg := pubsub.get_message(timeout=0.0)) is not None:
+                heard = heard or msg.get("type") == "message"
+        except self._error:
+            _stop_listening(listening)
+            listening.retry_at = time.monotonic() + RETRY_AFTER
+        return heard
+
+    def close(self) -> None:
+        self._threads.close_all(timeout=0.0)
+
+
+__all__ = ["Contention", "Listening", "Waits", "Wakeups"]
