@@ -78,6 +78,8 @@ R = TypeVar("R")
 
 #: Upper bound on connect attempts, whatever the deadlines say.
 MAX_ATTEMPTS = 200
+#: Seconds a handed-off connection's close waits for the server to end the session.
+HANDOFF_CLOSE_WAIT = 0.5
 #: Forked children must never close (and so terminate) the parent's session.
 _ORPHANS: list[Any] = []
 
@@ -677,7 +679,10 @@ class Database:
         lease, budget = self._lease, self._budget
         if lease is None or budget is None or not budget.offer(lease):
             return False
-        self._discard()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self.stats.closes += 1
+            self.driver.close_and_wait(conn, HANDOFF_CLOSE_WAIT)
         self._release()
         self.stats.handoffs += 1
         return True
