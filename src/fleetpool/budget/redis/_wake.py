@@ -11,6 +11,7 @@ the front's jittered poll still works, so every failure here degrades to it.
 
 from __future__ import annotations
 
+import select
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -135,6 +136,10 @@ class Listening:
     pubsub: PubSub | None = None
     #: time.monotonic() before which no new subscription is tried (after a failure).
     retry_at: float = 0.0
+    #: A poll object on the subscription's socket (``sock``): one system call says
+    #: "nothing new".
+    poller: Any = None
+    sock: Any = None
 
 
 def _stop_listening(listening: Listening) -> None:
@@ -144,6 +149,7 @@ def _stop_listening(listening: Listening) -> None:
         except Exception:  # pragma: no cover - closing a broken socket
             pass
         listening.pubsub = None
+    listening.poller = listening.sock = None
 
 
 #: Seconds without a new subscription after one failed (a check-in must not
@@ -182,6 +188,19 @@ class Contention:
                 listening.retry_at = now + RETRY_AFTER
                 return False
             listening.pubsub = pubsub
+            return False
+        poller = listening.poller
+        sock = getattr(pubsub.connection, "_sock", None)
+        if poller is None or sock is not listening.sock:  # first look, or reconnected
+            listening.poller = listening.sock = None
+            if sock is not None:
+                listening.sock = sock
+                # Poll the socket itself: redis-py's get_message costs ~10 us even
+                # when nothing came. Whatever the parser holds buffered was read
+                # together with socket data, and the loop below drains it all.
+                poller = listening.poller = select.poll()
+                poller.register(sock.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+        elif not poller.poll(0):
             return False
         heard = False
         try:

@@ -20,7 +20,7 @@ from typing import Any
 #: What this module relies on beyond redis-py's public API, by class.
 REDIS_PY_INTERNALS = {
     "ConnectionPool": ("connection_class", "connection_kwargs"),
-    "Connection": ("send_packed_command", "read_response", "send_command", "disconnect"),
+    "Connection": ("send_packed_command", "read_response", "send_command", "disconnect", "_sock"),
 }
 
 
