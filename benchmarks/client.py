@@ -161,9 +161,9 @@ def bench_engine(
             # n*rounds invocations of one statement (n rounded to blocks), plus the SHOW itself.
             extra_statements = questions(conn) - q0 - per_round * rounds - 1
     resets = db.stats.resets - base[0] + db.stats.rollbacks - base[1]
-    store_calls = (
-        dbb.stats.acquires + dbb.stats.renewals + dbb.stats.handoffs - 1
-    ) / (per_round * rounds + 200)
+    store_calls = (dbb.stats.acquires + dbb.stats.renewals + dbb.stats.handoffs - 1) / (
+        per_round * rounds + 200
+    )
     raw.close()
     db.close()
     dbb.close()

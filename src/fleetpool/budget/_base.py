@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import ConfigError
 from ._policy import BudgetConfig, should_hand_off
 
 
@@ -224,6 +225,14 @@ class BudgetBackend(abc.ABC):
         """
         snap = self.snapshot()
         return 1 if should_hand_off(snap.limit, snap.in_use, snap.waiting, 0) else 0
+
+    def reserve_connect(self, rate: float, burst: int, within: float) -> float | None:
+        """Storm control: reserve a slot per :func:`fleetpool.budget._policy.connect_slot`
+        atomically in the store; the seconds to wait for it, or None (nothing reserved)."""
+        raise ConfigError(
+            f"connect_rate needs a budget store that keeps the fleet's connect schedule "
+            f"(redis://, rediss:// or memory://), not {self.kind}://"
+        )
 
     def wait_for_change(self, timeout: float) -> None:
         """Block up to ``timeout`` seconds or until capacity may have been freed.

@@ -28,7 +28,7 @@ from ..backoff import SpreadJitterBackoff, spread_jitter
 from ..errors import BudgetNotConfigured, BudgetUnavailable, ConfigError, NoConnectionsLeft
 from ..metrics import REGISTRY, BudgetMetrics
 from ._base import AcquireRequest, AcquireResult, BudgetBackend, Lease, Snapshot
-from ._policy import BudgetConfig, validate_config
+from ._policy import CONNECT_RATE, BudgetConfig, validate_config
 
 if TYPE_CHECKING:
     import asyncio
@@ -270,6 +270,42 @@ class Budget:
         except BudgetUnavailable:
             return False
         return verdict != 0
+
+    def reserve_connect(
+        self, rate: float, burst: int = 1, within: float = 0.0, function: str | None = None
+    ) -> float:
+        """Storm control: reserve the fleet's next slot for one new connection.
+
+        At most ``burst + rate * T`` connections start in any ``T`` seconds,
+        fleet-wide. Returns the seconds to wait before connecting (one store
+        call, however many wait). Raises :class:`fleetpool.NoConnectionsLeft`
+        (reason ``connect_rate``) when the slot lies more than ``within``
+        seconds ahead; with the store unreachable, ``fail_open`` returns 0.
+        """
+        rate_s = float(rate)
+        if not (rate_s > 0 and rate_s < float("inf")):
+            raise ConfigError(f"connect rate must be a positive number per second, got {rate!r}")
+        if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+            raise ConfigError(f"connect burst must be an integer >= 1, got {burst!r}")
+        within_s = seconds("within", within, zero_ok=True)
+        try:
+            delay = self.backend.reserve_connect(rate_s, burst, within_s)
+        except BudgetUnavailable:
+            if self.on_unavailable == "fail_closed":
+                raise
+            log.warning("budget %r unavailable for connect_rate; connecting now", self.name)
+            return 0.0
+        if delay is None:
+            fn = function if function is not None else default_function()
+            raise NoConnectionsLeft(
+                f"budget {self.name!r}: the fleet's connect rate ({rate_s:g}/s, burst "
+                f"{burst}) has no slot for function {fn!r} within {within_s:.3f}s "
+                f"({CONNECT_RATE})",
+                budget=self.name,
+                function=fn,
+                reason=CONNECT_RATE,
+            )
+        return delay
 
     def snapshot(self) -> Snapshot:
         """Limit, in use, remaining, per-function in use and waiting, right now."""

@@ -90,6 +90,8 @@ AT_FUNCTION_MAX = "at_function_max"
 BUDGET_FULL = "budget_full"
 RESERVED = "reserved_for_others"
 QUEUED_BEHIND = "queued_behind_earlier_waiters"
+#: Not an admission reason: storm control found no connect slot within the wait.
+CONNECT_RATE = "connect_rate"
 #: Every reason :func:`admit` gives.
 REASONS = (GRANTED, GRANTED_RESERVE, AT_FUNCTION_MAX, BUDGET_FULL, RESERVED, QUEUED_BEHIND)
 
@@ -154,6 +156,37 @@ def should_hand_off(limit: int, in_use: int, waiting: int, offered: int) -> bool
     if waiting <= 0:
         return False
     return waiting > max(0, limit - in_use) + offered
+
+
+def connect_slot(
+    tat: float, now: float, rate: float, burst: int, within: float
+) -> tuple[float | None, float]:
+    """Storm control: reserve a slot for one new connection under a fleet-wide rate.
+
+    A token bucket written as its equivalent virtual-schedule form (GCRA): the
+    store keeps one number, ``tat``, the time the next slot is free; a caller
+    takes the next slot and is told how long to wait for it, so each login costs
+    one store call however many wait. At most ``burst + rate * T`` connections
+    start in any window of ``T`` seconds.
+
+    Args:
+        tat: the stored next-free time (0 if none).
+        now: the store's clock.
+        rate: connections per second.
+        burst: connections allowed at once after a quiet spell (>= 1).
+        within: the longest wait the caller accepts (its ``max_wait`` left).
+
+    Returns:
+        ``(delay, new_tat)``: seconds to wait before connecting, or ``None``
+        when the slot lies beyond ``within`` (then nothing is reserved and
+        ``new_tat`` is ``tat``).
+    """
+    interval = 1.0 / rate
+    start = max(tat, now)
+    delay = max(0.0, start - now - (burst - 1) * interval)
+    if delay > within:
+        return None, tat
+    return delay, start + interval
 
 
 def validate_config(limit: object, functions: Mapping[str, object] | None) -> BudgetConfig:

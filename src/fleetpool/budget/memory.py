@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import LeaseLost
 from ._base import AcquireRequest, AcquireResult, BudgetBackend, Lease, Snapshot
-from ._policy import UNCONFIGURED, BudgetConfig, should_hand_off
+from ._policy import UNCONFIGURED, BudgetConfig, connect_slot, should_hand_off
 from ._state import Waiter, acquire_step, in_use_by_function
 
 
@@ -28,6 +28,8 @@ class _State:
         self.waiters: dict[str, Waiter] = {}
         #: Lease id -> until when its holder promised to release it (fair handoff).
         self.offers: dict[str, float] = {}
+        #: Storm control: when the next connect slot is free.
+        self.tat = 0.0
         self.version = 0
 
 
@@ -145,6 +147,12 @@ class MemoryBackend(BudgetBackend):
                 return 0
             s.offers[lease.id] = now + grace
             return 1
+
+    def reserve_connect(self, rate: float, burst: int, within: float) -> float | None:
+        s = self._s
+        with s.cond:
+            delay, s.tat = connect_slot(s.tat, self.clock(), rate, burst, within)
+            return delay
 
     def release(self, lease: Lease) -> bool:
         with self._s.cond:

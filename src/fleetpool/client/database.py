@@ -101,6 +101,8 @@ class Stats:
     reaps: int = 0
     #: Leases given to waiters at check-in (fair handoff).
     handoffs: int = 0
+    #: Logins that waited for a slot of the fleet's connect rate (storm control).
+    connect_waits: int = 0
 
 
 class Database:
@@ -164,6 +166,11 @@ class Database:
             close the connection) at check-in instead of keeping it warm (default
             True). Known without a store call on Redis and memory budgets: a
             clean invocation with nobody waiting still makes none.
+        connect_rate: storm control: at most this many new connections per second
+            fleet-wide (plus ``connect_burst`` at once), scheduled in the budget's
+            store (Redis or memory; one store call per login, none otherwise). The
+            wait counts against ``max_wait``. Use the same value in every function.
+        connect_burst: logins allowed at once after a quiet spell (default 1).
 
     Raises:
         fleetpool.ConfigError: for a malformed URL or argument (at construction).
@@ -198,6 +205,8 @@ class Database:
         metrics: MetricsMode = "auto",
         metrics_namespace: str | None = None,
         fair_handoff: bool = True,
+        connect_rate: float | None = None,
+        connect_burst: int = 1,
     ) -> None:
         self.target: Target = parse_dsn(dsn)
         if mode not in ("reuse", "per_invocation"):
@@ -248,6 +257,26 @@ class Database:
         self.handle_signals = handle_signals
         self.autocommit = bool(autocommit)
         self.fair_handoff = bool(fair_handoff)
+        if connect_rate is not None and not (
+            isinstance(connect_rate, int | float)
+            and not isinstance(connect_rate, bool)
+            and 0 < connect_rate < float("inf")
+        ):
+            raise ConfigError(
+                f"connect_rate must be None or a positive number per second, got {connect_rate!r}"
+            )
+        if (
+            isinstance(connect_burst, bool)
+            or not isinstance(connect_burst, int)
+            or connect_burst < 1
+        ):
+            raise ConfigError(f"connect_burst must be an integer >= 1, got {connect_burst!r}")
+        if connect_rate is not None and budget is None:
+            raise ConfigError(
+                "connect_rate needs a budget: the fleet's schedule lives in its store"
+            )
+        self.connect_rate = connect_rate
+        self.connect_burst = connect_burst
         self.metrics = InvocationMetrics(metrics, metrics_namespace)
         self.stats = Stats()
         self._driver: Driver | None = None
@@ -503,6 +532,8 @@ class Database:
         last: BaseException | None = None
         kind = ErrorKind.TRANSIENT
         for attempt in range(1, MAX_ATTEMPTS + 1):
+            if self.connect_rate is not None:
+                self._connect_slot(capacity_deadline)
             login = self.credentials.resolve()
             remaining = max(0.001, network_deadline - time.monotonic())
             try:
@@ -552,6 +583,30 @@ class Database:
                 continue
             return
         raise self._connect_error(last, kind, time.monotonic() - start)
+
+    def _connect_slot(self, capacity_deadline: float) -> None:
+        """Storm control: wait for this login's slot in the fleet's connect schedule."""
+        budget = self.budget
+        assert budget is not None and self.connect_rate is not None
+        try:
+            delay = budget.reserve_connect(
+                self.connect_rate,
+                self.connect_burst,
+                within=max(0.0, capacity_deadline - time.monotonic()),
+                function=self.function,
+            )
+        except NoConnectionsLeft as exc:
+            raise make_error(
+                NoConnectionsLeft,
+                self.driver.operational_error,
+                str(exc),
+                budget=exc.budget,
+                function=exc.function,
+                reason=exc.reason,
+            ) from exc
+        if delay > 0:
+            self.stats.connect_waits += 1
+            time.sleep(delay)
 
     def _connect_error(
         self, exc: BaseException | None, kind: ErrorKind, waited: float

@@ -11,7 +11,12 @@ import threading
 import time
 
 from fleetpool import Lease, NoConnectionsLeft
-from tests.integration.budget.test_contract import Factory, open_, store_url  # noqa: F401
+from tests.integration.budget import test_contract as contract
+from tests.integration.budget.test_contract import Factory
+
+# The contract's fixtures: every backend, budgets opened by URL.
+store_url = contract.store_url
+open_ = contract.open_
 
 
 def _wait_until(check: object, timeout: float = 5.0) -> bool:

@@ -132,9 +132,7 @@ def test_fair_handoff_serves_a_fleet_larger_than_its_budget(
     without = run_fleet(pg_dsn, redis_url, unique_name + "-nofair", fair_handoff=False)
     with_ = run_fleet(pg_dsn, redis_url, unique_name + "-fair", fair_handoff=True)
     for figures in (without, with_):
-        print(
-            f"\ncontention: {CONTAINERS} containers, limit {LIMIT}, busy ~30%: " + str(figures)
-        )
+        print(f"\ncontention: {CONTAINERS} containers, limit {LIMIT}, busy ~30%: " + str(figures))
         assert figures["errors"] == []
         assert figures["peak_sessions"] <= LIMIT
         assert figures["in_use_after"] == 0

@@ -135,3 +135,34 @@ def test_hand_off_only_when_free_capacity_and_promises_cannot_serve_the_waiters(
     assert should_hand_off(limit=4, in_use=3, waiting=2, offered=0)
     # Over the limit (after a lowered limit) counts as no free capacity.
     assert should_hand_off(limit=2, in_use=3, waiting=1, offered=0)
+
+
+def test_connect_slots_follow_the_rate_after_the_burst() -> None:
+    from fleetpool.budget._policy import connect_slot
+
+    tat, delays = 0.0, []
+    for _ in range(5):
+        delay, tat = connect_slot(tat, now=100.0, rate=10, burst=2, within=10)
+        assert delay is not None
+        delays.append(round(delay, 6))
+    # Two at once, then one every 1/rate seconds.
+    assert delays == [0.0, 0.0, 0.1, 0.2, 0.3]
+    # A caller that cannot wait that long reserves nothing.
+    assert connect_slot(tat, now=100.0, rate=10, burst=2, within=0.35) == (None, tat)
+    # After a quiet spell the schedule starts from now again.
+    assert connect_slot(tat, now=200.0, rate=10, burst=2, within=0) == (0.0, 200.1)
+
+
+def test_connect_slots_never_exceed_burst_plus_rate_times_window() -> None:
+    from fleetpool.budget._policy import connect_slot
+
+    rate, burst = 7.0, 3
+    tat, starts = 0.0, []
+    for i in range(200):
+        now = 50.0 + i * 0.01  # callers arrive faster than the rate
+        delay, tat = connect_slot(tat, now, rate, burst, within=1e9)
+        assert delay is not None
+        starts.append(now + delay)
+    for t in starts:
+        inside = sum(1 for s in starts if t <= s < t + 1.0)
+        assert inside <= burst + rate

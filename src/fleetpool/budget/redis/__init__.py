@@ -27,6 +27,7 @@ one Cluster slot:
 * ``:wexp``    zset ticket -> expires_at (µs);  ``:wfn`` hash ticket -> function
 * ``:seq``     counter for ``:wq``
 * ``:offers``  zset lease id -> until when its holder promised to release it (fair handoff)
+* ``:storm``   string, when the next connect slot is free (µs; storm control)
 
 A call whose reply was lost is retried once only when it failed fast (a stale
 connection); the retried ``acquire`` first looks for its own lease id, so a
@@ -103,7 +104,18 @@ ALLOWED_OPTIONS = frozenset(
 )
 
 
-KEY_SUFFIXES = ("config", "leases", "expiry", "counts", "wq", "wexp", "wfn", "seq", "offers")
+KEY_SUFFIXES = (
+    "config",
+    "leases",
+    "expiry",
+    "counts",
+    "wq",
+    "wexp",
+    "wfn",
+    "seq",
+    "offers",
+    "storm",
+)
 
 
 def budget_keys(name: str) -> list[str]:
@@ -421,6 +433,12 @@ class RedisBackend(BudgetBackend):
 
     def offer(self, lease: Lease, grace: float) -> int:
         return int(self._script("offer", (lease.id, micros(grace))))
+
+    def reserve_connect(self, rate: float, burst: int, within: float) -> float | None:
+        delay = int(
+            self._script("connect_slot", (micros(1.0 / rate), str(int(burst)), micros(within)))
+        )
+        return None if delay < 0 else delay / 1e6
 
     def release(self, lease: Lease) -> bool:
         return bool(self._script("release", (lease.id, self.channel, lease.function)))

@@ -38,6 +38,7 @@ OPERATIONS = {
         "leases",
         "snapshot",
         "offer",
+        "connect_slot",
     )
 }
 
@@ -52,6 +53,7 @@ SCRIPT_ARGS = {
     "leases": 0,
     "snapshot": 0,
     "offer": 2,
+    "connect_slot": 3,
 }
 
 
