@@ -28,7 +28,7 @@ from ..backoff import SpreadJitterBackoff, spread_jitter
 from ..errors import BudgetNotConfigured, BudgetUnavailable, ConfigError, NoConnectionsLeft
 from ..metrics import REGISTRY, BudgetMetrics
 from ._base import AcquireRequest, AcquireResult, BudgetBackend, Lease, Snapshot
-from ._policy import CONNECT_RATE, BudgetConfig, validate_config
+from ._policy import CONNECT_RATE, BudgetConfig, resize, validate_config
 
 if TYPE_CHECKING:
     import asyncio
@@ -112,6 +112,16 @@ class Budget:
 
     def config(self) -> BudgetConfig:
         return self.backend.get_config()
+
+    def resize(self, limit: int) -> BudgetConfig:
+        """Set a new limit, scaling the function limits as shares of the limit they were
+        configured for (a live limit, :func:`fleetpool.budget._policy.resize`)."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ConfigError(f"budget limit must be an integer >= 0, got {limit!r}")
+        current = self.backend.get_config()
+        config = resize(current, limit) if current.configured else BudgetConfig(limit)
+        self.backend.configure(config)
+        return config
 
     # -- leases --------------------------------------------------------------
 

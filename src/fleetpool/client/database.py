@@ -46,8 +46,10 @@ from .._check import seconds
 from ..aws.emf import InvocationMetrics, MetricsMode
 from ..backoff import Backoff, EqualJitterBackoff
 from ..budget import Budget, Lease, default_holder, open_budget
+from ..budget._policy import auto_limit, parse_auto_limit
 from ..engines import ErrorKind, SessionState
 from ..errors import (
+    BudgetNotConfigured,
     ConfigError,
     DatabaseUnavailable,
     FleetpoolError,
@@ -103,6 +105,8 @@ class Stats:
     handoffs: int = 0
     #: Logins that waited for a slot of the fleet's connect rate (storm control).
     connect_waits: int = 0
+    #: Live-limit changes this container wrote to the budget.
+    limit_changes: int = 0
 
 
 class Database:
@@ -171,6 +175,13 @@ class Database:
             store (Redis or memory; one store call per login, none otherwise). The
             wait counts against ``max_wait``. Use the same value in every function.
         connect_burst: logins allowed at once after a quiet spell (default 1).
+        budget_limit: ``"auto"`` (90%) or ``"auto:80%"``: a live limit. After a
+            connect, at most every ``limit_interval`` seconds and at once after
+            "too many connections", the budget's limit is set from the server's
+            ``max_connections`` minus its reserved slots and the sessions that are
+            not the fleet's, times the headroom; function limits scale as shares.
+            None (default) leaves the budget's limit alone.
+        limit_interval: seconds between looks at the server for ``budget_limit``.
 
     Raises:
         fleetpool.ConfigError: for a malformed URL or argument (at construction).
@@ -207,6 +218,8 @@ class Database:
         fair_handoff: bool = True,
         connect_rate: float | None = None,
         connect_burst: int = 1,
+        budget_limit: str | None = None,
+        limit_interval: float = 60.0,
     ) -> None:
         self.target: Target = parse_dsn(dsn)
         if mode not in ("reuse", "per_invocation"):
@@ -277,6 +290,17 @@ class Database:
             )
         self.connect_rate = connect_rate
         self.connect_burst = connect_burst
+        self.limit_headroom = parse_auto_limit(budget_limit)
+        if budget_limit is not None and self.limit_headroom is None:
+            raise ConfigError(
+                f"budget_limit must be None, 'auto' or 'auto:N%', got {budget_limit!r} "
+                "(a fixed limit is set with budget.configure(limit=...))"
+            )
+        if self.limit_headroom is not None and budget is None:
+            raise ConfigError("budget_limit needs a budget")
+        self.limit_interval = seconds("limit_interval", limit_interval)
+        self._next_limit_check = 0.0
+        self._limit_probed = False
         self.metrics = InvocationMetrics(metrics, metrics_namespace)
         self.stats = Stats()
         self._driver: Driver | None = None
@@ -503,6 +527,15 @@ class Database:
                 wait=max(0.0, deadline - time.monotonic()),
                 meta={"tag": tag, "engine": self.target.engine},
             )
+        except BudgetNotConfigured:
+            if self.limit_headroom is None or self._limit_probed:
+                raise
+            # A live limit for a budget nobody configured yet: learn it from the
+            # server first, over a session of the fleet's that holds no lease.
+            self._limit_probed = True
+            self._probe_limit(deadline)
+            self._acquire(budget, deadline)
+            return
         except NoConnectionsLeft as exc:
             hint = " (the budget has limit 0: configure it first)" if exc.limit == 0 else ""
             raise make_error(
@@ -559,6 +592,9 @@ class Database:
                     # Asked only of fatal errors: it turns the option off as it answers.
                     without_option=kind is ErrorKind.FATAL and driver.retry_without_option(exc),
                 )
+                if kind is ErrorKind.CAPACITY:
+                    # The server is fuller than the budget thinks: look again soon.
+                    self._next_limit_check = 0.0
                 if step is None:
                     break
                 auth_retries += step.auth_retry
@@ -669,7 +705,9 @@ class Database:
         if not self._registered:
             shutdown.register(self, signals=self.handle_signals)
             self._registered = True
-        self._maybe_reap(conn)
+        self._maybe_resize(conn)
+        if self._conn is not None:
+            self._maybe_reap(conn)
 
     # -- check-in -----------------------------------------------------------
 
@@ -769,6 +807,72 @@ class Database:
         self._tag = None
         self._pid = os.getpid()
         self._checked_out = False
+
+    # -- live limit -----------------------------------------------------------
+
+    def _maybe_resize(self, conn: Any) -> None:
+        headroom, budget = self.limit_headroom, self._budget
+        if headroom is None or budget is None:
+            return
+        now = time.monotonic()
+        if now < self._next_limit_check:
+            return
+        self._next_limit_check = now + self.limit_interval
+        driver = self.driver
+        try:
+            self._set_live_limit(budget, headroom, conn)
+        except Exception:
+            log.warning("could not set the live budget limit; keeping it", exc_info=True)
+        finally:
+            try:
+                if not driver.alive(conn):
+                    raise ConnectionError("session ended while reading the server's limit")
+                if driver.report(conn).in_transaction:
+                    driver.rollback(conn)
+            except Exception:
+                self._discard()
+
+    def _probe_limit(self, deadline: float) -> None:
+        """Set the live limit of an unconfigured budget from a short session of its own."""
+        budget, headroom = self._budget, self.limit_headroom
+        assert budget is not None and headroom is not None
+        conn = self.driver.connect(
+            self.credentials.resolve(),
+            autocommit=True,
+            tag=self._new_tag(),
+            timeout=max(0.001, min(self.connect_timeout, deadline - time.monotonic())),
+            idle_timeout=None,
+            statement_timeout=self.statement_timeout,
+        )
+        try:
+            self._set_live_limit(budget, headroom, conn)
+            self._next_limit_check = time.monotonic() + self.limit_interval
+        finally:
+            self.driver.close_and_wait(conn, HANDOFF_CLOSE_WAIT)
+
+    def _set_live_limit(self, budget: Budget, headroom: float, conn: Any) -> None:
+        driver = self.driver
+        if driver.engine == "postgresql":
+            from ..engines.postgres import CAPACITY_SQL
+        else:
+            from ..engines.mysql import CAPACITY_SQL
+        prefix = self.tag_prefix
+        usable, others = driver.fetch(conn, CAPACITY_SQL, (prefix, prefix))[0]
+        limit = auto_limit(int(usable), int(others), headroom)
+        current = budget.config()
+        if not current.configured or current.limit != limit:
+            budget.resize(limit)
+            self.stats.limit_changes += 1
+            log.info(
+                "budget %r: live limit %s -> %d (server allows %s, %s sessions not the "
+                "fleet's, headroom %.0f%%)",
+                budget.name,
+                current.limit if current.configured else "unset",
+                limit,
+                usable,
+                others,
+                headroom * 100,
+            )
 
     # -- reaper -------------------------------------------------------------
 

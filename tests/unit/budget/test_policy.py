@@ -166,3 +166,39 @@ def test_connect_slots_never_exceed_burst_plus_rate_times_window() -> None:
     for t in starts:
         inside = sum(1 for s in starts if t <= s < t + 1.0)
         assert inside <= burst + rate
+
+
+def test_auto_limit_takes_the_headroom_of_what_others_leave() -> None:
+    from fleetpool.budget._policy import auto_limit
+
+    assert auto_limit(usable=100, others=10, headroom=0.8) == 72
+    assert auto_limit(usable=20, others=0, headroom=1.0) == 20
+    assert auto_limit(usable=20, others=25, headroom=0.9) == 0
+
+
+def test_resize_scales_function_limits_as_shares_of_the_configured_base() -> None:
+    from fleetpool.budget._policy import BudgetConfig, FunctionLimits, resize
+
+    base = BudgetConfig(10, {"api": FunctionLimits(2, 6), "jobs": FunctionLimits(1, None)})
+    small = resize(base, 5)
+    assert small.limit == 5
+    assert small.functions == {"api": FunctionLimits(1, 3), "jobs": FunctionLimits(0, None)}
+    # Down then up again comes back exactly: shares of the base, no drift.
+    again = resize(resize(small, 3), 10)
+    assert again.functions == base.functions and again.base == base
+    # The stores keep the base with the config.
+    assert BudgetConfig.from_json(small.to_json()).base == base
+
+
+def test_parse_auto_limit() -> None:
+    import pytest
+
+    from fleetpool.budget._policy import parse_auto_limit
+    from fleetpool.errors import ConfigError
+
+    assert parse_auto_limit("auto") == 0.9
+    assert parse_auto_limit("auto:80%") == 0.8
+    assert parse_auto_limit(12) is None
+    for bad in ("auto:0%", "auto:101%", "auto:x%", "80%", 1.5):
+        with pytest.raises(ConfigError, match="auto"):
+            parse_auto_limit(bad)
