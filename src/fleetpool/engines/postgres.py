@@ -197,13 +197,13 @@ WHERE a.application_name = want.tag
 
 __all__ = [
     "AUTH_SQLSTATES",
+    "CAPACITY_SQL",
     "CAPACITY_SQLSTATES",
     "RESET",
     "ROLLBACK",
     "SESSIONS_SQL",
     "TRANSIENT_SQLSTATES",
     "UNDEFINED_PARAMETER",
-    "CAPACITY_SQL",
     "UTILISATION_SQL",
     "classify_sqlstate",
     "classify_statement",

@@ -104,5 +104,7 @@ def test_a_bad_live_limit_is_refused_clearly() -> None:
     for bad in ("auto:0%", "auto:120%", "half", 10):
         with pytest.raises(fleetpool.ConfigError, match="auto"):
             fleetpool.Database(
-                "postgresql://u@127.0.0.1/db", budget="memory://", budget_limit=bad  # type: ignore[arg-type]
+                "postgresql://u@127.0.0.1/db",
+                budget="memory://",
+                budget_limit=bad,  # type: ignore[arg-type]
             )
