@@ -589,6 +589,7 @@ class Database:
                     network_deadline=network_deadline,
                     capacity_deadline=capacity_deadline,
                     refreshable=self.credentials.refreshable,
+                    refreshes=self.credentials.refreshes,
                     # Asked only of fatal errors: it turns the option off as it answers.
                     without_option=kind is ErrorKind.FATAL and driver.retry_without_option(exc),
                 )
@@ -612,6 +613,8 @@ class Database:
                 if step.pause is not None:
                     time.sleep(step.pause)
                 continue
+            if auth_retries:
+                self.credentials.confirm()
             self._on_connected(conn)
             if self._conn is None:
                 # The session died during connect-time housekeeping (e.g. the

@@ -164,6 +164,7 @@ def plan_connect_attempt(
     refreshable: bool,
     without_option: bool = False,
     max_auth_retries: int = AUTH_RETRIES,
+    refreshes: int = 1,
 ) -> ConnectRetry | None:
     """Decide what follows a failed connect attempt; None means give up.
 
@@ -177,13 +178,15 @@ def plan_connect_attempt(
         refreshable: the credentials can be fetched again (secret, IAM token, callable).
         without_option: a fatal error came from an optional session setting the
             driver has just turned off, so an immediate retry may succeed.
+        refreshes: how many of the first authentication retries fetch the
+            credentials again at once (a secret: its pending, then its current version).
     """
     if kind is ErrorKind.AUTH and auth_retries < max_auth_retries:
         # A few times: first with fresh credentials (rotation); then because a
         # PostgreSQL login refused by a full server whose slot freed before we
         # probed looks the same from the client (libpq gives no SQLSTATE for a
         # failed connect). A wrong password costs only these few quick attempts.
-        if auth_retries == 0:
+        if auth_retries < refreshes:
             return ConnectRetry(refresh_credentials=refreshable, auth_retry=True)
         pause = plan_retry(delay, now, capacity_deadline)
         return None if pause is None else ConnectRetry(pause=pause, auth_retry=True)

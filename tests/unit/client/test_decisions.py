@@ -176,3 +176,26 @@ def test_checkin_offers_a_kept_lease_only_when_contended() -> None:
     assert dirty.offer_lease and dirty.rollback
     broken = plan_checkin(SessionReport(broken=True), keep=True, contended=True)
     assert broken.offer_lease and broken.close
+
+
+def test_a_secret_gets_two_immediate_refreshes_then_paced_retries() -> None:
+    from fleetpool.client.decisions import plan_connect_attempt
+    from fleetpool.engines import ErrorKind
+
+    def step(retries: int) -> object:
+        return plan_connect_attempt(
+            ErrorKind.AUTH,
+            delay=0.1,
+            now=0.0,
+            auth_retries=retries,
+            network_deadline=5.0,
+            capacity_deadline=5.0,
+            refreshable=True,
+            refreshes=2,
+        )
+
+    first, second, third = step(0), step(1), step(2)
+    assert first.refresh_credentials and first.pause is None  # type: ignore[attr-defined]
+    assert second.refresh_credentials and second.pause is None  # type: ignore[attr-defined]
+    assert not third.refresh_credentials and third.pause == 0.1  # type: ignore[attr-defined]
+    assert step(3) is None
