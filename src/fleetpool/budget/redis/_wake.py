@@ -51,6 +51,12 @@ class Wakeups:
         self._timeout_error = redis_py.TimeoutError
         self._threads = PerThread(Waits, _unsubscribe, close_with_thread=False)
 
+    def use(self, client: Any) -> None:
+        """Subscribe through ``client`` from now on (a Cluster redirect); the
+        threads' subscriptions through the old one are closed."""
+        self._client = client
+        self._threads.close_all(timeout=0.0)
+
     def before_attempt(self, queueing: bool) -> None:
         """Drop wake-ups already queued (the attempt sees their effect); subscribe
         before the first attempt that may queue, so no wake-up is missed."""
@@ -172,6 +178,11 @@ class Contention:
         self._channel = channel
         self._error = redis_py.RedisError
         self._threads = PerThread(Listening, _stop_listening, close_with_thread=False)
+
+    def use(self, client: Any) -> None:
+        """Listen through ``client`` from now on (a Cluster redirect)."""
+        self._client = client
+        self._threads.close_all(timeout=0.0)
 
     def heard(self) -> bool:
         listening = self._threads.get().value
