@@ -27,6 +27,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import ConfigError, FleetpoolError
 from ..redact import redact_url
+from ._limited import die_with_parent, limited_user
 from .embedded import EmbeddedPostgres
 from .emulator import Fleet, InvocationRecord
 from .observer import Observer, connect_observer, read_sessions, server_limit
@@ -57,6 +58,9 @@ class Target:
     limit: int
     embedded: bool
     version: str = ""
+    #: The workload's DSN is a demo user the server limits to ``limit`` connections;
+    #: a proxy in front (its pool is that limit, plus a probe) logs in as the DSN's user.
+    upstream_dsn: str | None = None
 
 
 @contextlib.contextmanager
@@ -70,6 +74,13 @@ def open_target(scenario: Scenario) -> Iterator[Target]:
             version = _version(conn, engine)
         finally:
             conn.close()
+        if scenario.limit is not None:
+            # The server must enforce --limit too, or the naive strategies never meet it.
+            with limited_user(scenario.dsn, engine, scenario.limit) as fleet_dsn:
+                yield Target(
+                    fleet_dsn, scenario.dsn, engine, scenario.limit, False, version, scenario.dsn
+                )
+            return
         yield Target(scenario.dsn, scenario.dsn, engine, limit, False, version)
         return
     with EmbeddedPostgres(max_connections=scenario.max_connections) as pg:
@@ -168,7 +179,14 @@ class ProxyProcess:
     def start(self, timeout: float = PROXY_READY_TIMEOUT) -> ProxyProcess:
         cmd = self.command()
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+            self.proc = subprocess.Popen(
+                # It must not outlive a demo killed with SIGKILL.
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                preexec_fn=die_with_parent,
+            )
         try:
             self.port = self._wait_listening(timeout)
         except BaseException:
@@ -349,13 +367,14 @@ def run_strategy(
         # open_target already left the observer's slot out of it, and nothing
         # else (no reaper) connects on the fleet's behalf.
         pool_app = f"{app_prefix}:proxy-pool"
-        proxy = ProxyProcess(with_app_name(target.dsn, pool_app), limit, logs / "proxy.log")
+        upstream = target.upstream_dsn or target.dsn
+        proxy = ProxyProcess(with_app_name(upstream, pool_app), limit, logs / "proxy.log")
         proxy.start()
         env["FLEET_PROXY_DSN"] = proxy.client_dsn()
         env["FLEET_PROXY_APP_NAME"] = pool_app
     elif strategy == "data-api":
         # The endpoint owns a pool of the fleet's limit; containers hold no session.
-        proxy = DataApiProcess(target.dsn, limit, logs / "data-api.log")
+        proxy = DataApiProcess(target.upstream_dsn or target.dsn, limit, logs / "data-api.log")
         proxy.start()
         env.update(proxy.client_env())
     try:
