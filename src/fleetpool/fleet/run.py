@@ -58,8 +58,8 @@ class Target:
     limit: int
     embedded: bool
     version: str = ""
-    #: The workload's DSN is a demo user the server limits to ``limit`` connections;
-    #: a proxy in front (its pool is that limit, plus a probe) logs in as the DSN's user.
+    #: Set when ``dsn`` is a demo user the server limits to ``limit`` connections: the
+    #: DSN the proxy strategies use instead (their pool is the limit).
     upstream_dsn: str | None = None
 
 
@@ -294,6 +294,9 @@ def run_strategy(
     Containers' output goes to ``log_dir/<strategy>/<container>.log`` (default:
     the temporary work dir, discarded).
     """
+    if strategy in ("proxy", "data-api") and target.upstream_dsn:
+        # Their pool is the limit; everything of theirs logs in as the DSN's user.
+        target = replace(target, dsn=target.upstream_dsn)
     if strategy == "custom":
         if not scenario.handler:
             raise ConfigError("strategy 'custom' needs [function] handler = 'module:function'")
@@ -367,14 +370,13 @@ def run_strategy(
         # open_target already left the observer's slot out of it, and nothing
         # else (no reaper) connects on the fleet's behalf.
         pool_app = f"{app_prefix}:proxy-pool"
-        upstream = target.upstream_dsn or target.dsn
-        proxy = ProxyProcess(with_app_name(upstream, pool_app), limit, logs / "proxy.log")
+        proxy = ProxyProcess(with_app_name(target.dsn, pool_app), limit, logs / "proxy.log")
         proxy.start()
         env["FLEET_PROXY_DSN"] = proxy.client_dsn()
         env["FLEET_PROXY_APP_NAME"] = pool_app
     elif strategy == "data-api":
         # The endpoint owns a pool of the fleet's limit; containers hold no session.
-        proxy = DataApiProcess(target.upstream_dsn or target.dsn, limit, logs / "data-api.log")
+        proxy = DataApiProcess(target.dsn, limit, logs / "data-api.log")
         proxy.start()
         env.update(proxy.client_env())
     try:
