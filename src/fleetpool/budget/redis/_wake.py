@@ -31,7 +31,7 @@ class Waits:
     next_expiry: float | None = None
 
 
-def _unsubscribe(waits: Waits) -> None:
+def _unsubscribe(waits: Waits | Listening) -> None:
     if waits.pubsub is not None:
         try:
             waits.pubsub.close()
@@ -149,12 +149,7 @@ class Listening:
 
 
 def _stop_listening(listening: Listening) -> None:
-    if listening.pubsub is not None:
-        try:
-            listening.pubsub.close()
-        except Exception:  # pragma: no cover - closing a broken socket
-            pass
-        listening.pubsub = None
+    _unsubscribe(listening)
     listening.poller = listening.sock = None
 
 
