@@ -2,6 +2,9 @@
 
 Usage: container.py DSN BUDGET_URL BUDGET_NAME RECORDS_FILE SEED
 
+``BUDGET_URL`` ``-``: no budget (a container behind the proxy, whose pool is
+the limit; the proxy keeps the server-side timeouts, so none is sent).
+
 Each invocation inserts one row with a fresh id in a transaction and appends a
 JSON line to RECORDS_FILE: the id, whether the commit returned, the time it
 took and, on failure, the cause. Between invocations the container sometimes
@@ -26,10 +29,12 @@ FREEZE_CHANCE = 0.02
 
 dsn, budget_url, budget_name, records, seed = sys.argv[1:6]
 rng = random.Random(int(seed))
+proxied = budget_url == "-"
 db = fleetpool.Database(
     dsn,
-    budget=budget_url,
-    budget_name=budget_name,
+    budget=None if proxied else budget_url,
+    budget_name=None if proxied else budget_name,
+    idle_timeout=None if proxied else "auto",
     function="chaos",
     lease_ttl=5.0,
     max_wait=2.0,

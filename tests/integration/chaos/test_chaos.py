@@ -7,8 +7,9 @@ seconds, on a fixed schedule: containers freeze themselves between
 invocations (thawed by the test 0.3-2 s later) and are SIGKILLed (a new one
 takes each one's place), the database restarts, Redis restarts (append-only
 file on: a store that forgets its leases could grant them twice) and Redis
-freezes (SIGSTOP) for 1.5 s. Then every container freezes for good, as a
-fleet does after its last invocation.
+freezes (SIGSTOP) for 1.5 s. Three more containers go through a fleetpool proxy
+(pool of 2), which is SIGKILLed and restarted on its port under them. Then
+every container freezes for good, as a fleet does after its last invocation.
 
 Checked from independent records -- the server's pg_stat_activity sampled
 every 10 ms, the rows in the table, the containers' own logs and the budget:
@@ -39,7 +40,7 @@ import psycopg
 import pytest
 
 import fleetpool
-from fleetpool_testing import RedisServer
+from fleetpool_testing import RedisServer, free_port
 
 CONTAINERS = 10
 LIMIT = 4
@@ -65,8 +66,10 @@ class Fleet:
         self.records: list[Path] = []
         self.kills = 0
         self.freezes = 0
+        #: The containers behind the proxy (never killed: the proxy is).
+        self.proxied: list[int] = []
 
-    def start_one(self) -> None:
+    def start_one(self, dsn: str | None = None, budget_url: str | None = None) -> None:
         n = len(self.records)
         path = self.tmp / f"container-{n}.jsonl"
         self.records.append(path)
@@ -75,8 +78,8 @@ class Fleet:
                 [
                     sys.executable,
                     str(HERE / "container.py"),
-                    self.dsn,
-                    self.budget_url,
+                    dsn or self.dsn,
+                    budget_url or self.budget_url,
                     self.name,
                     str(path),
                     str(n),
@@ -90,7 +93,7 @@ class Fleet:
         return [p for p in self.procs if p.poll() is None]
 
     def kill_one(self, rng: random.Random) -> None:
-        live = self.live()
+        live = [p for i, p in enumerate(self.procs) if i not in self.proxied and p.poll() is None]
         if live:
             victim = rng.choice(live)
             victim.kill()
@@ -115,6 +118,50 @@ class Fleet:
                 p.wait(5)
 
 
+class Proxy:
+    """``python -m fleetpool.proxy`` on a fixed loopback port, killed and restarted."""
+
+    def __init__(self, upstream: str, tmp: Path) -> None:
+        self.upstream, self.port, self.log = upstream, free_port(), tmp / "proxy.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable, "-m", "fleetpool.proxy",
+                    "--listen", f"127.0.0.1:{self.port}", "--upstream", self.upstream,
+                    "--pool-size", "2", "--auth-method", "trust",
+                ],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+            )  # fmt: skip
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with psycopg.connect(self.dsn, connect_timeout=1, autocommit=True):
+                    return
+            except psycopg.Error:
+                time.sleep(0.1)
+        raise AssertionError(f"the proxy did not start: {self.log.read_text()[-500:]}")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
 def _fleet_sessions(conn: psycopg.Connection[Any], prefix: str) -> int:
     row = conn.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s", (prefix + "%",)
@@ -135,6 +182,8 @@ def test_the_fleet_through_chaos(pg_server_factory: Any, tmp_path: Path, unique_
     budget.configure(limit=LIMIT)
     prefix = fleetpool.Database(pg.dsn, budget=budget_url, budget_name=name).tag_prefix
     fleet = Fleet(pg.dsn, budget_url, name, tmp_path)
+    proxy = Proxy(pg.dsn, tmp_path)
+    proxy.start()
     peak = [0]
     samples = [0]
     sampling = threading.Event()
@@ -161,9 +210,13 @@ def test_the_fleet_through_chaos(pg_server_factory: Any, tmp_path: Path, unique_
     try:
         for _ in range(CONTAINERS):
             fleet.start_one()
+        for _ in range(3):
+            fleet.start_one(proxy.dsn, "-")
+            fleet.proxied.append(len(fleet.procs) - 1)
         schedule = {
             5.0: "database restart",
             10.0: "redis restart",
+            12.5: "proxy kill and restart",
             15.0: "redis freeze",
             20.0: "database restart",
         }
@@ -178,6 +231,10 @@ def test_the_fleet_through_chaos(pg_server_factory: Any, tmp_path: Path, unique_
                     pg.restart()
                 elif event == "redis restart":
                     redis_server.restart()
+                elif event == "proxy kill and restart":
+                    proxy.kill()
+                    time.sleep(0.5)
+                    proxy.start()
                 else:
                     redis_server.pause(1.5).join(5)
             if time.monotonic() >= next_kill:
@@ -186,9 +243,10 @@ def test_the_fleet_through_chaos(pg_server_factory: Any, tmp_path: Path, unique_
             fleet.thaw_frozen(rng, frozen_since)
             time.sleep(0.05)
         # The end of the traffic: every container freezes where it stands, as an
-        # idle fleet does, and is never thawed.
+        # idle fleet does, and is never thawed; the proxy ends its pool.
         for p in fleet.live():
             os.kill(p.pid, signal.SIGSTOP)
+        proxy.stop()
         time.sleep(LEASE_TTL + 1.0)
         with psycopg.connect(pg.dsn, autocommit=True) as conn:
             left = _fleet_sessions(conn, prefix)
@@ -197,12 +255,13 @@ def test_the_fleet_through_chaos(pg_server_factory: Any, tmp_path: Path, unique_
         sampling.set()
         watcher.join(5)
         fleet.stop()
+        proxy.kill()
         budget.close()
         redis_server.close()
 
     records = [
-        json.loads(line)
-        for path in fleet.records
+        {**json.loads(line), "proxied": i in fleet.proxied}
+        for i, path in enumerate(fleet.records)
         if path.exists()
         for line in path.read_text().splitlines()
         if line.strip()
@@ -216,6 +275,8 @@ def test_the_fleet_through_chaos(pg_server_factory: Any, tmp_path: Path, unique_
     longest = max((r["seconds"] for r in records), default=0.0)
     figures = {
         "invocations": len(records),
+        "through_proxy": sum(1 for r in records if r["proxied"]),
+        "through_proxy_committed": sum(1 for r in records if r["proxied"] and r["committed"]),
         "committed": len(committed),
         "failures": dict(failures),
         "events": dict(events),
@@ -232,6 +293,7 @@ def test_the_fleet_through_chaos(pg_server_factory: Any, tmp_path: Path, unique_
     }
     print("\nchaos: " + json.dumps(figures))
     assert len(records) > 100 and len(committed) > 50
+    assert figures["through_proxy_committed"] > 10
     assert samples[0] > 100
     assert peak[0] <= LIMIT
     assert lost == [] and duplicated == []
