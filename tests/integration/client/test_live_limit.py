@@ -14,14 +14,24 @@ import fleetpool
 from tests.integration.client.helpers import one
 
 
-def _server_numbers(server: Any) -> tuple[int, int]:
-    """max_connections minus the reserved slots, and the client sessions (this one too)."""
+def _usable(server: Any) -> int:
+    """max_connections minus the reserved slots, as the server reports them."""
     rows = server.execute(
         "SELECT current_setting('max_connections')::int"
         " - current_setting('superuser_reserved_connections')::int"
         " - coalesce(current_setting('reserved_connections', true)::int, 0)"
     )
-    return int(rows[0][0]), 0
+    return int(rows[0][0])
+
+
+def _connect_once(dsn: str, redis_url: str, name: str, **kwargs: Any) -> fleetpool.Database:
+    """A Database with a live limit that has connected once (its first look at the server)."""
+    db = fleetpool.Database(
+        dsn, budget=redis_url, budget_name=name, handle_signals=False, reap_threshold=None, **kwargs
+    )
+    with db.connection() as conn:
+        assert one(conn, "SELECT 1") == 1
+    return db
 
 
 def test_the_budget_limit_follows_max_connections(
@@ -33,20 +43,16 @@ def test_the_budget_limit_follows_max_connections(
     server.restart()
     budget = fleetpool.open_budget(redis_url, unique_name)
     budget.configure(limit=8, functions={"api": (2, 6)})
-    db = fleetpool.Database(
+    db = _connect_once(
         server.dsn,
-        budget=redis_url,
-        budget_name=unique_name,
+        redis_url,
+        unique_name,
         function="api",
         budget_limit="auto:50%",
         limit_interval=0.2,
-        handle_signals=False,
-        reap_threshold=None,
     )
     try:
-        with db.connection() as conn:
-            assert one(conn, "SELECT 1") == 1
-        usable, _ = _server_numbers(server)
+        usable = _usable(server)
         first = budget.config()
         assert first.limit == usable // 2  # no session but the fleet's
         assert first.functions["api"].min == 2 * first.limit // 8
@@ -57,7 +63,7 @@ def test_the_budget_limit_follows_max_connections(
         time.sleep(0.3)  # past limit_interval: the next connect looks again
         with db.connection() as conn:  # the warm session died with the restart
             assert one(conn, "SELECT 1") == 1
-        usable_after, _ = _server_numbers(server)
+        usable_after = _usable(server)
         second = budget.config()
         print(f"\nlive limit: {first.limit} at max_connections=20, {second.limit} at 60")
         assert usable_after > usable
@@ -76,18 +82,9 @@ def test_other_sessions_are_left_their_connections(
 ) -> None:
     server = pg_server_factory(max_connections=20)
     others = [server.connect() for _ in range(4)]
-    db = fleetpool.Database(
-        server.dsn,
-        budget=redis_url,
-        budget_name=unique_name,
-        budget_limit="auto",
-        handle_signals=False,
-        reap_threshold=None,
-    )
+    db = _connect_once(server.dsn, redis_url, unique_name, budget_limit="auto")
     try:
-        with db.connection() as conn:
-            assert one(conn, "SELECT 1") == 1
-        usable, _ = _server_numbers(server)
+        usable = _usable(server)
         # The other sessions (and none of the fleet's) come off before the headroom.
         assert fleetpool.open_budget(redis_url, unique_name).config().limit == int(
             (usable - 4) * 0.9
