@@ -280,3 +280,14 @@ def test_wait_options_are_checked(redis_url: str) -> None:
             fleetpool.open_budget(f"{redis_url}?{bad}", "x")
     with pytest.raises(fleetpool.ConfigError, match="service name"):
         fleetpool.open_budget("redis+sentinel://127.0.0.1:1", "x")
+
+
+def test_url_options_reach_redis_py_decoded(redis_url: str, unique_name: str) -> None:
+    """A quoted option survives (the query is decoded once, encoded again for redis-py)."""
+    budget = fleetpool.open_budget(f"{redis_url}?client_name=fp%2Bbudget", unique_name)
+    try:
+        budget.configure(limit=1)
+        names = [c["name"] for c in budget.backend._client.client_list()]  # type: ignore[attr-defined]
+        assert "fp+budget" in names
+    finally:
+        budget.close()

@@ -22,7 +22,7 @@ URLs:
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit
 
 from ...errors import ConfigError
 from ...redact import redact_url
@@ -61,6 +61,27 @@ def _credentials(netloc: str) -> dict[str, str]:
     out = {"password": unquote(password)} if password else {}
     if user:
         out["username"] = unquote(user)
+    return out
+
+
+#: URL options that redis-py takes as numbers (a redis:// URL is parsed by redis-py itself).
+_NUMBERS = {"health_check_interval": float, "max_connections": int}
+_FLAGS = ("ssl_check_hostname",)
+
+
+def _typed(options: dict[str, str]) -> dict[str, Any]:
+    """The URL's options as keyword arguments for the Cluster and Sentinel clients."""
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        if key in _NUMBERS:
+            try:
+                out[key] = _NUMBERS[key](value)
+            except ValueError:
+                raise ConfigError(f"{key} must be a number, got {value!r}") from None
+        elif key in _FLAGS:
+            out[key] = value.lower() in ("1", "true", "yes", "on")
+        else:
+            out[key] = value
     return out
 
 
@@ -104,11 +125,11 @@ def open_topology(
     reads its slot map now)."""
     parts = urlsplit(url)
     scheme = parts.scheme
-    query = "?" + "&".join(f"{k}={v}" for k, v in options.items()) if options else ""
     if scheme in ("redis", "rediss"):
+        query = "?" + urlencode(options) if options else ""
         return Topology(redis_py.Redis.from_url(url + query, **kwargs))
     tls = scheme.startswith("rediss")
-    extra: dict[str, Any] = {**kwargs, **options, **_credentials(parts.netloc)}
+    extra: dict[str, Any] = {**kwargs, **_typed(options), **_credentials(parts.netloc)}
     if tls:
         extra["ssl"] = True
     if scheme in CLUSTER_SCHEMES:
