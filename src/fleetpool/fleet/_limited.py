@@ -1,4 +1,4 @@
-"""Small lifetime helpers of the demo: a limited database user, a child that dies with it.
+"""The demo's limited database user.
 
 ``limited_user``: ``fleetpool demo --dsn ... --limit N`` against a server with
 far more than N connections would show nothing (the naive strategies never meet
@@ -7,21 +7,12 @@ a PostgreSQL role with ``CONNECTION LIMIT N`` (a member of the DSN's user, so
 it reaches the same tables), or a MySQL/MariaDB user with
 ``MAX_USER_CONNECTIONS N`` and the DSN's database granted -- runs the fleet
 as that user, and drops it at the end (its sessions ended first).
-
-``die_with_parent``: a ``preexec_fn`` that asks Linux to SIGTERM the child when
-its parent dies (``PR_SET_PDEATHSIG``), so a demo killed with SIGKILL leaves
-no proxy behind. The signal follows the *thread* that started the child: start
-such children from a thread that lives as long as they should.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import os
 import secrets
-import signal
-import sys
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -29,18 +20,6 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 from ..errors import ConfigError
 from ..redact import redact_url
 from .observer import connect_observer
-
-PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent() -> None:
-    """In the child, before exec: SIGTERM me when my parent goes (Linux; a no-op elsewhere)."""
-    if not sys.platform.startswith("linux"):
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() == 1:  # the parent died before the request: go now
-        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _with_user(dsn: str, user: str, password: str) -> str:
@@ -127,4 +106,4 @@ def _drop(conn: Any, engine: str, user: str) -> None:
             _run(conn, f"DROP USER IF EXISTS '{user}'@'%'")
 
 
-__all__ = ["die_with_parent", "limited_user"]
+__all__ = ["limited_user"]

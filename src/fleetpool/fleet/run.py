@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from .._lifetime import die_with_parent
 from ..errors import ConfigError, FleetpoolError
 from ..redact import redact_url
-from ._limited import die_with_parent, limited_user
+from ._limited import limited_user
 from .embedded import EmbeddedPostgres
 from .emulator import Fleet, InvocationRecord
 from .observer import Observer, connect_observer, read_sessions, server_limit

@@ -31,7 +31,7 @@ def test_a_child_started_with_die_with_parent_ends_with_a_killed_parent() -> Non
     parent_code = textwrap.dedent(
         """
         import subprocess, sys, time
-        from fleetpool.fleet._limited import die_with_parent
+        from fleetpool._lifetime import die_with_parent
         child = subprocess.Popen(
             [sys.executable, "-c", "import time; time.sleep(60)"], preexec_fn=die_with_parent
         )
