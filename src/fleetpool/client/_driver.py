@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import abc
 import functools
+import os
 import select
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
@@ -105,6 +107,41 @@ class Driver(abc.ABC):
 
     @abc.abstractmethod
     def fileno(self, conn: Any) -> int: ...
+
+    def close_and_wait(self, conn: Any, timeout: float) -> None:
+        """Close, then wait up to ``timeout`` seconds for the server to end the session.
+
+        A server ends a session after the client's goodbye, asynchronously: its
+        slot stays taken (and visible in pg_stat_activity / processlist) for a
+        moment. A lease handed to a waiter must not be released before that, or
+        the waiter's login could find the server one session fuller than the
+        budget says. The server closes its end only once the session is gone,
+        so a duplicate of the socket, kept open across the driver's close, sees
+        EOF then.
+        """
+        try:
+            fd = self.fileno(conn)
+            dup = os.dup(fd) if fd >= 0 else -1
+        except (OSError, ValueError):
+            dup = -1
+        self.close(conn)
+        if dup < 0:
+            return
+        try:
+            poller = select.poll()
+            poller.register(dup, _EVENTS)
+            deadline = time.monotonic() + timeout
+            while (left := deadline - time.monotonic()) > 0:
+                if not poller.poll(max(1, int(left * 1000))):
+                    return
+                try:
+                    # Data before EOF (e.g. a TLS close_notify): drain it.
+                    if not os.read(dup, 65536):
+                        return
+                except OSError:
+                    return
+        finally:
+            os.close(dup)
 
     def alive(self, conn: Any) -> bool:
         """Cheap liveness: open, and nothing unsolicited waiting on the socket.

@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from .._lifetime import die_with_parent
 from ..errors import ConfigError
 
 PROXY_READY_TIMEOUT = 15.0  # seconds the proxy may take to listen
@@ -63,7 +64,14 @@ class ProxyProcess:
     def start(self, timeout: float = PROXY_READY_TIMEOUT) -> ProxyProcess:
         cmd = self.command()
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+            self.proc = subprocess.Popen(
+                # It must not outlive a demo killed with SIGKILL.
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                preexec_fn=die_with_parent,
+            )
         try:
             self.port = self._wait_listening(timeout)
         except BaseException:

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..client.dsn import Engine
+from ._limited import limited_user
 from .embedded import EmbeddedPostgres
 from .observer import connect_observer, read_sessions, server_limit
 from .scenario import Scenario
@@ -32,6 +33,9 @@ class Target:
     limit: int
     embedded: bool
     version: str = ""
+    #: Set when ``dsn`` is a demo user the server limits to ``limit`` connections: the
+    #: DSN the proxy strategies use instead (their pool is the limit).
+    upstream_dsn: str | None = None
 
 
 @contextlib.contextmanager
@@ -45,6 +49,13 @@ def open_target(scenario: Scenario) -> Iterator[Target]:
             version = _version(conn, engine)
         finally:
             conn.close()
+        if scenario.limit is not None:
+            # The server must enforce --limit too, or the naive strategies never meet it.
+            with limited_user(scenario.dsn, engine, scenario.limit) as fleet_dsn:
+                yield Target(
+                    fleet_dsn, scenario.dsn, engine, scenario.limit, False, version, scenario.dsn
+                )
+            return
         yield Target(scenario.dsn, scenario.dsn, engine, limit, False, version)
         return
     with EmbeddedPostgres(max_connections=scenario.max_connections) as pg:
