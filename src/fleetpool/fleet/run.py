@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from ..errors import ConfigError, FleetpoolError
 from ..redact import redact_url
@@ -145,6 +145,11 @@ class ProxyProcess:
         self.log = log
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
+        # A MySQL server user without a password: the containers log in to the proxy
+        # with this one-run secret instead (MySQL logins have no "trust").
+        self.client_password = ""
+        if engine_of(upstream) == "mysql" and not urlsplit(upstream).password:
+            self.client_password = uuid.uuid4().hex
 
     def command(self) -> list[str]:
         cmd = [
@@ -158,17 +163,31 @@ class ProxyProcess:
             "--pool-size",
             str(self.pool_size),
         ]
-        if not urlsplit(self.upstream).password:
+        if self.client_password:
+            # The proxy logs in to the server as the URL's user, without a password.
+            cmd += ["--set", "server_login=upstream"]
+        elif not urlsplit(self.upstream).password:
             # The server trusts this user without a password (the embedded one
             # does), so SCRAM at the proxy would only lock out the clients; it
             # listens on loopback only, for the length of one strategy run.
             cmd += ["--auth-method", "trust"]
         return cmd
 
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if self.client_password:
+            from ..proxy.config import ENV_USER_PREFIX  # the proxy's own package, on demand
+
+            user = unquote(urlsplit(self.upstream).username or "root")
+            env[f"{ENV_USER_PREFIX}{user}"] = self.client_password
+        return env
+
     def start(self, timeout: float = PROXY_READY_TIMEOUT) -> ProxyProcess:
         cmd = self.command()
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+            self.proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=self.environment()
+            )
         try:
             self.port = self._wait_listening(timeout)
         except BaseException:
@@ -202,6 +221,8 @@ class ProxyProcess:
         """The target's DSN with the proxy's address (same user, password and database)."""
         parts = urlsplit(self.upstream)
         userinfo = parts.netloc.rpartition("@")[0]
+        if self.client_password:
+            userinfo = f"{userinfo.partition(':')[0]}:{self.client_password}"
         netloc = f"{userinfo}@127.0.0.1:{self.port}" if userinfo else f"127.0.0.1:{self.port}"
         query = [(k, v) for k, v in parse_qsl(parts.query) if k != "application_name"]
         return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query)))
@@ -286,8 +307,8 @@ def run_strategy(
         raise ConfigError(f"unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
     if strategy in POSTGRES_ONLY and target.engine != "postgres":
         raise StrategySkipped(
-            f"strategy {strategy!r} skipped: fleetpool's proxy speaks the PostgreSQL "
-            f"protocol only, and this database is {target.version or target.engine}"
+            f"strategy {strategy!r} skipped: it runs on PostgreSQL only, and this "
+            f"database is {target.version or target.engine}"
         )
     run_id = uuid.uuid4().hex[:6]
     limit = scenario.limit or target.limit

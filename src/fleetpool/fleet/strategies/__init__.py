@@ -31,6 +31,7 @@ DESCRIPTIONS: dict[str, str] = {
 }
 
 #: Strategies that need a PostgreSQL server; on MySQL/MariaDB they are skipped.
-POSTGRES_ONLY: frozenset[str] = frozenset({"proxy"})
+#: (None today: the proxy speaks both protocols.)
+POSTGRES_ONLY: frozenset[str] = frozenset()
 
 __all__ = ["DESCRIPTIONS", "POSTGRES_ONLY", "STRATEGIES"]
