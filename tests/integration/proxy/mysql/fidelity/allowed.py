@@ -11,9 +11,11 @@ fidelity bug, recorded as xfail(strict=True) in test_fidelity.py until fixed. Th
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from .tap import Transcript
+from fleetpool.mysql import messages as mm
+
+from .tap import PREPARE_STEP, Transcript
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,21 @@ class Allowance:
     name: str
     reason: str
     apply: Callable[[Transcript], Transcript]
+
+
+def _relative_statement_ids(t: Transcript) -> Transcript:
+    """Each session's prepared-statement ids become 1, 2, ... in the order given."""
+    out: Transcript = []
+    ids: dict[tuple[str, int], int] = {}
+    step = ("", "")
+    for r in t:
+        first, step = (r.session, r.step) != step, (r.session, r.step)
+        if first and r.step.startswith(PREPARE_STEP) and r.payload[:1] == b"\x00":
+            ok = mm.PrepareOk.parse(r.payload)
+            n = ids.setdefault((r.session, ok.statement_id), len(ids) + 1)
+            r = replace(r, payload=r.payload[:1] + n.to_bytes(4, "little") + r.payload[5:])
+        out.append(r)
+    return out
 
 
 # The login itself is never recorded packet by packet (tap.Run.session sums it up in
@@ -34,6 +51,13 @@ ALLOWED: tuple[Allowance, ...] = (
         "each client its own connection id; KILL with that id reaches the right server "
         "thread. Server version, negotiated capabilities, status and charset are compared",
         lambda t: t,
+    ),
+    Allowance(
+        "prepared-statement ids",
+        "the proxy gives clients statement ids of its own and maps them to each server "
+        "connection's (where it prepares statements again on demand); a client only sends "
+        "them back. Compared as 'the n-th statement this session prepared'",
+        _relative_statement_ids,
     ),
 )
 

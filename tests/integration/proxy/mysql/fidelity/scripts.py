@@ -14,6 +14,8 @@ from collections.abc import Callable
 import pymysql
 from pymysql.constants import CLIENT
 
+from fleetpool.mysql import messages as mm
+
 from .tap import Run
 
 Script = Callable[[Run], None]
@@ -242,3 +244,54 @@ def commands(run: Run) -> None:
     a.sql("SELECT 1 AS empty_query_follows")
     a.sql("/* only a comment */")
     a.sql("")
+
+
+@script
+def prepared_statements(run: Run) -> None:
+    setup(
+        run,
+        "DROP TABLE IF EXISTS fid_ps",
+        "CREATE TABLE fid_ps (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(10),"
+        " d DATETIME(3), n DECIMAL(8,2), f DOUBLE, b BLOB)",
+    )
+    a = run.session()
+    calc = a.prepare("SELECT ? + 1 AS x, CONCAT(?, 'z') AS s, ? IS NULL AS n")
+    a.execute(calc, 41, "a", 0)
+    a.execute(calc, 1, "b", 2, send_types=False)  # types as bound by the first execute
+    a.execute(calc, 2, None, None)
+    insert = a.prepare("INSERT INTO fid_ps (v, d, n, f, b) VALUES (?, ?, ?, ?, ?)")
+    a.execute(insert, "one", "2024-02-29 12:34:56.789", "12.50", 0.25, b"\x00\xff")
+    a.execute(insert, "two", None, "-1", 1e300, b"")
+    a.execute(insert, "way too long for ten", None, None, None, None)
+    select = a.prepare("SELECT * FROM fid_ps WHERE id >= ? ORDER BY id")
+    a.execute(select, 1)
+    a.reset(select)
+    a.execute(select, 2)
+    a.prepare("SELECT nope FROM fid_ps")
+    a.close_statement(calc)
+    a.sql("SELECT 'after close' AS done")
+    a.sql("DROP TABLE fid_ps")
+
+
+@script
+def unknown_statement(run: Run) -> None:
+    a = run.session()
+    a.command("COM_STMT_EXECUTE of an id never prepared", mm.com_stmt_execute(999_999))
+    a.sql("SELECT 'usable' AS after_error")
+
+
+@script
+def prepared_across_connections(run: Run) -> None:
+    # Through the proxy (pool of 2) session b's open transactions hold a server
+    # connection, so a's executes run where its statement was never prepared: the proxy
+    # prepares it again there and binds the types a sent with its first execute only.
+    a = run.session("a")
+    b = run.session("b")
+    stmt = a.prepare("SELECT ? * 2 AS twice, CONCAT('<', ?, '>') AS wrapped")
+    a.execute(stmt, 21, "x")
+    for i in range(3):
+        b.sql("BEGIN")
+        b.sql(f"SELECT {i} AS holding")
+        a.execute(stmt, i, f"v{i}", send_types=False)
+        b.sql("COMMIT")
+        a.execute(stmt, -i, "", send_types=False)

@@ -20,8 +20,11 @@ from typing import Any
 import pymysql
 
 from fleetpool.mysql import messages as mm
-from fleetpool.mysql.codec import NEED_DATA, Packet, PacketDecoder
-from fleetpool.mysql.constants import SERVER_MORE_RESULTS_EXISTS
+from fleetpool.mysql.codec import NEED_DATA, Packet, PacketDecoder, encode_packet
+from fleetpool.mysql.constants import COM_STMT_PREPARE, SERVER_MORE_RESULTS_EXISTS
+from fleetpool.mysql.tracker import ResponseTracker
+
+PREPARE_STEP = "COM_STMT_PREPARE"  # steps whose first packet is a COM_STMT_PREPARE_OK
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ class Session:
     name: str
     conn: TapConnection
     run: Run
+    statements: list[int] = field(default_factory=list)  # ids the server (or proxy) gave
 
     def step(self, label: str, action: Callable[[TapConnection], object]) -> None:
         """Run ``action`` and record what the client read meanwhile (and what it raised:
@@ -102,6 +106,47 @@ class Session:
                     pass
 
         self.step(label or statement, action)
+
+    def command(self, label: str, payload: bytes) -> None:
+        """Send one command packet as is and read its whole response (where it ends is
+        the project's ResponseTracker's call): for what PyMySQL cannot send, such as the
+        binary protocol's COM_STMT_* commands."""
+
+        def action(conn: TapConnection) -> None:
+            conn._write_bytes(encode_packet(payload, 0))
+            tracker = ResponseTracker(conn.client_flag & conn.server_capabilities)
+            if not tracker.start(payload[0], 1):
+                return  # no response (COM_STMT_CLOSE)
+            buf = bytearray()
+            pos = 0
+            while not tracker.done:
+                head = conn._read_bytes(4)
+                buf += head + conn._read_bytes(int.from_bytes(head[:3], "little"))
+                pos = tracker.feed(buf, pos)
+
+        start = len(self.run.transcript)
+        self.step(label, action)
+        if payload[0] == COM_STMT_PREPARE:
+            got = self.run.transcript[start:]
+            if got and got[0].payload[:1] == b"\x00":
+                self.statements.append(mm.PrepareOk.parse(got[0].payload).statement_id)
+            else:
+                self.statements.append(0xFFFF_FFF0)  # prepare failed: an id nobody has
+
+    def prepare(self, sql: str) -> int:
+        """COM_STMT_PREPARE; returns the statement's index for execute()/close()."""
+        self.command(f"{PREPARE_STEP} {sql}", mm.com_stmt_prepare(sql))
+        return len(self.statements) - 1
+
+    def execute(self, index: int, *params: object, send_types: bool = True) -> None:
+        payload = mm.com_stmt_execute(self.statements[index], params, send_types=send_types)
+        self.command(f"COM_STMT_EXECUTE #{index} {params!r}", payload)
+
+    def reset(self, index: int) -> None:
+        self.command(f"COM_STMT_RESET #{index}", mm.com_stmt_reset(self.statements[index]))
+
+    def close_statement(self, index: int) -> None:
+        self.command(f"COM_STMT_CLOSE #{index}", mm.com_stmt_close(self.statements[index]))
 
     def capabilities(self) -> None:
         """Record the capability flags the server announced and those the client got
@@ -162,14 +207,27 @@ def render_session(entries: list[Received], capabilities: int) -> Iterator[str]:
     """One line per packet of one session, decoded by its place in the response."""
     expect = "first"
     columns = 0
+    step = ""
     for r in entries:
         p = r.payload
+        first_of_step, step = r.step != step, r.step
+        if first_of_step:
+            expect = "first"
         if p.startswith((b"login: ", b"raised: ")):
             expect = "first"
             yield p.decode(errors="replace")
             continue
         try:
-            if p[:1] == b"\xff":
+            if step.startswith(PREPARE_STEP) and p[:1] != b"\xff":
+                if first_of_step:
+                    yield f"PREPARE_OK {mm.PrepareOk.parse(p)}"
+                elif p[:1] == b"\xfe" and len(p) < 9:
+                    yield f"EOF {mm.EofPacket.parse(p)}"
+                else:
+                    d = mm.ColumnDefinition.parse(p)
+                    yield f"definition {d.name!r} type={d.type} flags={d.flags:#x}"
+                expect = "first"
+            elif p[:1] == b"\xff":
                 yield f"ERR {mm.ErrPacket.parse(p)}"
                 expect = "first"
             elif expect == "first" and p[:1] == b"\x00":

@@ -26,6 +26,9 @@ KNOWN_DIFFERENCES: dict[str, str] = {
     "insert_id_and_row_count": "SELECT LAST_INSERT_ID(), ROW_COUNT() right after an INSERT "
     "gives ROW_COUNT() 0 instead of the INSERT's count: the proxy runs DO LAST_INSERT_ID(n) "
     "before any query that reads LAST_INSERT_ID(), and that statement resets ROW_COUNT()",
+    "unknown_statement": "executing a statement id the client never prepared: the server's "
+    "error 1243 names the id 4294967295 (what the proxy sends in its place) instead of the "
+    "client's",
 }
 
 
