@@ -8,15 +8,18 @@ Usage::
 Strategy: one throwaway MariaDB (max_connections=300) is started for the run, with one
 10,000-row sysbench table. Each target gets sysbench ``oltp_point_select`` (one primary-key
 SELECT per transaction, as a server-side prepared statement) at each thread count: MariaDB
-directly (then with as many server threads as client threads) and ``fleetpool proxy`` in
-transaction mode with 20 server connections. Targets run side by side and each figure is
-the median of several interleaved runs, because background load on a shared machine
-drifts. Next to TPS, the proxy's CPU time per transaction (user + system of its process
-tree, from /proc) is printed, with the system share: it moves little with background load,
-so it is the figure to compare when changing the hot path. Issue 11's targets are checked
-(at least 0.6x direct TPS at 20 threads, 0.8x at 200) and ``oltp_read_write`` is run once
-through the proxy to show it runs clean. ``--baseline REF`` adds the proxy of another
-revision (its ``src/`` from ``git archive``) to the same interleaved rounds.
+directly (then with as many server threads as client threads), ``fleetpool proxy`` in
+transaction mode with 20 server connections, and a bare uvloop relay (benchmarks._relay:
+bytes forwarded unparsed, one upstream connection per client) as the floor: what two more
+loopback hops cost any proxy written in Python on this machine, before any pooling work.
+Targets run side by side and each figure is the median of several interleaved runs,
+because background load on a shared machine drifts. Next to TPS, the proxy's CPU time per
+transaction (user + system of its process tree, from /proc) is printed, with the system
+share: it moves little with background load, so it is the figure to compare when changing
+the hot path. Issue 11's targets are checked (at least 0.6x direct TPS at 20 threads, 0.8x
+at 200) and ``oltp_read_write`` is run directly and through the proxy to show it runs
+clean. ``--baseline REF`` adds the proxy of another revision (its ``src/`` from ``git
+archive``) to the same interleaved rounds.
 Nothing here asserts timings: it prints figures.
 """
 
@@ -26,21 +29,44 @@ import argparse
 import contextlib
 import os
 import shutil
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from fleetpool_testing import HOST, MariaDBServer
+from fleetpool_testing import HOST, MariaDBServer, free_port
 from fleetpool_testing.sysbench import SysbenchFailed, sysbench
 
 from . import _results
-from .proxy import POOL, checkout_src, fleetpool_proxy, process_tree_times
+from .proxy import POOL, checkout_src, fleetpool_proxy, process_tree_times, wait_port
 
 PASSWORD = "bench-secret"
 TABLE_SIZE = 10_000
 TARGETS = {20: 0.6, 200: 0.8}  # issue 11: fraction of direct TPS at 20 / 200 threads
 DIRECT = "mariadb direct"
+FLOOR = "bare uvloop relay (floor)"
+
+
+@contextlib.contextmanager
+def bare_relay(upstream_port: int) -> Iterator[tuple[int, int]]:
+    """Run benchmarks._relay in front of MariaDB; yields (port, pid)."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "benchmarks._relay", str(port), str(upstream_port)]
+    proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1])
+    try:
+        wait_port(port)
+        yield port, proc.pid
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 @dataclass
@@ -102,6 +128,9 @@ def main() -> int:
     ap.add_argument("--clients", default="20,200", help="sysbench thread counts")
     ap.add_argument("--workers", default="1", help="fleetpool worker counts to try")
     ap.add_argument("--baseline", help="also run the proxy of this git revision (1 worker)")
+    ap.add_argument(
+        "--no-floor", action="store_true", help="leave out the bare relay (the cost floor)"
+    )
     args = ap.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
     started = _results.now()
@@ -127,6 +156,8 @@ def main() -> int:
         with contextlib.ExitStack() as stack:
             # (label, port, pid whose process tree is the proxy, or None)
             targets: list[tuple[str, int, int | None]] = [(DIRECT, server.port, None)]
+            if not args.no_floor:
+                targets.append((FLOOR, *stack.enter_context(bare_relay(server.port))))
             for workers in (int(w) for w in args.workers.split(",")):
                 label = f"fleetpool ({workers} worker{'s' if workers > 1 else ''})"
                 proxy = fleetpool_proxy(0, workers, upstream=upstream, upstream_password=PASSWORD)
@@ -152,7 +183,7 @@ def main() -> int:
             # oltp_read_write (transactions of 18 statements) must run clean through it.
             clean: dict[str, object] = {}
             print()
-            for label, port, _pid in targets[:2]:
+            for label, port, _pid in [t for t in targets if t[0] != FLOOR][:2]:
                 try:
                     rw = sysbench("oltp_read_write", "run", port=port, user="root",
                                   password=PASSWORD, database=server.database, threads=20,
@@ -172,12 +203,18 @@ def main() -> int:
         for r in results:
             ratio = ""
             base = direct.get(r.threads)
+            floor = {x.threads: x.tps for x in results if x.target == FLOOR}.get(r.threads)
+            if r.target not in (DIRECT, FLOOR) and r.tps and floor:
+                ratio_floor = f"; {r.tps / floor:.2f}x the floor"
+            else:
+                ratio_floor = ""
             if r.target != DIRECT and r.tps and base:
                 goal = TARGETS.get(r.threads)
                 ratio = f"{r.tps / base:.2f}x direct"
                 if goal is not None:
                     met = "met" if r.tps / base >= goal else "NOT met"
                     ratio += f" (target >= {goal:.1f}x: {met})"
+                ratio += ratio_floor
             figures = f"{fmt(r.tps, ',.0f'):>10}{fmt(r.p95_ms, '.2f'):>9}{fmt(r.cpu_us, '.1f'):>11}"
             print(f"{r.target:<26}{r.threads:>8}{figures}  {ratio or r.failed}")
         path = _results.save(
