@@ -25,10 +25,10 @@ class _Side(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         peer = self.peer
-        if peer is not None and peer.transport is not None:
-            peer.transport.write(data)
-        else:
+        if peer is None or peer.transport is None:
             self.pending.append(data)  # the upstream connection is not open yet
+        elif not peer.transport.is_closing():  # else the other side has just gone
+            peer.transport.write(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         peer = self.peer

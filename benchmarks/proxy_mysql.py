@@ -48,7 +48,7 @@ PASSWORD = "bench-secret"
 TABLE_SIZE = 10_000
 TARGETS = {20: 0.6, 200: 0.8}  # issue 11: fraction of direct TPS at 20 / 200 threads
 DIRECT = "mariadb direct"
-FLOOR = "bare uvloop relay (floor)"
+FLOOR = "bare relay (floor)"
 
 
 @contextlib.contextmanager

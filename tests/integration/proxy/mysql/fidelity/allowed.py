@@ -10,19 +10,12 @@ fidelity bug, recorded as xfail(strict=True) in test_fidelity.py until fixed. Th
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from fleetpool.mysql import messages as mm
 
+from ...fidelity.allowed import Allowance
 from .tap import PREPARE_STEP, Transcript
-
-
-@dataclass(frozen=True)
-class Allowance:
-    name: str
-    reason: str
-    apply: Callable[[Transcript], Transcript]
 
 
 def _relative_statement_ids(t: Transcript) -> Transcript:

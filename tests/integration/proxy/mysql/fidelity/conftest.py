@@ -8,10 +8,8 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from fleetpool.proxy import ProxyConfig, parse_upstream
-
 from ...conftest import start_proxy
-from ..conftest import PASSWORD, USER
+from ..conftest import PASSWORD, USER, proxy_config
 from .tap import Target
 
 
@@ -26,17 +24,7 @@ def direct_target(mysql_dsn: str) -> Target:
 
 @pytest.fixture(scope="module")
 def proxy_target(mysql_dsn: str, direct_target: Target) -> Iterator[Target]:
-    cfg = ProxyConfig(
-        upstream=parse_upstream(mysql_dsn),
-        listen=("127.0.0.1", 0),
-        mode="transaction",
-        pool_size=2,
-        users={USER: PASSWORD},
-        server_login="upstream",  # "app" is the proxy's user; the server knows the upstream's
-        connection_borrow_timeout=10.0,
-        client_login_timeout=10.0,
-        shutdown_timeout=2.0,
-    )
+    cfg = proxy_config(mysql_dsn, mode="transaction", pool_size=2)
     handle = start_proxy(cfg)
     try:
         yield Target("proxy", "127.0.0.1", handle.port, USER, PASSWORD, direct_target.database)

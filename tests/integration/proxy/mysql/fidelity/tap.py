@@ -24,17 +24,10 @@ from fleetpool.mysql.codec import NEED_DATA, Packet, PacketDecoder, encode_packe
 from fleetpool.mysql.constants import COM_STMT_PREPARE, SERVER_MORE_RESULTS_EXISTS
 from fleetpool.mysql.tracker import ResponseTracker
 
+# Where a script runs (the server, or the proxy in front of it): the PostgreSQL harness's.
+from ...fidelity.driver import Target
+
 PREPARE_STEP = "COM_STMT_PREPARE"  # steps whose first packet is a COM_STMT_PREPARE_OK
-
-
-@dataclass(frozen=True)
-class Target:
-    label: str
-    host: str
-    port: int
-    user: str
-    password: str
-    database: str
 
 
 @dataclass(frozen=True)
