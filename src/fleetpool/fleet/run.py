@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from ..errors import ConfigError, FleetpoolError
 from ..redact import redact_url
@@ -173,13 +173,18 @@ class ProxyProcess:
             cmd += ["--auth-method", "trust"]
         return cmd
 
+    def _server_user(self) -> str:
+        """The user the proxy logs in to the server as (the URL's, or the default)."""
+        from ..proxy.config import parse_upstream  # the proxy's own package, on demand
+
+        return parse_upstream(self.upstream).user
+
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
         if self.client_password:
-            from ..proxy.config import ENV_USER_PREFIX  # the proxy's own package, on demand
+            from ..proxy.config import ENV_USER_PREFIX
 
-            user = unquote(urlsplit(self.upstream).username or "root")
-            env[f"{ENV_USER_PREFIX}{user}"] = self.client_password
+            env[f"{ENV_USER_PREFIX}{self._server_user()}"] = self.client_password
         return env
 
     def start(self, timeout: float = PROXY_READY_TIMEOUT) -> ProxyProcess:
@@ -222,7 +227,7 @@ class ProxyProcess:
         parts = urlsplit(self.upstream)
         userinfo = parts.netloc.rpartition("@")[0]
         if self.client_password:
-            userinfo = f"{userinfo.partition(':')[0]}:{self.client_password}"
+            userinfo = f"{quote(self._server_user(), safe='')}:{self.client_password}"
         netloc = f"{userinfo}@127.0.0.1:{self.port}" if userinfo else f"127.0.0.1:{self.port}"
         query = [(k, v) for k, v in parse_qsl(parts.query) if k != "application_name"]
         return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query)))

@@ -65,9 +65,9 @@ def test_sysbench(
         assert run.ignored_errors == 0, run.output
     else:
         # sysbench retries deadlocks (1213) and lock wait timeouts (1205): any other error
-        # fails the run (exit status checked by sysbench()). Retries happen directly too,
-        # but a proxy that mixed up transactions would produce them by the hundred.
-        assert run.ignored_errors <= run.transactions // 100, run.output
+        # fails the run (exit status checked by sysbench()). A few retries happen directly
+        # too, but a proxy that mixed up transactions would produce them by the hundred.
+        assert run.ignored_errors <= max(10, run.transactions // 20), run.output
     assert run.reconnects == 0, run.output
     assert 1 <= peak <= POOL, f"the server saw {peak} sessions with a pool of {POOL}"
     # Its prepared statements and transactions never pinned a client to a connection.
