@@ -9,6 +9,7 @@ management is one module.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -16,10 +17,11 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from .._lifetime import die_with_parent
 from ..errors import ConfigError
+from .strategies._workload import engine_of
 
 PROXY_READY_TIMEOUT = 15.0  # seconds the proxy may take to listen
 PROXY_STOP_TIMEOUT = 5.0  # seconds of graceful drain before SIGKILL
@@ -41,6 +43,11 @@ class ProxyProcess:
         self.log = log
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
+        # A MySQL server user without a password: the containers log in to the proxy
+        # with this one-run secret instead (MySQL logins have no "trust").
+        self.client_password = ""
+        if engine_of(upstream) == "mysql" and not urlsplit(upstream).password:
+            self.client_password = uuid.uuid4().hex
 
     def command(self) -> list[str]:
         cmd = [
@@ -54,12 +61,29 @@ class ProxyProcess:
             "--pool-size",
             str(self.pool_size),
         ]
-        if not urlsplit(self.upstream).password:
+        if self.client_password:
+            # The proxy logs in to the server as the URL's user, without a password.
+            cmd += ["--set", "server_login=upstream"]
+        elif not urlsplit(self.upstream).password:
             # The server trusts this user without a password (the embedded one
             # does), so SCRAM at the proxy would only lock out the clients; it
             # listens on loopback only, for the length of one strategy run.
             cmd += ["--auth-method", "trust"]
         return cmd
+
+    def _server_user(self) -> str:
+        """The user the proxy logs in to the server as (the URL's, or the default)."""
+        from ..proxy.config import parse_upstream  # the proxy's own package, on demand
+
+        return parse_upstream(self.upstream).user
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if self.client_password:
+            from ..proxy.config import ENV_USER_PREFIX
+
+            env[f"{ENV_USER_PREFIX}{self._server_user()}"] = self.client_password
+        return env
 
     def start(self, timeout: float = PROXY_READY_TIMEOUT) -> ProxyProcess:
         cmd = self.command()
@@ -70,6 +94,7 @@ class ProxyProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
+                env=self.environment(),
                 preexec_fn=die_with_parent,
             )
         try:
@@ -105,6 +130,8 @@ class ProxyProcess:
         """The target's DSN with the proxy's address (same user, password and database)."""
         parts = urlsplit(self.upstream)
         userinfo = parts.netloc.rpartition("@")[0]
+        if self.client_password:
+            userinfo = f"{quote(self._server_user(), safe='')}:{self.client_password}"
         netloc = f"{userinfo}@127.0.0.1:{self.port}" if userinfo else f"127.0.0.1:{self.port}"
         query = [(k, v) for k, v in parse_qsl(parts.query) if k != "application_name"]
         return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query)))

@@ -25,6 +25,7 @@ from typing import Any
 
 from .codec import HEADER_SIZE, encode_packet
 from .constants import (
+    CLIENT_MYSQL,
     CLIENT_SESSION_TRACK,
     COM_QUERY,
     SERVER_SESSION_STATE_CHANGED,
@@ -290,8 +291,12 @@ def rewrite_oks(
     data: bytes, spans: list[tuple[int, int]], server_caps: int, client_caps: int
 ) -> bytes:
     """``data`` with the OK packets at ``spans`` (payload start, end) re-encoded for a
-    client that did not ask for session tracking: its info text plain, no session
-    state, no SERVER_SESSION_STATE_CHANGED flag."""
+    client that did not ask for session tracking, as the server would have sent them to
+    it: no session state, no SERVER_SESSION_STATE_CHANGED flag, and the info text plain
+    from MySQL but still length-prefixed from MariaDB (which writes it so for every
+    client; a MariaDB server is one whose capabilities lack CLIENT_MYSQL)."""
+    if not server_caps & CLIENT_MYSQL:
+        client_caps |= CLIENT_SESSION_TRACK
     out: list[bytes] = []
     last = 0
     for p, end in spans:

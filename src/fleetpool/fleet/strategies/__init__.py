@@ -72,8 +72,6 @@ REGISTRY: dict[str, Strategy] = {
             "proxy",
             _h("proxy_client"),
             "global connection through fleetpool's proxy (transaction pooling, pool = limit)",
-            engines=frozenset({"postgresql"}),
-            skip_reason="fleetpool's proxy speaks the PostgreSQL protocol only",
             setup="proxy",
         ),
         Strategy(
