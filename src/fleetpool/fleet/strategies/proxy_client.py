@@ -32,7 +32,7 @@ CONN: Any = None
 
 def connect() -> Any:
     conn: Any
-    if engine_of(DSN) == "postgres":
+    if engine_of(DSN) == "postgresql":
         import psycopg
 
         conn = psycopg.connect(
