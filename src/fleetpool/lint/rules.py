@@ -50,7 +50,7 @@ FLEETPOOL_FIXES: dict[str, dict[str, str]] = {
         "SET ROLE": "SET LOCAL ROLE inside a transaction, or log in as that role",
         "SET SESSION AUTHORIZATION": "SET LOCAL SESSION AUTHORIZATION inside a transaction",
         "SET": "name the setting: SET name = value (replayed per client), or SET LOCAL",
-        "LISTEN": "LISTEN on a direct connection kept for notifications, " + _RUN_DIRECT,
+        "LISTEN": "LISTEN on a direct connection kept for notifications",
         "LOAD": "load the library for every session on the server (session_preload_libraries)",
         "DO block": "call a function (SELECT f()) instead: a DO block is opaque and pins",
         "PREPARE": "the driver's protocol-level prepared statements (the proxy shares "
