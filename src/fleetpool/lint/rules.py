@@ -45,27 +45,36 @@ class Verdict:
 # -- fleetpool: the proxy's classifiers, plus advice per pin reason --------------------------
 
 _RUN_DIRECT = "run it on a direct connection (not through the proxy)"
+# Fixes shared by several rule sets (one wording each).
+_XACT_LOCK = "pg_advisory_xact_lock (released at the end of the transaction)"
+_ON_COMMIT_DROP = "CREATE TEMP TABLE ... ON COMMIT DROP inside a transaction"
+_WITHOUT_HOLD = "a cursor WITHOUT HOLD inside the transaction"
+_PARAMETER = "pass the value as a query parameter instead of an @variable"
+_ROW_LOCK = "a row lock (SELECT ... FOR UPDATE) inside a transaction"
+_SCRATCH = "a derived table or CTE, or a table keyed by request"
+_LISTEN = "LISTEN on a direct connection kept for notifications"
+_FOR_UPDATE = "SELECT ... FOR UPDATE inside a transaction"
 FLEETPOOL_FIXES: dict[str, dict[str, str]] = {
     "postgresql": {
         "SET ROLE": "SET LOCAL ROLE inside a transaction, or log in as that role",
         "SET SESSION AUTHORIZATION": "SET LOCAL SESSION AUTHORIZATION inside a transaction",
         "SET": "name the setting: SET name = value (replayed per client), or SET LOCAL",
-        "LISTEN": "LISTEN on a direct connection kept for notifications",
+        "LISTEN": _LISTEN,
         "LOAD": "load the library for every session on the server (session_preload_libraries)",
         "DO block": "call a function (SELECT f()) instead: a DO block is opaque and pins",
         "PREPARE": "the driver's protocol-level prepared statements (the proxy shares "
         "them), not SQL PREPARE",
-        "DECLARE WITH HOLD": "a cursor WITHOUT HOLD inside the transaction",
-        "temporary object": "CREATE TEMP TABLE ... ON COMMIT DROP inside a transaction",
-        "session advisory lock": "pg_advisory_xact_lock (released at the end of the transaction)",
+        "DECLARE WITH HOLD": _WITHOUT_HOLD,
+        "temporary object": _ON_COMMIT_DROP,
+        "session advisory lock": _XACT_LOCK,
         "set_config with a computed name": "name the setting with a literal, or "
         "set_config(name, value, true) inside a transaction",
     },
     "mysql": {
-        "user variable": "pass the value as a query parameter instead of an @variable",
-        "GET_LOCK": "a row lock (SELECT ... FOR UPDATE) inside a transaction",
-        "temporary table": "a derived table or CTE, or a table keyed by request",
-        "LOCK TABLES": "SELECT ... FOR UPDATE inside a transaction",
+        "user variable": _PARAMETER,
+        "GET_LOCK": _ROW_LOCK,
+        "temporary table": _SCRATCH,
+        "LOCK TABLES": _FOR_UPDATE,
         "FLUSH TABLES WITH READ LOCK": _RUN_DIRECT,
         "PREPARE": "the driver's binary-protocol prepared statements (the proxy tracks "
         "them), not SQL PREPARE",
@@ -131,7 +140,7 @@ RDS_PROXY: dict[str, tuple[Pattern, ...]] = {
             "a CTE (WITH ...) or a regular table keyed by request",
         ),
         Pattern(r"^declare\b", "DECLARE cursor", "fetch with LIMIT/keyset pagination"),
-        Pattern(r"^listen\b", "LISTEN", "LISTEN on a direct connection, not through the proxy"),
+        Pattern(r"^listen\b", "LISTEN", _LISTEN),
         Pattern(r"^load\b", "LOAD", "session_preload_libraries in the DB parameter group"),
         Pattern(
             r"\b(?:nextval|setval)\s*\(",
@@ -141,21 +150,21 @@ RDS_PROXY: dict[str, tuple[Pattern, ...]] = {
         Pattern(
             r"\bpg_(?:try_)?advisory_lock(?:_shared)?\s*\(",
             "session advisory lock",
-            "pg_advisory_xact_lock (released at the end of the transaction)",
+            _XACT_LOCK,
         ),
     ),
     "mysql": (
-        Pattern(r"^lock\s+tables?\b", "LOCK TABLES", "SELECT ... FOR UPDATE in a transaction"),
+        Pattern(r"^lock\s+tables?\b", "LOCK TABLES", _FOR_UPDATE),
         Pattern(
             r"^flush\s+tables?\b.*\bwith\s+read\s+lock\b",
             "FLUSH TABLES WITH READ LOCK",
-            "run it on a direct connection",
+            _RUN_DIRECT,
         ),
-        Pattern(r"\bget_lock\s*\(", "GET_LOCK()", "a row lock (SELECT ... FOR UPDATE)"),
+        Pattern(r"\bget_lock\s*\(", "GET_LOCK()", _ROW_LOCK),
         Pattern(
             r"^create\s+temporary\b",
             "temporary table",
-            "a derived table or CTE, or a table keyed by request",
+            _SCRATCH,
         ),
         Pattern(
             r"^(?:prepare|execute|deallocate)\b|^drop\s+prepare\b",
@@ -229,7 +238,7 @@ def _rds_proxy(engine: str, sql: str, blanked: str) -> list[Verdict]:
                     "rds-proxy",
                     PINS,
                     "user variable",
-                    "pass the value as a query parameter instead of an @variable",
+                    _PARAMETER,
                 )
             )
         untracked = [s.name for s in effect.settings if s.name not in RDS_PROXY_MYSQL_TRACKED]
@@ -269,17 +278,17 @@ PGBOUNCER: dict[SessionState | str, tuple[str, str]] = {
     "LOAD": ("LOAD stays loaded on the server connection", "session_preload_libraries"),
     "DECLARE WITH HOLD": (
         "a WITH HOLD cursor outlives the transaction",
-        "a cursor WITHOUT HOLD inside the transaction",
+        _WITHOUT_HOLD,
     ),
     "DO block": ("", ""),  # opaque to the text; not a documented PgBouncer limit
     SessionState.SETTING: ("SET/RESET stays on the server connection", _TX_LOCAL_SET),
     SessionState.TEMP: (
         "a temporary table outlives the transaction",
-        "CREATE TEMP TABLE ... ON COMMIT DROP inside a transaction",
+        _ON_COMMIT_DROP,
     ),
     SessionState.LOCK: (
         "a session advisory lock outlives the transaction",
-        "pg_advisory_xact_lock (released at the end of the transaction)",
+        _XACT_LOCK,
     ),
     SessionState.PREPARED: (
         "SQL PREPARE is not tracked (the next transaction may run elsewhere)",
