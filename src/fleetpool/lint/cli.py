@@ -20,7 +20,8 @@ from . import ENGINES, RULE_SETS, Report, lint_paths
 
 def lint_command(
     paths: Annotated[
-        list[str], typer.Argument(help="Python (.py) and SQL (.sql) files or directories.")
+        list[str],
+        typer.Argument(help="Python (.py) and SQL (.sql) files or directories.", metavar="PATH"),
     ],
     engine: Annotated[
         str | None,
