@@ -134,3 +134,10 @@ def test_the_pgbouncer_migration_example(tmp_path: Path, monkeypatch: pytest.Mon
         result = run_fleetpool(*argv)
         assert result.code == status, (argv, result)
     assert (tmp_path / "proxy.toml").exists()
+
+
+def test_the_lint_examples(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)  # the README's paths are the repository's
+    for argv, status in commands("lint"):
+        result = run_fleetpool(*argv)
+        assert result.code == status, (argv, result)

@@ -203,6 +203,7 @@ class ClientState:
     statements: dict[int, ClientStatement] = field(default_factory=dict)
     next_id: int = 0
     pin_reason: str | None = None
+    pin_statement: bytes = b""  # the SQL that pinned (for the pin log), if known
     hold: bool = False  # SET TRANSACTION: keep the connection until that transaction ends
     long_data: set[int] = field(default_factory=set)  # statements with long data sent
     last_insert_id: int = 0
@@ -216,9 +217,10 @@ class ClientState:
     def tracks_session(self) -> bool:
         return bool(self.capabilities & CLIENT_SESSION_TRACK)
 
-    def pin(self, reason: str) -> None:
+    def pin(self, reason: str, statement: bytes = b"") -> None:
         if self.pin_reason is None:
             self.pin_reason = reason
+            self.pin_statement = statement
 
     def _changed(self) -> None:
         self.key = self.interner.key(self.settings, self.database)
@@ -261,6 +263,7 @@ class ClientState:
         self.long_data.clear()
         self.hold = False
         self.pin_reason = None
+        self.pin_statement = b""
         self._changed()
         if server is not None:
             server.forget_session()
