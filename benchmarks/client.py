@@ -101,6 +101,16 @@ def bench_engine(
     dbb = fleetpool.Database(
         dsn, budget=budget, handle_signals=False, reap_threshold=None, lease_ttl=600
     )
+    # The same without fair handoff: the peer that shows what listening for
+    # waiters at check-in costs a clean invocation.
+    dbn = fleetpool.Database(
+        dsn,
+        budget=budget,
+        handle_signals=False,
+        reap_threshold=None,
+        lease_ttl=600,
+        fair_handoff=False,
+    )
     r = redis.Redis.from_url(redis_url)
 
     def warm(d: fleetpool.Database) -> Callable[[], None]:
@@ -115,8 +125,10 @@ def bench_engine(
         select1(c)
         c.close()
 
-    series: dict[str, list[float]] = {k: [] for k in ("raw", "fp", "fp_redis", "connect", "ping")}
-    for fn in (lambda: select1(raw), warm(db), warm(dbb), r.ping):
+    series: dict[str, list[float]] = {
+        k: [] for k in ("raw", "fp", "fp_redis", "fp_redis_nofair", "connect", "ping")
+    }
+    for fn in (lambda: select1(raw), warm(db), warm(dbb), warm(dbn), r.ping):
         timed(fn, 200, [])  # warm-up: caches, prepared statements, first connect
     q0 = None
     if engine == "mysql":
@@ -131,6 +143,7 @@ def bench_engine(
         (lambda: select1(raw), series["raw"]),
         (warm(db), series["fp"]),
         (warm(dbb), series["fp_redis"]),
+        (warm(dbn), series["fp_redis_nofair"]),
         (r.ping, series["ping"]),
     ]
     for r in range(rounds):
@@ -148,10 +161,13 @@ def bench_engine(
             # n*rounds invocations of one statement (n rounded to blocks), plus the SHOW itself.
             extra_statements = questions(conn) - q0 - per_round * rounds - 1
     resets = db.stats.resets - base[0] + db.stats.rollbacks - base[1]
-    store_calls = (dbb.stats.acquires + dbb.stats.renewals - 1) / (per_round * rounds + 200)
+    store_calls = (dbb.stats.acquires + dbb.stats.renewals + dbb.stats.handoffs - 1) / (
+        per_round * rounds + 200
+    )
     raw.close()
     db.close()
     dbb.close()
+    dbn.close()
     budget.close()
     return [
         {
@@ -232,6 +248,7 @@ def main() -> int:
                 "<= raw + 1 PING",
                 p50["fp_redis"] <= raw + p50["ping"],
             ),
+            ("  same, fair_handoff=False", "fp_redis_nofair", "", None),
             ("Redis PING (one store trip)", "ping", "", None),
         ]
         for label, key, target, passed in rows:
@@ -241,6 +258,10 @@ def main() -> int:
                 f"{res['engine']:<11}{label:<34}{p50[key] * us:>9.1f}{p99[key] * us:>9.1f}"
                 f"{p50[key] / raw:>11.2f}x{target:>26}{mark:>6}"
             )
+        print(
+            f"{res['engine']:<11}{'fair handoff on/off, p50':<34}"
+            f"{p50['fp_redis'] / p50['fp_redis_nofair']:>9.3f}x"
+        )
         clean = res["resets"] == 0 and res["extra_statements"] in (None, 0)
         ok &= clean
         extra = (

@@ -54,15 +54,11 @@ ROOT = Path(__file__).resolve().parents[1]
 POOL = 20
 
 
-def process_tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) used so far by ``pid`` and its descendants.
-
-    CPU per transaction is a noise-robust figure on a shared machine: background load
-    lowers TPS but barely changes how much work the pooler does per transaction.
-    """
+def process_tree_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds used so far by ``pid`` and its descendants."""
     tick = os.sysconf("SC_CLK_TCK")
     parents: dict[int, int] = {}
-    times: dict[int, int] = {}
+    times: dict[int, tuple[int, int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -74,7 +70,7 @@ def process_tree_cpu(pid: int) -> float:
         # Fields after the parenthesised command name (which may contain spaces).
         fields = stat[stat.rfind(")") + 2 :].split()
         parents[int(entry)] = int(fields[1])
-        times[int(entry)] = int(fields[11]) + int(fields[12])  # utime + stime
+        times[int(entry)] = (int(fields[11]), int(fields[12]))  # utime, stime
     tree = {pid}
     grew = True
     while grew:
@@ -83,7 +79,18 @@ def process_tree_cpu(pid: int) -> float:
             if parent in tree and child not in tree:
                 tree.add(child)
                 grew = True
-    return sum(times.get(p, 0) for p in tree) / tick
+    user = sum(times.get(p, (0, 0))[0] for p in tree) / tick
+    system = sum(times.get(p, (0, 0))[1] for p in tree) / tick
+    return user, system
+
+
+def process_tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and its descendants.
+
+    CPU per transaction is a noise-robust figure on a shared machine: background load
+    lowers TPS but barely changes how much work the pooler does per transaction.
+    """
+    return sum(process_tree_times(pid))
 
 
 def wait_port(port: int, timeout: float = 20.0) -> None:
@@ -196,18 +203,27 @@ def pgbouncer(pg_port: int, workdir: Path) -> Iterator[tuple[int, int]]:
 
 @contextlib.contextmanager
 def fleetpool_proxy(
-    pg_port: int, workers: int, src: Path | None = None, extra: list[str] | None = None
+    pg_port: int,
+    workers: int,
+    src: Path | None = None,
+    extra: list[str] | None = None,
+    upstream: str = "",
+    upstream_password: str = "",
 ) -> Iterator[tuple[int, int]]:
-    """Run ``fleetpool proxy`` (from ``src``, default this checkout); yields (port, pid)."""
+    """Run ``fleetpool proxy`` (from ``src``, default this checkout); yields (port, pid).
+    ``upstream`` (a URL without its password) replaces the PostgreSQL at ``pg_port``."""
     port = free_port()
     cmd = [
         sys.executable, "-m", "fleetpool.proxy",
         "--listen", f"{HOST}:{port}",
-        "--upstream", f"postgresql://postgres@{HOST}:{pg_port}/postgres",
-        "--pool-size", str(POOL), "--mode", "transaction", "--auth-method", "trust",
+        "--upstream", upstream or f"postgresql://postgres@{HOST}:{pg_port}/postgres",
+        "--pool-size", str(POOL), "--mode", "transaction",
+        *([] if upstream else ["--auth-method", "trust"]),
         "--workers", str(workers), "--log-level", "WARNING", *(extra or []),
     ]  # fmt: skip
     env = dict(os.environ, PYTHONPATH=str(src or ROOT / "src"))
+    if upstream_password:
+        env["FLEETPOOL_PROXY_UPSTREAM_PASSWORD"] = upstream_password
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port)

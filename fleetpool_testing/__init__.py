@@ -2,7 +2,7 @@
 
 Modules: ``binaries`` (finding them), ``processes`` (privilege drop, reaping, ports),
 ``server`` (the shared lifecycle), ``postgres``, ``mariadb``, ``redis``, ``moto``,
-``pgbouncer``, ``prometheus``.
+``pgbouncer``, ``prometheus``, ``sysbench`` (running the load tool, not a server).
 The pytest fixtures over them are in ``tests/fix_servers.py``.
 
 Strategy:

@@ -34,7 +34,7 @@ class PostgresServer(Server):
 
     def __init__(
         self,
-        max_connections: int = 50,
+        max_connections: int | None = 50,
         settings: Mapping[str, object] | None = None,
         port: int | None = None,
         *,
@@ -139,7 +139,6 @@ class PostgresServer(Server):
     def _argv(self) -> list[str]:
         gucs: dict[str, object] = {
             "listen_addresses": self.host,
-            "max_connections": self.max_connections,
             "superuser_reserved_connections": 0,
             "fsync": False,
             # synchronous_commit stays on: with fsync=off it costs a write(), and kill()
@@ -159,6 +158,9 @@ class PostgresServer(Server):
             )
         else:
             gucs.update(wal_level="minimal", max_wal_senders=0)
+        if self.max_connections is not None:
+            # None: from the configuration files (ALTER SYSTEM applies after a restart).
+            gucs["max_connections"] = self.max_connections
         gucs.update(self.settings)
         argv = [
             str(self.bindir / "postgres"),

@@ -1,4 +1,5 @@
-"""The ``fleetpool`` command: ``demo | simulate | proxy | budget | reap | token | layer``.
+"""The ``fleetpool`` command: ``demo | simulate | plan | proxy | budget | reap | lint | token |
+layer``.
 
 Strategy: each part owns its commands in its own ``cli`` module; this file only
 mounts them, importing each lazily so ``fleetpool budget status`` does not pay
@@ -28,6 +29,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # it ran, but something it depends on failed: a database, a store, a port
 EXIT_USAGE = 2  # bad command line or configuration: fix it and run again
 EXIT_NOT_FOUND = 3  # what was named does not exist yet (an unconfigured budget, a missing store)
+EXIT_FINDINGS = 4  # a check ran and found something (fleetpool lint: pinning statements)
 EXIT_INTERNAL = 70  # a bug in fleetpool (EX_SOFTWARE): rerun with --debug and report it
 EXIT_INTERRUPTED = 130  # Ctrl-C / SIGINT
 EXIT_CODES: dict[int, str] = {
@@ -35,6 +37,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_FAILED: "failed: a database, budget store, port or other dependency was unavailable",
     EXIT_USAGE: "usage or configuration error (the message says what is accepted)",
     EXIT_NOT_FOUND: "not found: the budget or store named is not configured yet",
+    EXIT_FINDINGS: "findings: fleetpool lint found statements that pin or leave session state",
     EXIT_INTERNAL: "internal error: rerun with --debug for the traceback",
     EXIT_INTERRUPTED: "interrupted",
 }
@@ -44,12 +47,22 @@ DEBUG_ENV = "FLEETPOOL_DEBUG"
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("fleetpool.fleet.cli", "demo", "Run every strategy on an embedded database"),
     "simulate": ("fleetpool.fleet.cli", "simulate", "Run a fleet scenario from a TOML file"),
+    "plan": (
+        "fleetpool.fleet.cli",
+        "plan_command",
+        "Recommend budget or pool settings for a scenario (virtual clock)",
+    ),
     "token": (
         "fleetpool.proxy.cli",
         "token_command",
         "Make a short-lived signed proxy login token",
     ),
     "reap": ("fleetpool.client.cli", "reap", "Terminate the fleet's expired or idle sessions"),
+    "lint": (
+        "fleetpool.lint.cli",
+        "lint_command",
+        "Find statements that would pin a client or leave session state",
+    ),
     "data-api": (
         "fleetpool.dataapi.cli",
         "data_api_command",

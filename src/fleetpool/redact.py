@@ -1,10 +1,12 @@
 # Strategy: secrets leave the process only by mistake, so every place that shows a URL,
 # a DSN or a setting passes it through here first. One function per shape of text:
-# URLs (a password in the netloc, secret-named query parameters), and mappings of
-# settings (values of secret-named keys). What is hidden is replaced, never dropped,
+# URLs (a password in the netloc, secret-named query parameters), mappings of
+# settings (values of secret-named keys), and the head of a SQL statement (its
+# literals, which may hold a password or a token). What is hidden is replaced, never dropped,
 # so the reader still sees that a secret is set.
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -62,3 +64,25 @@ def redact_mapping(data: Mapping[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+# Quoted text of either engine ('...', "...", $tag$...$tag$), also when cut short by
+# a truncation: the unterminated rest is hidden too. A backslash escape may end a
+# literal early; the rest then reads as another literal, so more is hidden, not less.
+_SQL_QUOTED = re.compile(
+    r"'(?:[^']|'')*(?:'|$)|\"(?:[^\"]|\"\")*(?:\"|$)|\$([A-Za-z_]\w*|)\$.*?(?:\$\1\$|$)",
+    re.S,
+)
+
+
+def sql_head(sql: str | bytes, words: int = 6, limit: int = 80) -> str:
+    """The first ``words`` words of ``sql`` for a log line or a report, literals as ``'?'``.
+
+    Enough to find the statement in the code that sent it (``SET search_path TO '?'``,
+    ``SELECT pg_advisory_lock(42)``) without copying values, which may be secrets.
+    Whitespace is folded; longer results are cut to ``limit`` characters.
+    """
+    text = sql.decode("utf-8", "replace") if isinstance(sql, bytes) else sql
+    text = _SQL_QUOTED.sub("'?'", text[: limit * 8])
+    head = " ".join(text.split()[:words])
+    return head if len(head) <= limit else head[: limit - 1] + "…"

@@ -54,6 +54,15 @@ def test_the_cli_examples() -> None:
     assert not Path("/nonexistent").exists()
 
 
+def test_the_virtual_clock_examples(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for argv, status in commands("virtual"):
+        argv = [str(ROOT / a) if a.startswith("src/") else a for a in argv]
+        result = run_fleetpool(*argv)
+        assert result.code == status, (argv, result)
+    assert (tmp_path / "plan.html").read_text().startswith("<!DOCTYPE html>")
+
+
 @pytest.fixture
 def database(pg_server_factory: Any) -> str:
     server = pg_server_factory()
@@ -125,3 +134,10 @@ def test_the_pgbouncer_migration_example(tmp_path: Path, monkeypatch: pytest.Mon
         result = run_fleetpool(*argv)
         assert result.code == status, (argv, result)
     assert (tmp_path / "proxy.toml").exists()
+
+
+def test_the_lint_examples(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)  # the README's paths are the repository's
+    for argv, status in commands("lint"):
+        result = run_fleetpool(*argv)
+        assert result.code == status, (argv, result)

@@ -64,3 +64,24 @@ def test_proxy_config_shows_no_secret() -> None:
     for secret in ("UP", "USERPW", "SRVPW", "TOK", "PREV", "ADM", "RPW", "DAK", "DTOK"):
         assert f"'{secret}'" not in text and f":{secret}@" not in text, secret
     assert cfg.shown()["users"] == ["app"]
+
+
+def test_sql_head_keeps_the_first_words_and_hides_literals() -> None:
+    from fleetpool.redact import sql_head
+
+    assert sql_head("SET app.token = 's3cret'") == "SET app.token = '?'"
+    assert sql_head(b"  SELECT\n  pg_advisory_lock(42)  ") == "SELECT pg_advisory_lock(42)"
+    assert sql_head("select $$body$$, $tag$x$tag$, $1") == "select '?', '?', $1"
+    assert sql_head("SELECT 1, 2, 3, 4, 5, 6, 7", words=3) == "SELECT 1, 2,"
+    # A literal cut short by the length limit is hidden to its end.
+    cut = sql_head("SELECT '" + "x" * 2000 + "'", words=10, limit=40)
+    assert "x" not in cut and len(cut) <= 40
+
+
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=4, max_size=30))
+def test_a_literal_never_survives_in_a_sql_head(value: str) -> None:
+    from fleetpool.redact import sql_head
+
+    quoted = "'" + value.replace("'", "''") + "'"
+    head = sql_head(f"SELECT set_config('app.secret', {quoted}, false)", words=20, limit=500)
+    assert head == "SELECT set_config('?', '?', false)"

@@ -8,7 +8,7 @@ decides *what* to ask for and packs the result the way Lambda reads it:
   fleetpool's installed metadata (pyproject.toml stays the one list), resolved
   for the runtime's CPython and the architecture's manylinux tags;
 * fleetpool itself is copied from the installed package, without the parts a
-  function never runs (the proxy, the fleet emulator and its HTML report);
+  function never runs (the proxy, the fleet emulator and its HTML report, the linter);
 * Lambda mounts a layer read-only under ``/opt``, where Python cannot write
   ``__pycache__``: without bytecode in the zip every cold start compiles every
   module again. pip's own compilation would use the build machine's Python, so
@@ -42,7 +42,7 @@ EXTRAS = ("postgres", "mysql", "aws", "redis", "powertools")
 #: python3.11 runs on Amazon Linux 2 (glibc 2.26); 3.12 and 3.13 on Amazon Linux 2023 (2.34).
 GLIBC = {"python3.11": (2, 26), "python3.12": (2, 34), "python3.13": (2, 34)}
 #: Packages of the ``fleetpool`` tree a function never imports.
-LEFT_OUT = ("fleet", "proxy")
+LEFT_OUT = ("fleet", "lint", "proxy")
 #: Lambda's limits: 50 MB for a zip uploaded directly, 250 MB unzipped (function + layers).
 ZIP_LIMIT = 50 * 1024 * 1024
 UNZIPPED_LIMIT = 250 * 1024 * 1024

@@ -13,6 +13,11 @@ Accepted URLs (``ConfigError`` names them when another is given):
 * ``memory://`` -- this process only (tests, simulator, a single proxy).
 * ``sqlite:///abs/path/budget.db`` or ``sqlite:relative/path.db`` -- processes on one host.
 * ``redis://host:port/db`` and ``rediss://`` (TLS) -- a fleet; one Lua script per call.
+* ``redis+cluster://host:port[,host:port...]`` -- a Redis Cluster (the budget's keys
+  share one slot; redirects are followed).
+* ``redis+sentinel://host:port[,host:port...]/service/db`` -- Sentinel's current primary.
+* Redis options ``wait_replicas=N`` (and ``wait_timeout`` seconds): a grant or renewal
+  returns only once N replicas have it (WAIT), so a failover cannot lose it.
 * ``dynamodb://table?region=eu-west-1&endpoint_url=http://...`` -- a fleet on AWS.
 
 Query parameters common to all: ``timeout`` (seconds per store call, default 2)
@@ -31,9 +36,18 @@ from ._base import AcquireRequest, AcquireResult, BudgetBackend, Lease, Snapshot
 from ._budget import AsyncBudget, Budget, OnUnavailable, default_holder
 from ._policy import UNCONFIGURED, BudgetConfig, Decision, FunctionLimits, admit, validate_config
 
-SCHEMES = ("memory", "sqlite", "redis", "rediss", "dynamodb")
+REDIS_SCHEMES = (
+    "redis",
+    "rediss",
+    "redis+cluster",
+    "rediss+cluster",
+    "redis+sentinel",
+    "rediss+sentinel",
+)
+SCHEMES = ("memory", "sqlite", *REDIS_SCHEMES, "dynamodb")
 ACCEPTED = (
     "memory://, sqlite:///path/to/file.db, redis://host:port/db, rediss://host:port/db, "
+    "redis+cluster://host:port[,host:port], redis+sentinel://host:port[,host:port]/service/db, "
     "dynamodb://table?region=...&endpoint_url=..."
 )
 DEFAULT_TIMEOUT = 2.0
@@ -44,7 +58,8 @@ def _options(url: str) -> tuple[Any, dict[str, str]]:
         raise ConfigError(f"budget URL must be a non-empty string; accepted: {ACCEPTED}")
     try:
         parts = urlsplit(url.strip())
-        _ = parts.port  # raises ValueError for a malformed port
+        if "," not in parts.netloc:  # several hosts (Cluster, Sentinel) are checked later
+            _ = parts.port  # raises ValueError for a malformed port
     except ValueError as exc:
         raise ConfigError(
             f"malformed budget URL {redact_url(url)!r}: {exc}; accepted: {ACCEPTED}"
@@ -118,8 +133,8 @@ def _backend(url: str, name: str, timeout: float | None, create: bool) -> Budget
         from .sqlite import SQLiteBackend
 
         return SQLiteBackend(name, path, timeout=t, create=create)
-    if scheme in ("redis", "rediss"):
-        if not parts.hostname:
+    if scheme in REDIS_SCHEMES:
+        if not parts.netloc.rpartition("@")[2]:
             raise ConfigError(
                 f"redis budget URL {redact_url(url)!r} needs a host: redis://host:6379/0"
             )

@@ -20,7 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._policy import BudgetConfig
+from ..errors import ConfigError
+from ._policy import BudgetConfig, should_hand_off
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,9 @@ class BudgetBackend(abc.ABC):
     kind: str = "abstract"
     #: Whether ``wait_for_change`` is driven by a real notification.
     notifies: bool = False
+    #: Whether :meth:`contended` hears from waiters (otherwise it is always False
+    #: and fair handoff never triggers on this store).
+    signals_contention: bool = False
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -202,6 +206,33 @@ class BudgetBackend(abc.ABC):
     @abc.abstractmethod
     def snapshot(self) -> Snapshot:
         """Live totals and per-function counts."""
+
+    def contended(self) -> bool:
+        """Whether a refused waiter signalled since the last look, known without a store call.
+
+        A hint for fair handoff: True makes the caller ask :meth:`offer`.
+        """
+        return False
+
+    def offer(self, lease: Lease, grace: float) -> int:
+        """Offer ``lease`` to the waiters (see :func:`fleetpool.budget._policy.should_hand_off`).
+
+        Returns 1 when the caller should close its connection and release the
+        lease (it counts as promised for ``grace`` seconds, so other holders keep
+        theirs), 0 to keep it, -1 when the lease is gone already. This default
+        reads a snapshot (not atomic with other holders' offers: it may hand over
+        more than needed, never less).
+        """
+        snap = self.snapshot()
+        return 1 if should_hand_off(snap.limit, snap.in_use, snap.waiting, 0) else 0
+
+    def reserve_connect(self, rate: float, burst: int, within: float) -> float | None:
+        """Storm control: reserve a slot per :func:`fleetpool.budget._policy.connect_slot`
+        atomically in the store; the seconds to wait for it, or None (nothing reserved)."""
+        raise ConfigError(
+            f"connect_rate needs a budget store that keeps the fleet's connect schedule "
+            f"(redis://, rediss:// or memory://), not {self.kind}://"
+        )
 
     def wait_for_change(self, timeout: float) -> None:
         """Block up to ``timeout`` seconds or until capacity may have been freed.

@@ -28,7 +28,7 @@ from ..backoff import SpreadJitterBackoff, spread_jitter
 from ..errors import BudgetNotConfigured, BudgetUnavailable, ConfigError, NoConnectionsLeft
 from ..metrics import REGISTRY, BudgetMetrics
 from ._base import AcquireRequest, AcquireResult, BudgetBackend, Lease, Snapshot
-from ._policy import BudgetConfig, validate_config
+from ._policy import CONNECT_RATE, BudgetConfig, resize, validate_config
 
 if TYPE_CHECKING:
     import asyncio
@@ -112,6 +112,16 @@ class Budget:
 
     def config(self) -> BudgetConfig:
         return self.backend.get_config()
+
+    def resize(self, limit: int) -> BudgetConfig:
+        """Set a new limit, scaling the function limits as shares of the limit they were
+        configured for (a live limit, :func:`fleetpool.budget._policy.resize`)."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ConfigError(f"budget limit must be an integer >= 0, got {limit!r}")
+        current = self.backend.get_config()
+        config = resize(current, limit) if current.configured else BudgetConfig(limit)
+        self.backend.configure(config)
+        return config
 
     # -- leases --------------------------------------------------------------
 
@@ -244,6 +254,68 @@ class Budget:
                 "budget %r unavailable on release; lease %s will expire", self.name, lease.id
             )
             return False
+
+    def contended(self) -> bool:
+        """Whether someone waits for this budget, as far as known without a store call.
+
+        Fair handoff asks this at check-in; True only on stores that signal it
+        (:attr:`BudgetBackend.signals_contention`: Redis, memory).
+        """
+        try:
+            return self.backend.contended()
+        except BudgetUnavailable:
+            return False
+
+    def offer(self, lease: Lease, grace: float = 5.0) -> bool:
+        """Fair handoff: True when the caller should close its connection and release
+        ``lease`` because waiters need it (the lease counts as promised for ``grace``
+        seconds so other holders keep theirs). False: keep it. One store call.
+
+        A lease already gone is reported as True (release it: it holds nothing).
+        """
+        if not lease.recorded:
+            return False
+        try:
+            verdict = self.backend.offer(lease, seconds("grace", grace))
+        except BudgetUnavailable:
+            return False
+        return verdict != 0
+
+    def reserve_connect(
+        self, rate: float, burst: int = 1, within: float = 0.0, function: str | None = None
+    ) -> float:
+        """Storm control: reserve the fleet's next slot for one new connection.
+
+        At most ``burst + rate * T`` connections start in any ``T`` seconds,
+        fleet-wide. Returns the seconds to wait before connecting (one store
+        call, however many wait). Raises :class:`fleetpool.NoConnectionsLeft`
+        (reason ``connect_rate``) when the slot lies more than ``within``
+        seconds ahead; with the store unreachable, ``fail_open`` returns 0.
+        """
+        rate_s = float(rate)
+        if not (rate_s > 0 and rate_s < float("inf")):
+            raise ConfigError(f"connect rate must be a positive number per second, got {rate!r}")
+        if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+            raise ConfigError(f"connect burst must be an integer >= 1, got {burst!r}")
+        within_s = seconds("within", within, zero_ok=True)
+        try:
+            delay = self.backend.reserve_connect(rate_s, burst, within_s)
+        except BudgetUnavailable:
+            if self.on_unavailable == "fail_closed":
+                raise
+            log.warning("budget %r unavailable for connect_rate; connecting now", self.name)
+            return 0.0
+        if delay is None:
+            fn = function if function is not None else default_function()
+            raise NoConnectionsLeft(
+                f"budget {self.name!r}: the fleet's connect rate ({rate_s:g}/s, burst "
+                f"{burst}) has no slot for function {fn!r} within {within_s:.3f}s "
+                f"({CONNECT_RATE})",
+                budget=self.name,
+                function=fn,
+                reason=CONNECT_RATE,
+            )
+        return delay
 
     def snapshot(self) -> Snapshot:
         """Limit, in use, remaining, per-function in use and waiting, right now."""
@@ -384,6 +456,14 @@ class AsyncBudget:
 
     async def release(self, lease: Lease | None) -> bool:
         return await self._run(self.sync.release, lease)
+
+    async def offer(self, lease: Lease, grace: float = 5.0) -> bool:
+        return await self._run(self.sync.offer, lease, grace)
+
+    async def reserve_connect(
+        self, rate: float, burst: int = 1, within: float = 0.0, function: str | None = None
+    ) -> float:
+        return await self._run(self.sync.reserve_connect, rate, burst, within, function)
 
     async def snapshot(self) -> Snapshot:
         return await self._run(self.sync.snapshot)

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import LeaseLost
 from ._base import AcquireRequest, AcquireResult, BudgetBackend, Lease, Snapshot
-from ._policy import UNCONFIGURED, BudgetConfig
+from ._policy import UNCONFIGURED, BudgetConfig, connect_slot, should_hand_off
 from ._state import Waiter, acquire_step, in_use_by_function
 
 
@@ -26,6 +26,10 @@ class _State:
         self.config = UNCONFIGURED
         self.leases: dict[str, Lease] = {}
         self.waiters: dict[str, Waiter] = {}
+        #: Lease id -> until when its holder promised to release it (fair handoff).
+        self.offers: dict[str, float] = {}
+        #: Storm control: when the next connect slot is free.
+        self.tat = 0.0
         self.version = 0
 
 
@@ -36,6 +40,7 @@ _STATES_LOCK = threading.Lock()
 class MemoryBackend(BudgetBackend):
     kind = "memory"
     notifies = True
+    signals_contention = True
 
     def __init__(self, name: str, clock: Callable[[], float] = time.time) -> None:
         super().__init__(name)
@@ -117,8 +122,41 @@ class MemoryBackend(BudgetBackend):
             self._s.leases[lease.id] = annotated
             return annotated
 
+    def contended(self) -> bool:
+        # One process: the waiters are in memory, reading them is the signal.
+        s = self._s
+        if not s.waiters:
+            return False
+        with s.cond:
+            now = self.clock()
+            return any(w.expires_at > now for w in s.waiters.values())
+
+    def offer(self, lease: Lease, grace: float) -> int:
+        s = self._s
+        with s.cond:
+            now = self.clock()
+            waiting = sum(1 for w in s.waiters.values() if w.expires_at > now)
+            if waiting == 0:
+                return 0
+            current = s.leases.get(lease.id)
+            if current is None or current.expires_at <= now:
+                return -1
+            live = [x for x in s.leases.values() if x.expires_at > now]
+            s.offers = {k: v for k, v in s.offers.items() if v > now and k in s.leases}
+            if not should_hand_off(s.config.limit, len(live), waiting, len(s.offers)):
+                return 0
+            s.offers[lease.id] = now + grace
+            return 1
+
+    def reserve_connect(self, rate: float, burst: int, within: float) -> float | None:
+        s = self._s
+        with s.cond:
+            delay, s.tat = connect_slot(s.tat, self.clock(), rate, burst, within)
+            return delay
+
     def release(self, lease: Lease) -> bool:
         with self._s.cond:
+            self._s.offers.pop(lease.id, None)
             current = self._s.leases.pop(lease.id, None)
             self._bump()
             return current is not None and current.expires_at > self.clock()

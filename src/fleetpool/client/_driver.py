@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import abc
 import functools
+import os
 import select
+import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any
@@ -67,6 +69,28 @@ def cached_classifier(
     return of
 
 
+def wait_session_end(dup: int, timeout: float) -> None:
+    """Wait up to ``timeout`` seconds for EOF on ``dup`` (from
+    :meth:`DriverBase.close_watching`), then close it."""
+    if dup < 0:
+        return
+    try:
+        poller = select.poll()
+        poller.register(dup, _EVENTS)
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            if not poller.poll(max(1, int(left * 1000))):
+                return
+            try:
+                # Data before EOF (e.g. a TLS close_notify): drain it.
+                if not os.read(dup, 65536):
+                    return
+            except OSError:
+                return
+    finally:
+        os.close(dup)
+
+
 class DriverBase(abc.ABC):
     """What a driver answers from memory: error classes, session id, liveness, reports.
 
@@ -99,6 +123,36 @@ class DriverBase(abc.ABC):
 
     @abc.abstractmethod
     def fileno(self, conn: Any) -> int: ...
+
+    @abc.abstractmethod
+    def close(self, conn: Any) -> None:
+        """Close at once, without waiting on the server (shutdown hooks use it too)."""
+
+    def close_and_wait(self, conn: Any, timeout: float) -> None:
+        """Close, then wait up to ``timeout`` seconds for the server to end the session.
+
+        A server ends a session after the client's goodbye, asynchronously: its
+        slot stays taken (and visible in pg_stat_activity / processlist) for a
+        moment. A lease handed to a waiter must not be released before that, or
+        the waiter's login could find the server one session fuller than the
+        budget says.
+        """
+        wait_session_end(self.close_watching(conn), timeout)
+
+    def close_watching(self, conn: Any) -> int:
+        """Close ``conn`` and return a duplicate of its socket for
+        :func:`wait_session_end` (-1 without one). The server closes its end only
+        once the session is gone, so the duplicate, kept open across the
+        driver's close, sees EOF then. Split in two so an async client closes
+        on its loop and waits in a worker thread.
+        """
+        try:
+            fd = self.fileno(conn)
+            dup = os.dup(fd) if fd >= 0 else -1
+        except (OSError, ValueError):
+            dup = -1
+        self.close(conn)
+        return dup
 
     def alive(self, conn: Any) -> bool:
         """Cheap liveness: open, and nothing unsolicited waiting on the socket.

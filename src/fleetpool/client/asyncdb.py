@@ -16,8 +16,14 @@ acquire releases what it got), so the event loop never waits on the store. A
 warm checkout makes no store call at all (renewal happens past half the lease
 TTL), so the thread hop is paid at the first invocation of a container, at
 renewal and at release only -- measured by ``python -m benchmarks.async_client``.
-The reaper (blocking code over a driver) runs in a worker thread too, its
-statements sent back to the loop on the same connection.
+The reaper and the live limit's look at the server (blocking code over a
+driver) run in a worker thread too, their statements sent back to the loop on
+the same connection. Fair handoff asks the budget's contention signal on the
+loop (a zero-timeout poll of the subscribed socket; the subscription itself is
+made at the first check-in holding a lease), offers the lease through the
+worker thread, and waits for the server to end the handed-off session there.
+Storm control reserves the login's slot through the worker thread and sleeps
+on the loop.
 
 One connection per ``AsyncDatabase``: checkouts are serialised by an
 ``asyncio.Lock``; nested scopes in one task (and in tasks it starts, which
@@ -38,9 +44,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..budget import AsyncBudget
 from ..engines import ErrorKind, SessionState
-from ..errors import LeaseLost, NoConnectionsLeft
+from ..errors import BudgetNotConfigured, LeaseLost, NoConnectionsLeft
 from . import reaper, shutdown
-from .database import MAX_ATTEMPTS, BaseDatabase, log
+from ._driver import wait_session_end
+from .database import HANDOFF_CLOSE_WAIT, MAX_ATTEMPTS, BaseDatabase, log
 from .decisions import plan_checkout
 from .reaper import reap_check_due
 
@@ -245,6 +252,12 @@ class AsyncDatabase(BaseDatabase):
         tag = self._new_tag()
         try:
             self._lease = await budget.acquire(**self._acquire_args(tag, deadline))
+        except BudgetNotConfigured:
+            if not self._probe_wanted():
+                raise
+            await self._probe_limit(deadline)
+            await self._acquire(budget, deadline)
+            return
         except NoConnectionsLeft as exc:
             raise self._no_connections_left(exc) from exc
         self._tag = tag
@@ -255,6 +268,8 @@ class AsyncDatabase(BaseDatabase):
         attempts = self._attempts(capacity_deadline)
         errors: tuple[type[BaseException], ...] = (*driver.connect_errors, TimeoutError)
         for attempt in range(1, MAX_ATTEMPTS + 1):
+            if self.connect_rate is not None:
+                await self._connect_slot(capacity_deadline)
             # Credentials may call AWS (secret, IAM token): off the loop.
             login = await asyncio.to_thread(self.credentials.resolve)
             remaining = attempts.remaining()
@@ -281,11 +296,24 @@ class AsyncDatabase(BaseDatabase):
                 if step.pause is not None:
                     await asyncio.sleep(step.pause)
                 continue
+            attempts.succeeded()
             await self._on_connected(conn)
             if self._conn is None:
                 continue
             return
         raise attempts.error()
+
+    async def _connect_slot(self, capacity_deadline: float) -> None:
+        """Storm control: wait for this login's slot in the fleet's connect schedule."""
+        budget = self._abudget
+        assert budget is not None
+        try:
+            delay = await budget.reserve_connect(**self._connect_slot_args(capacity_deadline))
+        except NoConnectionsLeft as exc:
+            raise self._no_connections_left(exc) from exc
+        if delay > 0:
+            self.stats.connect_waits += 1
+            await asyncio.sleep(delay)
 
     async def _on_connected(self, conn: Any) -> None:
         driver = self.driver
@@ -306,7 +334,9 @@ class AsyncDatabase(BaseDatabase):
         if not self._registered:
             shutdown.register(self, signals=self.handle_signals)
             self._registered = True
-        await self._maybe_reap(conn)
+        await self._maybe_resize(conn)
+        if self._conn is not None:
+            await self._maybe_reap(conn)
 
     async def _run_on_connect(self, conn: Any) -> None:
         if self.on_connect is not None:
@@ -328,6 +358,8 @@ class AsyncDatabase(BaseDatabase):
         driver = self.driver
         plan = self._checkin_plan(conn, keep)
         if plan is None:
+            return
+        if plan.offer_lease and await self._hand_off():
             return
         if plan.close:
             self._discard()
@@ -352,6 +384,25 @@ class AsyncDatabase(BaseDatabase):
             log.warning("could not clean session %s; closing it", self._session_id, exc_info=True)
             self._discard()
 
+    async def _hand_off(self) -> bool:
+        """Offer the lease to waiters; True when it was given (connection closed first,
+        so the session is gone before a waiter can count on its slot)."""
+        lease, budget = self._lease, self._abudget
+        if lease is None or budget is None or not await budget.offer(lease):
+            return False
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self.stats.closes += 1
+            await self._close_and_wait(conn)
+        await self._release()
+        self.stats.handoffs += 1
+        return True
+
+    async def _close_and_wait(self, conn: Any) -> None:
+        # Close on the loop (the driver's transport lives there); wait off it.
+        dup = self.driver.close_watching(conn)
+        await asyncio.to_thread(wait_session_end, dup, HANDOFF_CLOSE_WAIT)
+
     # -- teardown -----------------------------------------------------------
 
     def _discard(self) -> None:
@@ -369,6 +420,43 @@ class AsyncDatabase(BaseDatabase):
             except Exception:
                 log.warning("could not release lease %s; it will expire", lease.id, exc_info=True)
         self._tag = None
+
+    # -- live limit -----------------------------------------------------------
+
+    async def _maybe_resize(self, conn: Any) -> None:
+        headroom, budget = self._limit_check_due(), self._budget
+        if headroom is None or budget is None:
+            return
+        driver = self.driver
+        bridge = _LoopBridge(driver, asyncio.get_running_loop())
+        try:
+            await asyncio.to_thread(self._set_live_limit, budget, headroom, conn, bridge)
+        except Exception:
+            log.warning("could not set the live budget limit; keeping it", exc_info=True)
+        finally:
+            try:
+                if not driver.alive(conn):
+                    raise ConnectionError("session ended while reading the server's limit")
+                if driver.report(conn).in_transaction:
+                    await driver.rollback(conn)
+            except Exception:
+                self._discard()
+
+    async def _probe_limit(self, deadline: float) -> None:
+        """Set the live limit of an unconfigured budget from a short session of its own."""
+        budget, headroom = self._budget, self.limit_headroom
+        assert budget is not None and headroom is not None
+        driver = self.driver
+        login = await asyncio.to_thread(self.credentials.resolve)
+        args = self._probe_connect_args(deadline)
+        async with asyncio.timeout(args["timeout"] + 1.0):
+            conn = await driver.connect(login, **args)
+        try:
+            bridge = _LoopBridge(driver, asyncio.get_running_loop())
+            await asyncio.to_thread(self._set_live_limit, budget, headroom, conn, bridge)
+            self._next_limit_check = time.monotonic() + self.limit_interval
+        finally:
+            await self._close_and_wait(conn)
 
     # -- reaper -------------------------------------------------------------
 

@@ -6,9 +6,11 @@ connect, not once. Sources, first match wins:
 
 1. ``password=``: a string, or a callable returning one (called per connect);
 2. ``secret=``: an AWS Secrets Manager secret id/ARN; the JSON form written by
-   RDS (``username``, ``password``) or a plain string. Cached in the process and
-   fetched again once after an authentication failure, which is what a
-   rotation looks like from the client;
+   RDS (``username``, ``password``) or a plain string. Cached in the process.
+   After an authentication failure -- what a rotation looks like from the
+   client -- the ``AWSPENDING`` version is tried (a rotation sets the database's
+   password to it before it becomes ``AWSCURRENT``), then ``AWSCURRENT`` fetched
+   again, once each;
 3. ``iam_auth=True``: an RDS IAM token from ``generate_db_auth_token`` per
    connect (computed locally by botocore, no API call); TLS is forced;
 4. the password in the URL;
@@ -31,6 +33,10 @@ from ..errors import ConfigError, DatabaseUnavailable
 from .dsn import Target
 
 PasswordSource = str | Callable[[], str]
+
+#: The secret's versions a login tries, in order: the cached current one, after a
+#: refused login the pending one, then the current one read again.
+ROTATION_STAGES = ("AWSCURRENT", "AWSPENDING", "AWSCURRENT")
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,8 @@ class Credentials:
         self.region = region
         self._client_factory = aws_client_factory or _boto3_client
         self._cached: Login | None = None
+        #: Which version the next fetch reads: an index into :data:`ROTATION_STAGES`.
+        self._stage = 0
         self._lock = threading.Lock()
         self._clients: dict[str, Any] = {}
 
@@ -77,6 +85,12 @@ class Credentials:
     def refreshable(self) -> bool:
         """Whether fetching again could fix an authentication failure."""
         return self.secret is not None or callable(self.password) or self.iam_auth
+
+    @property
+    def refreshes(self) -> int:
+        """How many times in a row fetching again may help: a secret has two versions
+        to try (pending, then current again), other sources one."""
+        return len(ROTATION_STAGES) - 1 if self.secret is not None else 1
 
     def resolve(self) -> Login:
         t = self.target
@@ -100,9 +114,16 @@ class Credentials:
         return Login(t.user, env)
 
     def invalidate(self) -> None:
-        """Forget the cached secret: the next :meth:`resolve` fetches it again."""
+        """Forget the cached secret after a refused login: the next :meth:`resolve`
+        reads the next version of :data:`ROTATION_STAGES` (pending, then current)."""
         with self._lock:
             self._cached = None
+            self._stage = min(self._stage + 1, len(ROTATION_STAGES) - 1)
+
+    def confirm(self) -> None:
+        """A login worked: keep its credentials; a later failure starts from pending again."""
+        with self._lock:
+            self._stage = 0
 
     # -- AWS ----------------------------------------------------------------
 
@@ -112,12 +133,21 @@ class Credentials:
         return self._clients[service]
 
     def _fetch_secret(self) -> Login:
-        try:
-            reply = self._client("secretsmanager").get_secret_value(SecretId=self.secret)
-        except Exception as exc:  # botocore errors: no import of botocore here
-            raise DatabaseUnavailable(
-                f"could not read secret {self.secret!r} from Secrets Manager: {exc}"
-            ) from exc
+        client = self._client("secretsmanager")
+        stage = ROTATION_STAGES[self._stage]
+        reply = None
+        if stage != "AWSCURRENT":
+            try:
+                reply = client.get_secret_value(SecretId=self.secret, VersionStage=stage)
+            except Exception:  # no such version (no rotation under way): read current
+                reply = None
+        if reply is None:
+            try:
+                reply = client.get_secret_value(SecretId=self.secret)
+            except Exception as exc:  # botocore errors: no import of botocore here
+                raise DatabaseUnavailable(
+                    f"could not read secret {self.secret!r} from Secrets Manager: {exc}"
+                ) from exc
         text = reply.get("SecretString")
         if text is None:
             raise ConfigError(f"secret {self.secret!r} has no SecretString")

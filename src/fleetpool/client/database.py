@@ -46,8 +46,10 @@ from .._check import seconds
 from ..aws.emf import InvocationMetrics, MetricsMode
 from ..backoff import Backoff, EqualJitterBackoff
 from ..budget import Budget, Lease, default_holder, open_budget
+from ..budget._policy import auto_limit, parse_auto_limit
 from ..engines import ErrorKind, SessionState
 from ..errors import (
+    BudgetNotConfigured,
     ConfigError,
     DatabaseUnavailable,
     FleetpoolError,
@@ -60,6 +62,7 @@ from .credentials import Credentials, PasswordSource
 from .decisions import (
     CheckinPlan,
     ConnectRetry,
+    SessionReport,
     plan_checkin,
     plan_checkout,
     plan_connect_attempt,
@@ -79,6 +82,8 @@ R = TypeVar("R")
 
 #: Upper bound on connect attempts, whatever the deadlines say.
 MAX_ATTEMPTS = 200
+#: Seconds a handed-off connection's close waits for the server to end the session.
+HANDOFF_CLOSE_WAIT = 0.5
 #: Forked children must never close (and so terminate) the parent's session.
 _ORPHANS: list[Any] = []
 
@@ -98,6 +103,12 @@ class Stats:
     renewals: int = 0
     releases: int = 0
     reaps: int = 0
+    #: Leases given to waiters at check-in (fair handoff).
+    handoffs: int = 0
+    #: Logins that waited for a slot of the fleet's connect rate (storm control).
+    connect_waits: int = 0
+    #: Live-limit changes this container wrote to the budget.
+    limit_changes: int = 0
 
 
 class ConnectAttempts:
@@ -132,9 +143,13 @@ class ConnectAttempts:
             network_deadline=self.network_deadline,
             capacity_deadline=self.capacity_deadline,
             refreshable=db.credentials.refreshable,
+            refreshes=db.credentials.refreshes,
             # Asked only of fatal errors: it turns the option off as it answers.
             without_option=kind is ErrorKind.FATAL and db.driver.retry_without_option(exc),
         )
+        if kind is ErrorKind.CAPACITY:
+            # The server is fuller than the budget thinks: look again soon.
+            db._next_limit_check = 0.0
         if step is None:
             return None
         self.auth_retries += step.auth_retry
@@ -147,6 +162,11 @@ class ConnectAttempts:
                 "connect attempt %d failed (%s); retrying in %.3fs", attempt, kind, step.pause
             )
         return step
+
+    def succeeded(self) -> None:
+        """A login worked: after a rotation, keep the credentials that did."""
+        if self.auth_retries:
+            self.db.credentials.confirm()
 
     def error(self) -> Exception:
         """The error to raise when the attempts are over."""
@@ -188,6 +208,11 @@ class BaseDatabase:
         autocommit: bool = True,
         metrics: MetricsMode = "auto",
         metrics_namespace: str | None = None,
+        fair_handoff: bool = True,
+        connect_rate: float | None = None,
+        connect_burst: int = 1,
+        budget_limit: str | None = None,
+        limit_interval: float = 60.0,
     ) -> None:
         self.dsn = dsn
         self.target: Target = parse_dsn(dsn)
@@ -238,6 +263,38 @@ class BaseDatabase:
         self.backoff: Backoff = backoff or EqualJitterBackoff()
         self.handle_signals = handle_signals
         self.autocommit = bool(autocommit)
+        self.fair_handoff = bool(fair_handoff)
+        if connect_rate is not None and not (
+            isinstance(connect_rate, int | float)
+            and not isinstance(connect_rate, bool)
+            and 0 < connect_rate < float("inf")
+        ):
+            raise ConfigError(
+                f"connect_rate must be None or a positive number per second, got {connect_rate!r}"
+            )
+        if (
+            isinstance(connect_burst, bool)
+            or not isinstance(connect_burst, int)
+            or connect_burst < 1
+        ):
+            raise ConfigError(f"connect_burst must be an integer >= 1, got {connect_burst!r}")
+        if connect_rate is not None and budget is None:
+            raise ConfigError(
+                "connect_rate needs a budget: the fleet's schedule lives in its store"
+            )
+        self.connect_rate = connect_rate
+        self.connect_burst = connect_burst
+        self.limit_headroom = parse_auto_limit(budget_limit)
+        if budget_limit is not None and self.limit_headroom is None:
+            raise ConfigError(
+                f"budget_limit must be None, 'auto' or 'auto:N%', got {budget_limit!r} "
+                "(a fixed limit is set with budget.configure(limit=...))"
+            )
+        if self.limit_headroom is not None and budget is None:
+            raise ConfigError("budget_limit needs a budget")
+        self.limit_interval = seconds("limit_interval", limit_interval)
+        self._next_limit_check = 0.0
+        self._limit_probed = False
         self.metrics = InvocationMetrics(metrics, metrics_namespace)
         self.stats = Stats()
         self._driver: Any = None
@@ -370,15 +427,92 @@ class BaseDatabase:
         )
 
     def _checkin_plan(self, conn: Any, keep: bool) -> CheckinPlan | None:
-        """What a check-in must do, from memory; None for a clean session kept warm."""
+        """What a check-in must do, from memory; None for a clean session kept warm
+        with nobody waiting for the budget."""
         driver = self.driver
         always = self.reset_policy == "always"
         if keep and not always and driver.clean(conn):
-            return None
-        report = driver.report(conn)
+            if not self._contended():
+                return None
+            report = SessionReport()
+            contended = True
+        else:
+            report = driver.report(conn)
+            contended = keep and self._contended()
         if always and not report.state:
             report = type(report)(**{**report.__dict__, "state": SessionState.OTHER})
-        return plan_checkin(report, keep=keep)
+        return plan_checkin(report, keep=keep, contended=contended)
+
+    def _contended(self) -> bool:
+        # No store call: the budget's contention signal (fair handoff).
+        return (
+            self.fair_handoff
+            and self._lease is not None
+            and self._budget is not None
+            and self._budget.contended()
+        )
+
+    def _connect_slot_args(self, capacity_deadline: float) -> dict[str, Any]:
+        """The budget's ``reserve_connect`` for this Database's next login (storm control)."""
+        assert self.connect_rate is not None
+        return {
+            "rate": self.connect_rate,
+            "burst": self.connect_burst,
+            "within": max(0.0, capacity_deadline - time.monotonic()),
+            "function": self.function,
+        }
+
+    def _limit_check_due(self) -> float | None:
+        """The live limit's headroom when it is time to look at the server, else None."""
+        if self.limit_headroom is None or self._budget is None:
+            return None
+        now = time.monotonic()
+        if now < self._next_limit_check:
+            return None
+        self._next_limit_check = now + self.limit_interval
+        return self.limit_headroom
+
+    def _probe_wanted(self) -> bool:
+        """After ``BudgetNotConfigured``: whether to set the live limit from a probe
+        session first (once), over a session of the fleet's that holds no lease."""
+        if self.limit_headroom is None or self._limit_probed:
+            return False
+        self._limit_probed = True
+        return True
+
+    def _probe_connect_args(self, deadline: float) -> dict[str, Any]:
+        return {
+            "autocommit": True,
+            "tag": self._new_tag(),
+            "timeout": max(0.001, min(self.connect_timeout, deadline - time.monotonic())),
+            "idle_timeout": None,
+            "statement_timeout": self.statement_timeout,
+        }
+
+    def _set_live_limit(self, budget: Budget, headroom: float, conn: Any, driver: Any) -> None:
+        """Set the budget's limit from the server's (blocking: ``driver.fetch`` and the
+        store; AsyncDatabase runs it in a worker thread over a loop bridge)."""
+        if driver.engine == "postgresql":
+            from ..engines.postgres import CAPACITY_SQL
+        else:
+            from ..engines.mysql import CAPACITY_SQL
+        prefix = self.tag_prefix
+        usable, others = driver.fetch(conn, CAPACITY_SQL, (prefix, prefix))[0]
+        limit = auto_limit(int(usable), int(others), headroom)
+        current = budget.config()
+        if not current.configured or current.limit != limit:
+            budget.resize(limit)
+            self.stats.limit_changes += 1
+            log.info(
+                "budget %r: live limit %s -> %d (server allows %s, %s sessions not the "
+                "fleet's, headroom %.0f%%)",
+                budget.name,
+                current.limit if current.configured else "unset",
+                limit,
+                usable,
+                others,
+                headroom * 100,
+            )
 
     def _init_state(self) -> None:
         """Subclasses set up their lock and per-connection state here."""
@@ -447,6 +581,22 @@ class Database(BaseDatabase):
             elsewhere), ``"emf"``, ``"powertools"`` or ``"off"``.
         metrics_namespace: the EMF namespace; default
             ``$FLEETPOOL_METRICS_NAMESPACE``, else ``fleetpool``.
+        fair_handoff: when others wait for the budget, give the lease back (and
+            close the connection) at check-in instead of keeping it warm (default
+            True). Known without a store call on Redis and memory budgets: a
+            clean invocation with nobody waiting still makes none.
+        connect_rate: storm control: at most this many new connections per second
+            fleet-wide (plus ``connect_burst`` at once), scheduled in the budget's
+            store (Redis or memory; one store call per login, none otherwise). The
+            wait counts against ``max_wait``. Use the same value in every function.
+        connect_burst: logins allowed at once after a quiet spell (default 1).
+        budget_limit: ``"auto"`` (90%) or ``"auto:80%"``: a live limit. After a
+            connect, at most every ``limit_interval`` seconds and at once after
+            "too many connections", the budget's limit is set from the server's
+            ``max_connections`` minus its reserved slots and the sessions that are
+            not the fleet's, times the headroom; function limits scale as shares.
+            None (default) leaves the budget's limit alone.
+        limit_interval: seconds between looks at the server for ``budget_limit``.
 
     Raises:
         fleetpool.ConfigError: for a malformed URL or argument (at construction).
@@ -626,6 +776,12 @@ class Database(BaseDatabase):
         tag = self._new_tag()
         try:
             self._lease = budget.acquire(**self._acquire_args(tag, deadline))
+        except BudgetNotConfigured:
+            if not self._probe_wanted():
+                raise
+            self._probe_limit(deadline)
+            self._acquire(budget, deadline)
+            return
         except NoConnectionsLeft as exc:
             raise self._no_connections_left(exc) from exc
         self._tag = tag
@@ -635,6 +791,8 @@ class Database(BaseDatabase):
         driver = self.driver
         attempts = self._attempts(capacity_deadline)
         for attempt in range(1, MAX_ATTEMPTS + 1):
+            if self.connect_rate is not None:
+                self._connect_slot(capacity_deadline)
             login = self.credentials.resolve()
             try:
                 conn = driver.connect(
@@ -652,6 +810,7 @@ class Database(BaseDatabase):
                 if step.pause is not None:
                     time.sleep(step.pause)
                 continue
+            attempts.succeeded()
             self._on_connected(conn)
             if self._conn is None:
                 # The session died during connect-time housekeeping (e.g. the
@@ -659,6 +818,18 @@ class Database(BaseDatabase):
                 continue
             return
         raise attempts.error()
+
+    def _connect_slot(self, capacity_deadline: float) -> None:
+        """Storm control: wait for this login's slot in the fleet's connect schedule."""
+        budget = self.budget
+        assert budget is not None
+        try:
+            delay = budget.reserve_connect(**self._connect_slot_args(capacity_deadline))
+        except NoConnectionsLeft as exc:
+            raise self._no_connections_left(exc) from exc
+        if delay > 0:
+            self.stats.connect_waits += 1
+            time.sleep(delay)
 
     def _on_connected(self, conn: Any) -> None:
         driver = self.driver
@@ -682,7 +853,9 @@ class Database(BaseDatabase):
         if not self._registered:
             shutdown.register(self, signals=self.handle_signals)
             self._registered = True
-        self._maybe_reap(conn)
+        self._maybe_resize(conn)
+        if self._conn is not None:
+            self._maybe_reap(conn)
 
     # -- check-in -----------------------------------------------------------
 
@@ -697,6 +870,8 @@ class Database(BaseDatabase):
         driver = self.driver
         plan = self._checkin_plan(conn, keep)
         if plan is None:
+            return
+        if plan.offer_lease and self._hand_off():
             return
         if plan.close:
             self._discard()
@@ -721,6 +896,20 @@ class Database(BaseDatabase):
             log.warning("could not clean session %s; closing it", self._session_id, exc_info=True)
             self._discard()
 
+    def _hand_off(self) -> bool:
+        """Offer the lease to waiters; True when it was given (connection closed first,
+        so the session is gone before a waiter can count on its slot)."""
+        lease, budget = self._lease, self._budget
+        if lease is None or budget is None or not budget.offer(lease):
+            return False
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self.stats.closes += 1
+            self.driver.close_and_wait(conn, HANDOFF_CLOSE_WAIT)
+        self._release()
+        self.stats.handoffs += 1
+        return True
+
     # -- teardown -----------------------------------------------------------
 
     def _discard(self) -> None:
@@ -738,6 +927,37 @@ class Database(BaseDatabase):
             except Exception:
                 log.warning("could not release lease %s; it will expire", lease.id, exc_info=True)
         self._tag = None
+
+    # -- live limit -----------------------------------------------------------
+
+    def _maybe_resize(self, conn: Any) -> None:
+        headroom, budget = self._limit_check_due(), self._budget
+        if headroom is None or budget is None:
+            return
+        driver = self.driver
+        try:
+            self._set_live_limit(budget, headroom, conn, driver)
+        except Exception:
+            log.warning("could not set the live budget limit; keeping it", exc_info=True)
+        finally:
+            try:
+                if not driver.alive(conn):
+                    raise ConnectionError("session ended while reading the server's limit")
+                if driver.report(conn).in_transaction:
+                    driver.rollback(conn)
+            except Exception:
+                self._discard()
+
+    def _probe_limit(self, deadline: float) -> None:
+        """Set the live limit of an unconfigured budget from a short session of its own."""
+        budget, headroom = self._budget, self.limit_headroom
+        assert budget is not None and headroom is not None
+        conn = self.driver.connect(self.credentials.resolve(), **self._probe_connect_args(deadline))
+        try:
+            self._set_live_limit(budget, headroom, conn, self.driver)
+            self._next_limit_check = time.monotonic() + self.limit_interval
+        finally:
+            self.driver.close_and_wait(conn, HANDOFF_CLOSE_WAIT)
 
     # -- reaper -------------------------------------------------------------
 

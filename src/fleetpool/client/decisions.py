@@ -104,6 +104,9 @@ class CheckinPlan:
     rollback: bool = False
     reset: bool = False
     restore_client: bool = False
+    #: Fair handoff: ask the store whether waiters need this lease; if so close
+    #: the connection and release the lease instead of cleaning up.
+    offer_lease: bool = False
 
     @property
     def round_trips(self) -> int:
@@ -115,18 +118,24 @@ class CheckinPlan:
 CLEAN = CheckinPlan()
 
 
-def plan_checkin(report: SessionReport, *, keep: bool) -> CheckinPlan:
-    """Decide the clean-up of a check-in. ``keep=False`` (per-invocation mode) closes."""
+def plan_checkin(report: SessionReport, *, keep: bool, contended: bool = False) -> CheckinPlan:
+    """Decide the clean-up of a check-in. ``keep=False`` (per-invocation mode) closes.
+
+    ``contended``: a waiter signalled (fair handoff). A kept lease is then
+    offered to the store first; the clean-up below only runs if it is kept.
+    """
+    offer = keep and contended
     if not keep or report.broken or report.busy:
-        return CheckinPlan(close=True)
+        return CheckinPlan(close=True, offer_lease=offer)
     if report.state & SessionState.DATABASE:
         # Only a new connection restores the default database everywhere.
-        return CheckinPlan(close=True)
+        return CheckinPlan(close=True, offer_lease=offer)
     reset = bool(report.state) or report.settings_changed
     return CheckinPlan(
         rollback=report.in_transaction,
         reset=reset,
         restore_client=report.client_changed or reset or report.in_transaction,
+        offer_lease=offer,
     )
 
 
@@ -155,6 +164,7 @@ def plan_connect_attempt(
     refreshable: bool,
     without_option: bool = False,
     max_auth_retries: int = AUTH_RETRIES,
+    refreshes: int = 1,
 ) -> ConnectRetry | None:
     """Decide what follows a failed connect attempt; None means give up.
 
@@ -168,13 +178,15 @@ def plan_connect_attempt(
         refreshable: the credentials can be fetched again (secret, IAM token, callable).
         without_option: a fatal error came from an optional session setting the
             driver has just turned off, so an immediate retry may succeed.
+        refreshes: how many of the first authentication retries fetch the
+            credentials again at once (a secret: its pending, then its current version).
     """
     if kind is ErrorKind.AUTH and auth_retries < max_auth_retries:
         # A few times: first with fresh credentials (rotation); then because a
         # PostgreSQL login refused by a full server whose slot freed before we
         # probed looks the same from the client (libpq gives no SQLSTATE for a
         # failed connect). A wrong password costs only these few quick attempts.
-        if auth_retries == 0:
+        if auth_retries < refreshes:
             return ConnectRetry(refresh_credentials=refreshable, auth_retry=True)
         pause = plan_retry(delay, now, capacity_deadline)
         return None if pause is None else ConnectRetry(pause=pause, auth_retry=True)

@@ -175,6 +175,19 @@ SELECT (SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND <> 'Da
           LEAST(@@max_user_connections, @@max_connections), @@max_connections)
 """
 
+#: A live budget limit's inputs: the connections a non-SUPER user may open, and the
+#: sessions that are not the fleet's (tags are connection attributes, in
+#: performance_schema; parameters: the fleet's tag prefix, twice).
+CAPACITY_SQL = """
+SELECT IF(@@max_user_connections > 0,
+          LEAST(@@max_user_connections, @@max_connections), @@max_connections),
+       (SELECT COUNT(*) FROM information_schema.PROCESSLIST p
+         WHERE p.COMMAND <> 'Daemon'
+           AND NOT EXISTS (SELECT 1 FROM performance_schema.session_connect_attrs a
+                            WHERE a.PROCESSLIST_ID = p.ID AND a.ATTR_NAME = 'program_name'
+                              AND LEFT(a.ATTR_VALUE, CHAR_LENGTH(%s)) = %s))
+"""
+
 TAGS_AVAILABLE_SQL = "SELECT @@performance_schema"
 
 
@@ -188,6 +201,7 @@ def kill_statement(session_id: int, *, rds: bool = False) -> str:
 __all__ = [
     "AUTH_ERRNOS",
     "CAPACITY_ERRNOS",
+    "CAPACITY_SQL",
     "COM_RESET_CONNECTION",
     "ROLLBACK",
     "TRANSIENT_ERRNOS",

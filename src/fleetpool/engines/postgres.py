@@ -158,6 +158,18 @@ SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backe
 """
 
 
+#: A live budget limit's inputs: the connections ordinary users may open, and the
+#: client sessions that are not the fleet's (parameters: its tag prefix, twice).
+CAPACITY_SQL = """
+SELECT current_setting('max_connections')::int
+         - current_setting('superuser_reserved_connections')::int
+         - coalesce(current_setting('reserved_connections', true)::int, 0),
+       (SELECT count(*) FROM pg_stat_activity
+         WHERE backend_type = 'client backend'
+           AND left(coalesce(application_name, ''), length(%s)) <> %s)::int
+"""
+
+
 def kill_sql() -> str:
     """Terminate sessions, re-checking every safety condition inside the same statement.
 
@@ -185,6 +197,7 @@ WHERE a.application_name = want.tag
 
 __all__ = [
     "AUTH_SQLSTATES",
+    "CAPACITY_SQL",
     "CAPACITY_SQLSTATES",
     "RESET",
     "ROLLBACK",

@@ -10,7 +10,8 @@ PostgreSQL and writes a self-contained HTML report.
 Modules: :mod:`.runtime` (inside a container), :mod:`.container` (a process),
 :mod:`.scheduler` (pure decisions), :mod:`.emulator` (the platform),
 :mod:`.traffic`, :mod:`.observer`, :mod:`.results`, :mod:`.report`, :mod:`.svg`,
-:mod:`.scenario`, :mod:`.run`, :mod:`.embedded`, :mod:`.cli`.
+:mod:`.scenario`, :mod:`.target` (the database), :mod:`.services` (proxy and
+Data API processes), :mod:`.setups`, :mod:`.run`, :mod:`.embedded`, :mod:`.cli`.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..errors import FleetpoolError
+from ..errors import ConfigError, FleetpoolError
 from .report import verdict, write_report
 from .run import run_scenario
 from .scenario import DEFAULT_STRATEGIES, Scenario, demo_scenario, load_scenario
@@ -214,6 +214,14 @@ def simulate(
             show_default=False,
         ),
     ] = None,
+    virtual: Annotated[
+        bool,
+        typer.Option(
+            "--virtual",
+            help="Simulate on a virtual clock (no processes, no database): any scale, "
+            "in seconds; [model] sets the costs.",
+        ),
+    ] = False,
 ) -> None:
     """Run a scenario file (database, budget, function, workload, traffic phases)."""
     from dataclasses import replace
@@ -221,13 +229,153 @@ def simulate(
     try:
         scenario = load_scenario(scenario_path)
         if dsn:
+            if virtual:
+                raise ConfigError(
+                    "--dsn and --virtual exclude each other: the simulator has no server"
+                )
             scenario = replace(scenario, dsn=dsn)
         if strategies:
             scenario = replace(scenario, strategies=_strategies(strategies, scenario.strategies))
-        execute(scenario, out, json_out, quiet=quiet, logs=logs)
+        if virtual:
+            execute_virtual(scenario, out, json_out, quiet=quiet)
+        else:
+            execute(scenario, out, json_out, quiet=quiet, logs=logs)
     except FleetpoolError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
+
+
+def execute_virtual(
+    scenario: Scenario, out: Path | None, json_out: Path | None, *, quiet: bool = False
+) -> dict[str, Any]:
+    """:func:`execute` on the virtual clock: same report, same table."""
+    from .simulator import simulate_scenario
+
+    started = time.monotonic()
+
+    def on_strategy(strategy: str, result: dict[str, Any]) -> None:
+        if not quiet:
+            text, cls = verdict(result["summary"])
+            style = "green" if cls == "good" else "red"
+            console.print(
+                f"{strategy:<14} [{style}]{text}[/{style}] "
+                f"({result['summary']['invocations']} invocations, "
+                f"{result['virtual']['containers']} containers, {result['wall_seconds']:.1f} s)"
+            )
+
+    run = simulate_scenario(scenario, on_strategy=on_strategy)
+    write_report(run, out, json_out)
+    if not quiet:
+        console.print(summary_table(run))
+        wrote = ", ".join(str(p) for p in (out, json_out) if p is not None)
+        console.print(f"wrote {wrote} in {time.monotonic() - started:.1f} s (virtual clock)")
+    return run
+
+
+def plan_command(
+    scenario_path: Annotated[
+        Path, typer.Argument(metavar="SCENARIO", help="A scenario TOML file.")
+    ],
+    strategy: Annotated[
+        str,
+        typer.Option(
+            help="What to tune: fleetpool (budget limit, lease TTL) or proxy (pool size)."
+        ),
+    ] = "fleetpool",
+    success: Annotated[
+        float, typer.Option(help="Share of invocations that must succeed (0..1].")
+    ] = 0.99,
+    max_p99: Annotated[
+        float | None,
+        typer.Option(
+            "--max-p99",
+            help="p99 latency the recommendation must stay under (ms)  \\[default: no limit]",
+            show_default=False,
+        ),
+    ] = None,
+    json_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--json",
+            help="Write the plan (and its frontier) as JSON  \\[default: not written]",
+            show_default=False,
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write an HTML page with the frontier chart  \\[default: not written]",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Recommend settings for a scenario, from simulated runs on a virtual clock."""
+    import json
+
+    from ..cli import exit_code_for
+    from .plan import Target, plan
+    from .report import plan_page
+
+    try:
+        scenario = load_scenario(scenario_path)
+        started = time.monotonic()
+        with console.status("simulating candidates..."):
+            result = plan(scenario, strategy, Target(success, max_p99))
+        result["wall_seconds"] = round(time.monotonic() - started, 2)
+        console.print(plan_table(result))
+        if json_out is not None:
+            json_out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        if out is not None:
+            out.write_text(plan_page(result), encoding="utf-8")
+    except (FleetpoolError, OSError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(exit_code_for(exc)) from exc
+
+
+def plan_table(result: dict[str, Any]) -> Table:
+    rec = result["recommended"]
+    target = result["target"]
+    want = f"success >= {target['success']:.2%}" + (
+        f", p99 <= {target['p99_ms']:.0f} ms" if target["p99_ms"] is not None else ""
+    )
+    title = (
+        f"plan for {result['strategy']} ({want}; "
+        f"database max_connections {result['max_connections']}):"
+    )
+    if rec is None:
+        title += " [red]no setting meets the target[/red]"
+    else:
+        title += f" [green]{result['setting']} {rec['limit']}[/green]" + (
+            f", lease_ttl {rec['lease_ttl']:g} s, max_wait {rec['max_wait']:g} s"
+            if result["strategy"] == "fleetpool"
+            else ""
+        )
+    table = Table(title=title, title_justify="left")
+    for col in (
+        result["setting"],
+        "lease_ttl",
+        "success",
+        "p50 ms",
+        "p99 ms",
+        "peak sessions",
+        "headroom",
+    ):
+        table.add_column(col, justify="right")
+    for p in result["frontier"]:
+        mark = "[green]{}[/green]" if rec is not None and p == rec else "{}"
+        table.add_row(
+            mark.format(p["limit"]),
+            f"{p['lease_ttl']:g}",
+            f"{p['success']:.2%}",
+            "-" if p["p50_ms"] is None else f"{p['p50_ms']:.0f}",
+            "-" if p["p99_ms"] is None else f"{p['p99_ms']:.0f}",
+            str(p["peak_sessions"]),
+            str(p["headroom"]),
+        )
+    table.caption = (
+        f"{len(result['frontier'])} simulated runs in {result.get('wall_seconds', 0):.1f} s"
+    )
+    return table
 
 
 def app() -> typer.Typer:
@@ -239,4 +387,5 @@ def app() -> typer.Typer:
     )
     cli.command()(demo)
     cli.command()(simulate)
+    cli.command("plan")(plan_command)
     return cli

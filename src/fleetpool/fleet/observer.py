@@ -33,7 +33,7 @@ class Session:
 
 
 def connect_observer(dsn: str) -> Any:
-    if engine_of(dsn) == "postgres":
+    if engine_of(dsn) == "postgresql":
         import psycopg
 
         return psycopg.connect(
@@ -48,7 +48,7 @@ def server_limit(conn: Any, engine: str) -> int:
     """Connections the workload can open: max_connections minus the superuser reserve."""
     cur = conn.cursor()
     try:
-        if engine == "postgres":
+        if engine == "postgresql":
             cur.execute(
                 "SELECT current_setting('max_connections')::int"
                 " - current_setting('superuser_reserved_connections')::int"
@@ -65,7 +65,7 @@ def server_limit(conn: Any, engine: str) -> int:
 def read_sessions(conn: Any, engine: str) -> list[Session]:
     cur = conn.cursor()
     try:
-        if engine == "postgres":
+        if engine == "postgresql":
             cur.execute(
                 "SELECT pid, coalesce(application_name, ''), coalesce(state, ''),"
                 " coalesce(usename, '') FROM pg_stat_activity"

@@ -235,6 +235,8 @@ def render_report(run: dict[str, Any]) -> str:
     wl = sc["workload"]
     first = run["strategies"][0] if run["strategies"] else {}
     slow = sum(1 for i in first.get("invocations", []) if i.get("slow"))
+    if run.get("virtual") and first:
+        slow = first["summary"]["injected_kills"]
     head = (
         f"<h1>fleetpool fleet report — {escape(str(sc['name']))}</h1>"
         f'<p class="sub">{escape(db["version"] or db["engine"])}'
@@ -245,6 +247,14 @@ def render_report(run: dict[str, Any]) -> str:
         f"lease TTL {sc['lease_ttl']} s · {run['host']['cpus']} CPUs · {when} · "
         f"run took {run['wall_seconds']} s</p>"
     )
+    if run.get("virtual"):
+        head += (
+            '<p class="sub"><b>Simulated on a virtual clock</b> (<code>fleetpool simulate '
+            "--virtual</code>): no processes, no server; the library's own decision functions "
+            "with the model's costs: "
+            + escape(", ".join(f"{k} {v} s" for k, v in run.get("costs", {}).items()))
+            + ". Charts are thinned to a readable number of points.</p>"
+        )
     for sk in run.get("skipped", []):
         head += f'<p class="sub">Skipped: {escape(sk["skipped"])}</p>'
 
@@ -298,6 +308,59 @@ def render_report(run: dict[str, Any]) -> str:
         f'<h2>Server connections and refusals, all strategies</h2><div class="multi">{grid}</div>'
         f"{''.join(sections)}</main></body></html>"
     )
+
+
+def plan_page(result: dict[str, Any]) -> str:
+    """``fleetpool plan --out``: the frontier it explored, one line per lease TTL."""
+    points = result["frontier"]
+    ttls = sorted({p["lease_ttl"] for p in points})
+    colors = ["#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf"]
+    series = []
+    for i, ttl in enumerate(ttls):
+        pts = sorted((p for p in points if p["lease_ttl"] == ttl), key=lambda p: p["limit"])
+        series.append(
+            Series(
+                f"success %, lease TTL {ttl:g} s",
+                [p["limit"] for p in pts],
+                [100.0 * p["success"] for p in pts],
+                colors[i % len(colors)],
+            )
+        )
+    target = result["target"]
+    chart = Chart(
+        f"{result['strategy']}: success rate by {result['setting']}",
+        series,
+        float(max([p["limit"] for p in points] + [1])),
+        y_label="success %",
+        x_label=result["setting"],
+        y_max=100.0,
+        hlines=[HLine(100.0 * target["success"], "target")],
+        width=720,
+        height=320,
+    )
+    rec = result["recommended"]
+    verdict_line = (
+        "no setting meets the target"
+        if rec is None
+        else f"recommended: {result['setting']} {rec['limit']}, lease TTL {rec['lease_ttl']:g} s "
+        f"-> success {rec['success']:.2%}, p99 {rec['p99_ms']} ms, peak {rec['peak_sessions']} "
+        f"sessions, headroom {rec['headroom']}"
+    )
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{escape(str(p[k]))}</td>" for k in PLAN_COLUMNS) + "</tr>"
+        for p in points
+    )
+    head = "".join(f"<th>{escape(k)}</th>" for k in PLAN_COLUMNS)
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>fleetpool plan</title><style>{CSS}</style></head><body><main>"
+        f"<h1>fleetpool plan — {escape(result['strategy'])}</h1>"
+        f'<p class="sub">{escape(verdict_line)}</p>{render(chart)}'
+        f"<table><tr>{head}</tr>{rows}</table></main></body></html>"
+    )
+
+
+PLAN_COLUMNS = ("limit", "lease_ttl", "success", "p50_ms", "p99_ms", "peak_sessions", "headroom")
 
 
 def write_report(run: dict[str, Any], html_path: Path | None, json_path: Path | None) -> None:

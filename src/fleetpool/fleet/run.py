@@ -12,254 +12,41 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import ConfigError, FleetpoolError
 from ..redact import redact_url
-from .embedded import EmbeddedPostgres
 from .emulator import Fleet, InvocationRecord
-from .observer import Observer, connect_observer, read_sessions, server_limit
+from .observer import Observer
 from .results import series, summarize
 from .scenario import Scenario
-from .strategies import DESCRIPTIONS, POSTGRES_ONLY, STRATEGIES
-from .strategies._workload import engine_of
+from .setups import StrategyRun, prepare
+from .strategies import DESCRIPTIONS, REGISTRY
+from .target import Target, cleanup, open_target, with_app_name
 from .traffic import schedule
 
 #: Called with (strategy, done, total) as invocations complete.
 Progress = Callable[[str, int, int], None]
 
-PROXY_READY_TIMEOUT = 15.0  # seconds the proxy may take to listen
-PROXY_STOP_TIMEOUT = 5.0  # seconds of graceful drain before SIGKILL
+
+__all__ = [
+    "Progress",
+    "StrategySkipped",
+    "Target",
+    "open_target",
+    "run_scenario",
+    "run_strategy",
+]
 
 
 class StrategySkipped(FleetpoolError):
     """A strategy that cannot run against this target (e.g. PostgreSQL-only on MySQL)."""
-
-
-@dataclass
-class Target:
-    """The database under test."""
-
-    dsn: str  # the workload's
-    admin_dsn: str  # the observer's
-    engine: str
-    limit: int
-    embedded: bool
-    version: str = ""
-
-
-@contextlib.contextmanager
-def open_target(scenario: Scenario) -> Iterator[Target]:
-    """The scenario's database, or an embedded PostgreSQL started for the run."""
-    if scenario.dsn:
-        engine = engine_of(scenario.dsn)
-        conn = connect_observer(scenario.dsn)
-        try:
-            limit = server_limit(conn, engine) - 1  # the observer holds one slot
-            version = _version(conn, engine)
-        finally:
-            conn.close()
-        yield Target(scenario.dsn, scenario.dsn, engine, limit, False, version)
-        return
-    with EmbeddedPostgres(max_connections=scenario.max_connections) as pg:
-        conn = connect_observer(pg.admin_dsn)
-        try:
-            version = _version(conn, "postgres")
-        finally:
-            conn.close()
-        yield Target(pg.dsn, pg.admin_dsn, "postgres", scenario.max_connections, True, version)
-
-
-def _version(conn: Any, engine: str) -> str:
-    cur = conn.cursor()
-    try:
-        cur.execute("SELECT version()")
-        row = cur.fetchone()
-    finally:
-        cur.close()
-    return str(row[0]).split(" on ")[0].split(",")[0] if row else ""
-
-
-def with_app_name(dsn: str, app: str) -> str:
-    """The DSN with ``application_name`` set (PostgreSQL only; MySQL has no such field)."""
-    if engine_of(dsn) != "postgres":
-        return dsn
-    parts = urlsplit(dsn)
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "application_name"]
-    query.append(("application_name", app))
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
-
-def _cleanup(target: Target, app_prefix: str, sessions: set[int], timeout: float = 10.0) -> None:
-    """End any session the strategy left behind and wait until the server shows none."""
-    conn = connect_observer(target.admin_dsn)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            left = [
-                s
-                for s in read_sessions(conn, target.engine)
-                if s.app.startswith(app_prefix + ":") or s.id in sessions
-            ]
-            if not left or time.monotonic() > deadline:
-                return
-            cur = conn.cursor()
-            try:
-                for s in left:
-                    with contextlib.suppress(Exception):
-                        if target.engine == "postgres":
-                            cur.execute("SELECT pg_terminate_backend(%s)", (s.id,))
-                        else:
-                            cur.execute(f"KILL {int(s.id)}")
-            finally:
-                cur.close()
-            time.sleep(0.2)
-    finally:
-        conn.close()
-
-
-class ProxyProcess:
-    """``python -m fleetpool.proxy`` in front of the target, for one strategy run.
-
-    It listens on port 0 and the port is read back from its "listening on"
-    line: no window in which another process could take a port picked in
-    advance. Its output goes to ``log`` (kept with ``--logs``).
-    """
-
-    marker = "fleetpool proxy listening on "
-
-    def __init__(self, upstream: str, pool_size: int, log: Path) -> None:
-        self.upstream = upstream
-        self.pool_size = pool_size
-        self.log = log
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def command(self) -> list[str]:
-        cmd = [
-            sys.executable,
-            "-m",
-            "fleetpool.proxy",
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            self.upstream,
-            "--pool-size",
-            str(self.pool_size),
-        ]
-        if not urlsplit(self.upstream).password:
-            # The server trusts this user without a password (the embedded one
-            # does), so SCRAM at the proxy would only lock out the clients; it
-            # listens on loopback only, for the length of one strategy run.
-            cmd += ["--auth-method", "trust"]
-        return cmd
-
-    def start(self, timeout: float = PROXY_READY_TIMEOUT) -> ProxyProcess:
-        cmd = self.command()
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-        try:
-            self.port = self._wait_listening(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def _wait_listening(self, timeout: float) -> int:
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        marker = self.marker
-        while True:
-            with contextlib.suppress(OSError):
-                for line in self.log.read_text(errors="replace").splitlines():
-                    if line.startswith(marker):
-                        port = int(line[len(marker) :].rsplit(":", 1)[1])
-                        if _accepts(port):
-                            return port
-            if self.proc.poll() is not None:
-                raise ConfigError(
-                    f"the fleetpool proxy exited with status {self.proc.returncode} "
-                    f"before listening: {_tail(self.log)}"
-                )
-            if time.monotonic() > deadline:
-                raise ConfigError(
-                    f"the fleetpool proxy did not listen within {timeout:.0f} s: {_tail(self.log)}"
-                )
-            time.sleep(0.05)
-
-    def client_dsn(self) -> str:
-        """The target's DSN with the proxy's address (same user, password and database)."""
-        parts = urlsplit(self.upstream)
-        userinfo = parts.netloc.rpartition("@")[0]
-        netloc = f"{userinfo}@127.0.0.1:{self.port}" if userinfo else f"127.0.0.1:{self.port}"
-        query = [(k, v) for k, v in parse_qsl(parts.query) if k != "application_name"]
-        return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query)))
-
-    def stop(self, timeout: float = PROXY_STOP_TIMEOUT) -> int | None:
-        """SIGTERM, a bounded wait for the drain, then SIGKILL; the exit status."""
-        proc = self.proc
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout)
-        return proc.returncode
-
-
-class DataApiProcess(ProxyProcess):
-    """``fleetpool data-api`` in front of the target, for the data-api strategy."""
-
-    marker = "fleetpool data API listening on "
-    key_id = "fleet-data-api"
-
-    def __init__(self, upstream: str, pool_size: int, log: Path) -> None:
-        super().__init__(upstream, pool_size, log)
-        self.secret = uuid.uuid4().hex
-
-    def command(self) -> list[str]:
-        return [
-            sys.executable, "-m", "fleetpool.cli", "data-api", "--listen", "127.0.0.1:0",
-            "--upstream", self.upstream, "--pool-size", str(self.pool_size),
-            "--access-key", f"{self.key_id}:{self.secret}", "--log-level", "warning",
-        ]  # fmt: skip
-
-    def client_env(self) -> dict[str, str]:
-        return {
-            "FLEET_DATA_API_URL": f"http://127.0.0.1:{self.port}",
-            "FLEET_DATA_API_KEY": self.key_id,
-            "FLEET_DATA_API_SECRET": self.secret,
-        }
-
-
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
-    except OSError:
-        return False
-    return True
-
-
-def _tail(path: Path, lines: int = 5) -> str:
-    with contextlib.suppress(OSError):
-        text = path.read_text(errors="replace").strip().splitlines()
-        return " | ".join(text[-lines:]) or "no output"
-    return "no output"
 
 
 def run_strategy(
@@ -276,18 +63,20 @@ def run_strategy(
     Containers' output goes to ``log_dir/<strategy>/<container>.log`` (default:
     the temporary work dir, discarded).
     """
+    spec = None
     if strategy == "custom":
         if not scenario.handler:
             raise ConfigError("strategy 'custom' needs [function] handler = 'module:function'")
         handler = scenario.handler
-    elif strategy in STRATEGIES:
-        handler = STRATEGIES[strategy]
+    elif strategy in REGISTRY:
+        spec = REGISTRY[strategy]
+        handler = spec.handler
     else:
-        raise ConfigError(f"unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
-    if strategy in POSTGRES_ONLY and target.engine != "postgres":
+        raise ConfigError(f"unknown strategy {strategy!r}; known: {', '.join(REGISTRY)}")
+    if spec is not None and target.engine not in spec.engines:
         raise StrategySkipped(
-            f"strategy {strategy!r} skipped: fleetpool's proxy speaks the PostgreSQL "
-            f"protocol only, and this database is {target.version or target.engine}"
+            f"strategy {strategy!r} skipped: {spec.skip_reason}, "
+            f"and this database is {target.version or target.engine}"
         )
     run_id = uuid.uuid4().hex[:6]
     limit = scenario.limit or target.limit
@@ -312,53 +101,15 @@ def run_strategy(
         "FLEET_CONNECT_TIMEOUT": "5",
         **scenario.env,
     }
-    budget = None
-    extras: list[Callable[[], dict[str, Any]]] = []
-    if strategy == "fleetpool":
-        from ..budget import open_budget
-
-        budget = open_budget(budget_url, budget_name)
-        budget.configure(limit=limit)
-
-        def budget_view() -> dict[str, Any]:
-            assert budget is not None
-            snap = budget.snapshot()
-            return {
-                "budget": {
-                    "in_use": snap.in_use,
-                    "remaining": snap.remaining,
-                    "limit": snap.limit,
-                    "waiting": snap.waiting,
-                }
-            }
-
-        extras.append(budget_view)
-    counter_limit = None
-    if strategy == "counter":
-        from .strategies._counter import init_counter, read_counter
-
-        init_counter(counter_path, budget_name, limit)
-        counter_limit = limit
-        extras.append(lambda: {"counter": read_counter(counter_path, budget_name)})
-
     logs = (log_dir or workdir / "logs") / strategy
     logs.mkdir(parents=True, exist_ok=True)
-    proxy = None
-    if strategy == "proxy":
-        # Pool = the fleet's limit, as the fleetpool budget and the counter get:
-        # open_target already left the observer's slot out of it, and nothing
-        # else (no reaper) connects on the fleet's behalf.
-        pool_app = f"{app_prefix}:proxy-pool"
-        proxy = ProxyProcess(with_app_name(target.dsn, pool_app), limit, logs / "proxy.log")
-        proxy.start()
-        env["FLEET_PROXY_DSN"] = proxy.client_dsn()
-        env["FLEET_PROXY_APP_NAME"] = pool_app
-    elif strategy == "data-api":
-        # The endpoint owns a pool of the fleet's limit; containers hold no session.
-        proxy = DataApiProcess(target.dsn, limit, logs / "data-api.log")
-        proxy.start()
-        env.update(proxy.client_env())
+    run = StrategyRun(
+        scenario, target, strategy, limit, logs, app_prefix, budget_url, budget_name,
+        counter_path, env,
+    )  # fmt: skip
     try:
+        prepare(spec.setup if spec is not None else "", run)
+        service = run.service
         result = _run_fleet(
             scenario,
             target,
@@ -368,22 +119,21 @@ def run_strategy(
             logs,
             limit=limit,
             app_prefix=app_prefix,
-            extras=extras,
-            counter_limit=counter_limit,
+            extras=run.extras,
+            counter_limit=run.counter_limit,
             progress=progress,
-            stop_first=proxy.stop if proxy is not None else None,
+            stop_first=service.stop if service is not None else None,
         )
     finally:
-        if proxy is not None:
-            proxy.stop()
-        if budget is not None:
-            budget.close()
-    if proxy is not None and proxy.proc is not None:
+        for close in reversed(run.closers):
+            close()
+    service = run.service
+    if service is not None and service.proc is not None:
         result["proxy"] = {
-            "pid": proxy.proc.pid,
-            "port": proxy.port,
-            "pool_size": proxy.pool_size,
-            "exit_status": proxy.proc.returncode,
+            "pid": service.proc.pid,
+            "port": service.port,
+            "pool_size": service.pool_size,
+            "exit_status": service.proc.returncode,
         }
     return result
 
@@ -444,7 +194,7 @@ def _run_fleet(
             # cleanup waits for the server to show none.
             stop_first()
         with contextlib.suppress(Exception):
-            _cleanup(target, app_prefix, sessions)
+            cleanup(target, app_prefix, sessions)
     return {
         "strategy": strategy,
         "description": DESCRIPTIONS.get(strategy, scenario.handler or ""),
@@ -504,20 +254,25 @@ def run_scenario(
         }
     return {
         "fleetpool_fleet_report": 1,
-        "scenario": _scenario_dict(scenario),
+        "scenario": scenario_dict(scenario),
         "database": target_info,
-        "host": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "host": host_info(),
         "wall_seconds": round(time.monotonic() - started, 1),
         "strategies": results,
         "skipped": skipped,
     }
 
 
-def _scenario_dict(scenario: Scenario) -> dict[str, Any]:
+def host_info() -> dict[str, Any]:
+    """The machine a run (or a simulation) ran on."""
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def scenario_dict(scenario: Scenario) -> dict[str, Any]:
     d = asdict(scenario)
     d["dsn"] = redact_url(scenario.dsn) if scenario.dsn else None
     d["duration"] = scenario.duration

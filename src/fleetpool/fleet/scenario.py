@@ -11,6 +11,7 @@ structure, built in code.
 from __future__ import annotations
 
 import math
+import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -36,6 +37,44 @@ DEFAULT_STRATEGIES: tuple[str, ...] = (
 
 
 @dataclass(frozen=True)
+class Costs:
+    """What each step costs on the virtual clock (``fleetpool simulate --virtual``), seconds.
+
+    The defaults are what the real demo measures on a small machine (see the
+    calibration test); a scenario's ``[model]`` table overrides them.
+    """
+
+    cold_start: float = 0.15  # a container's start before its global section
+    #: Cold starts that proceed at once; more queue (a host starting processes on a
+    #: few cores, as the demo's does). 0: no limit, as a serverless platform.
+    cold_start_slots: int = 0
+    #: A container's first connect also loads the database driver.
+    driver_import: float = 0.0
+    connect: float = 0.006  # one server session's login
+    statement: float = 0.001  # the workload's query, server side
+    store: float = 0.003  # one budget or counter store round trip
+    hop: float = 0.0005  # a proxy's or Data API's added time per statement
+    sample_interval: float = 0.25  # the observer's; longer runs are thinned to ~600 points
+
+
+def host_costs() -> Costs:
+    """The costs of ``fleetpool demo`` on this machine, for the simulator to reproduce it.
+
+    The emulator starts containers as processes on this host's cores, so its cold
+    starts (and each container's first driver import) queue behind each other, and a
+    store round trip is a transaction on one SQLite file shared by ~100 processes. The
+    figures are fitted to the demo's spike on a 2-core machine (the calibration test).
+    """
+    return Costs(
+        cold_start=0.04,
+        cold_start_slots=os.cpu_count() or 1,
+        driver_import=0.01,
+        connect=0.03,
+        store=0.05,
+    )
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str = "spike"
     seed: int = 1
@@ -57,6 +96,7 @@ class Scenario:
     env: Mapping[str, str] = field(default_factory=dict)
     zombie_min_idle: float = 2.0
     pool_size: int = 5
+    costs: Costs = field(default_factory=Costs)
 
     @property
     def duration(self) -> float:
@@ -93,6 +133,7 @@ def demo_scenario(
         function=FunctionConfig(
             handler="", timeout=10.0, concurrency=12 * limit, idle_lifetime=5.0
         ),
+        costs=host_costs(),
     )
 
 
@@ -198,6 +239,16 @@ SCHEMA: dict[str, dict[str, Checker]] = {
         "slow_until": _num(0),
         "zombie_min_idle": _num(0),
         "pool_size": _int(1),
+    },
+    "model": {
+        "cold_start": _num(0),
+        "cold_start_slots": _int(0),
+        "driver_import": _num(0),
+        "connect": _num(0),
+        "statement": _num(0),
+        "store": _num(0),
+        "hop": _num(0),
+        "sample_interval": _num(positive=True),
     },
 }
 
@@ -348,6 +399,7 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
         env=env,
         zombie_min_idle=wl.get("zombie_min_idle", base.zombie_min_idle),
         pool_size=wl.get("pool_size", base.pool_size),
+        costs=Costs(**values["model"]),
     )
 
 

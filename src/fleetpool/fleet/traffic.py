@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
 
 PhaseKind = Literal["steady", "ramp", "spike", "step", "harness"]
@@ -101,28 +102,36 @@ def phase_arrivals(phase: Phase, start: float, rng: random.Random) -> list[float
 
 def schedule(phases: list[Phase], workload: Workload, seed: int = 1) -> list[Arrival]:
     """All arrivals of a run, in time order, each with its event."""
+    return list(iter_schedule(phases, workload, seed))
+
+
+def iter_schedule(phases: list[Phase], workload: Workload, seed: int = 1) -> Iterator[Arrival]:
+    """The arrivals of :func:`schedule`, made one at a time.
+
+    Only the arrival times are held (a float each), and arrivals of one phase that
+    are not slow share one read-only event, so the virtual-clock simulator can
+    stream a million arrivals without a million dictionaries.
+    """
     rng = random.Random(seed)
-    times: list[tuple[float, Mapping[str, Any]]] = []
+    times: list[tuple[float, int]] = []
     start = 0.0
-    for phase in phases:
-        times += [(t, phase.payload) for t in phase_arrivals(phase, start, rng)]
+    for n, phase in enumerate(phases):
+        times += [(t, n) for t in phase_arrivals(phase, start, rng)]
         start += phase.duration
     times.sort(key=lambda x: x[0])
+    events = [
+        MappingProxyType({"think": workload.think, "query": workload.query, **dict(p.payload)})
+        for p in phases
+    ]
     slow_rng = random.Random(seed * 7919 + 1)
-    out: list[Arrival] = []
-    for i, (t, payload) in enumerate(times):
+    for i, (t, n) in enumerate(times):
         slow = slow_rng.random() < workload.slow_fraction and (
             workload.slow_until is None or t < workload.slow_until
         )
-        event: dict[str, Any] = {
-            "think": workload.think,
-            "query": workload.query,
-            **dict(payload),
-        }
+        event: Mapping[str, Any] = events[n]
         if slow:
-            event["think"] = workload.slow_think
-        out.append(Arrival(i, t, event, slow))
-    return out
+            event = {**event, "think": workload.slow_think}
+        yield Arrival(i, t, event, slow)
 
 
 def total_duration(phases: list[Phase]) -> float:

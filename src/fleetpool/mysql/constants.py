@@ -13,6 +13,8 @@ from typing import Final
 
 # -- capability flags (HandshakeV10 / HandshakeResponse41) -----------------------------
 CLIENT_LONG_PASSWORD: Final = 0x00000001
+# MariaDB's name for the same bit: MySQL servers set it, MariaDB servers clear it.
+CLIENT_MYSQL: Final = CLIENT_LONG_PASSWORD
 CLIENT_FOUND_ROWS: Final = 0x00000002
 CLIENT_LONG_FLAG: Final = 0x00000004
 CLIENT_CONNECT_WITH_DB: Final = 0x00000008

@@ -25,6 +25,7 @@ from typing import Any
 
 from .codec import HEADER_SIZE, encode_packet
 from .constants import (
+    CLIENT_MYSQL,
     CLIENT_SESSION_TRACK,
     COM_QUERY,
     SERVER_SESSION_STATE_CHANGED,
@@ -202,6 +203,7 @@ class ClientState:
     statements: dict[int, ClientStatement] = field(default_factory=dict)
     next_id: int = 0
     pin_reason: str | None = None
+    pin_statement: bytes = b""  # the SQL that pinned (for the pin log), if known
     hold: bool = False  # SET TRANSACTION: keep the connection until that transaction ends
     long_data: set[int] = field(default_factory=set)  # statements with long data sent
     last_insert_id: int = 0
@@ -215,9 +217,10 @@ class ClientState:
     def tracks_session(self) -> bool:
         return bool(self.capabilities & CLIENT_SESSION_TRACK)
 
-    def pin(self, reason: str) -> None:
+    def pin(self, reason: str, statement: bytes = b"") -> None:
         if self.pin_reason is None:
             self.pin_reason = reason
+            self.pin_statement = statement
 
     def _changed(self) -> None:
         self.key = self.interner.key(self.settings, self.database)
@@ -260,6 +263,7 @@ class ClientState:
         self.long_data.clear()
         self.hold = False
         self.pin_reason = None
+        self.pin_statement = b""
         self._changed()
         if server is not None:
             server.forget_session()
@@ -290,8 +294,12 @@ def rewrite_oks(
     data: bytes, spans: list[tuple[int, int]], server_caps: int, client_caps: int
 ) -> bytes:
     """``data`` with the OK packets at ``spans`` (payload start, end) re-encoded for a
-    client that did not ask for session tracking: its info text plain, no session
-    state, no SERVER_SESSION_STATE_CHANGED flag."""
+    client that did not ask for session tracking, as the server would have sent them to
+    it: no session state, no SERVER_SESSION_STATE_CHANGED flag, and the info text plain
+    from MySQL but still length-prefixed from MariaDB (which writes it so for every
+    client; a MariaDB server is one whose capabilities lack CLIENT_MYSQL)."""
+    if not server_caps & CLIENT_MYSQL:
+        client_caps |= CLIENT_SESSION_TRACK
     out: list[bytes] = []
     last = 0
     for p, end in spans:

@@ -468,6 +468,31 @@ def classify(sql: str | bytes, backslash_escapes: bool | None = None) -> Stateme
     )
 
 
+def statement_spans(sql: str, backslash_escapes: bool = True) -> list[tuple[int, int]]:
+    """``(start, end)`` of each statement in ``sql``, split as :func:`classify` splits it.
+
+    A statement runs from its first token to its last (leading comments excluded).
+    ``backslash_escapes`` as for :func:`classify` (a text with a backslash in a
+    literal may split differently under NO_BACKSLASH_ESCAPES).
+    """
+    text = sql if backslash_escapes else _without_escapes(sql)
+    return [(toks[0].start, toks[-1].end) for toks in _tokens(text)]
+
+
+def blank(sql: str, backslash_escapes: bool = True) -> str:
+    """``sql`` with comments, string literals and backquoted identifiers as spaces.
+
+    Same length as ``sql``; the content of ``/*! ... */`` version comments, which the
+    server runs, is kept (only the comment markers go).
+    """
+    out = [" "] * len(sql)
+    for toks in _tokens(sql if backslash_escapes else _without_escapes(sql)):
+        for t in toks:
+            if t.kind not in ("str", "ident"):
+                out[t.start : t.end] = sql[t.start : t.end]
+    return "".join(out)
+
+
 def session_state(sql: str) -> SessionState:
     """The kinds of session state ``sql`` may leave behind (what the client library needs)."""
     return classify(sql).state

@@ -553,7 +553,9 @@ class ResponseTracker:
         return self._eof(data, p, end, 0xFE)
 
     def _end_of_result(self, status: int) -> None:
-        self.status = status
+        # SESSION_STATE_CHANGED describes this packet, not the session: a status the
+        # proxy later reports itself (COM_PING, ...) must not carry it.
+        self.status = status & ~SERVER_SESSION_STATE_CHANGED
         self.status_known = True
         self.results += 1
         self._state = _FIRST if status & SERVER_MORE_RESULTS_EXISTS else _DONE

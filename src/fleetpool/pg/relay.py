@@ -122,6 +122,7 @@ class ClientState:
         "fatal",
         "max_size",
         "pin_reason",
+        "pin_statement",
         "settings",
         "startup_values",
         "statements",
@@ -131,6 +132,7 @@ class ClientState:
         self.statements = ClientStatements()
         self.settings = ClientSettings(startup, interner)
         self.pin_reason: str | None = None
+        self.pin_statement = b""  # the SQL that pinned (for the pin log), if known
         self.max_size = max_size
         # The parameters the client was told (at login, then by ParameterStatus), and
         # those of its startup settings as the server reported them at login: a RESET
@@ -141,9 +143,10 @@ class ClientState:
         # As the server reports it (for SHOW CLIENTS and the pin log).
         self.application_name = startup.get("application_name", "")
 
-    def pin(self, reason: str) -> None:
+    def pin(self, reason: str, statement: bytes = b"") -> None:
         if self.pin_reason is None:
             self.pin_reason = reason
+            self.pin_statement = statement
 
     def logged_in(self, reported: dict[str, str]) -> None:
         """The parameters the client was told at login."""
@@ -228,9 +231,9 @@ class ClientState:
             idle = tracker.tx_status == m.IDLE and all(b.swallow for b in tracker.batches)
             batch.note = Note(effect, idle)
 
-    def _effect(self, server: ServerState, effect: Analysis) -> None:
+    def _effect(self, server: ServerState, effect: Analysis, sql: bytes) -> None:
         if effect.pin is not None:
-            self.pin(effect.pin)
+            self.pin(effect.pin, sql)
         if effect.drops_prepared:
             server.statements.clear()
             self.statements.clear()
@@ -240,7 +243,7 @@ class ClientState:
     def _on_query(self, server: ServerState, sql: bytes) -> bytes | None:
         effect = analyze(sql)
         if effect is not NOTHING:
-            self._effect(server, effect)
+            self._effect(server, effect, sql)
             if effect.changes or effect.learn or effect.reset_all:
                 batch = server.tracker.open
                 assert batch is not None
@@ -309,7 +312,7 @@ class ClientState:
             name, sql, types = m.parse_parse(body)
             effect = analyze(sql) if might_affect_session(sql, 0, len(sql)) else NOTHING
             if effect.pin is not None:
-                self.pin(effect.pin)
+                self.pin(effect.pin, sql)
             if effect.drops_prepared:
                 effect = Analysis(effect.state, None, effect.changes, effect.learn, True)
             if not name:

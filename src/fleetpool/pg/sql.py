@@ -148,8 +148,31 @@ class Analysis:
 NOTHING = Analysis()
 
 
-def _blank(text: str) -> str:
+def blank(text: str) -> str:
+    """``text`` with comments, literals and quoted identifiers turned to spaces.
+
+    Same length as ``text``, so an offset in the result is an offset in ``text``.
+    """
     return _LITERALS.sub(lambda m: " " * (m.end() - m.start()), text)
+
+
+def _split(blanked: str) -> list[tuple[int, int]]:
+    spans = []
+    start = 0
+    for piece in blanked.split(";"):
+        end = start + len(piece)
+        if piece.strip():
+            spans.append((start, end))
+        start = end + 1
+    return spans
+
+
+def statement_spans(text: str) -> list[tuple[int, int]]:
+    """``(start, end)`` of each statement in ``text`` (split on ``;`` outside literals).
+
+    The same split :func:`analyze` judges by, for tools that report per statement.
+    """
+    return _split(blank(text))
 
 
 @dataclass(slots=True)
@@ -307,16 +330,12 @@ def analyze(sql: bytes | str) -> Analysis:
     if not _SUSPECT.search(raw):
         return NOTHING
     text = raw.decode(errors="replace") if isinstance(sql, bytes) else sql
-    blanked = _blank(text)
+    blanked = blank(text)
     acc = _Acc()
-    start = 0
-    count = 0
-    for piece in blanked.split(";"):
-        end = start + len(piece)
-        if piece.strip():
-            count += 1
-            _statement(acc, piece, text[start:end])
-        start = end + 1
+    spans = _split(blanked)
+    for start, end in spans:
+        _statement(acc, blanked[start:end], text[start:end])
+    count = len(spans)
     if (
         acc.state is SessionState.NONE
         and acc.pin is None

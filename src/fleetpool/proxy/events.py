@@ -1,4 +1,5 @@
 # Strategy: what operators audit -- logins, failed logins, admin commands -- is logged
+# (and pins, which operators trace back to the code that caused them) is logged
 # as one record per event with named fields (``record.fields``), not only as prose: the
 # JSON log format writes the fields as keys (``"event": "login_failed", "user": ...``)
 # for a log pipeline to filter on, and the text format appends them as ``key=value``.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+
+from ..redact import sql_head
 
 log = logging.getLogger("fleetpool.proxy.events")
 
@@ -51,6 +54,21 @@ def admin_command(user: str, addr: str, command: str, result: str) -> None:
     """An admin console command ran; read-only ones (SHOW) are logged at DEBUG."""
     level = logging.DEBUG if command.upper().startswith("SHOW") else logging.INFO
     emit("admin_command", level, user=user, addr=addr, command=command, result=result)
+
+
+def pinned(client: int, application_name: str, reason: str, statement: bytes) -> None:
+    """A client was pinned to its server connection.
+
+    ``application_name`` (MySQL: the ``program_name`` connection attribute) and the
+    statement's first words (literals hidden) lead to the call site that pinned.
+    """
+    emit(
+        "pinned",
+        client=client,
+        application_name=application_name or "(none)",
+        reason=reason,
+        statement=sql_head(statement) if statement else "(not seen: found after it ran)",
+    )
 
 
 def record_fields(record: logging.LogRecord) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import sys
 import time
 from typing import Any
 
+from .._lifetime import die_with_parent
 from .config import ProxyConfig
 from .events import record_fields
 from .worker import Proxy
@@ -84,18 +85,6 @@ async def serve(
     await proxy.stop()
 
 
-def _die_with_parent() -> None:
-    """Linux: a worker gets SIGTERM (and drains) if the parent process dies."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):  # pragma: no cover - not Linux
-        pass
-
-
 def run(
     cfg: ProxyConfig, config_path: str | None = None, overrides: dict[str, Any] | None = None
 ) -> int:
@@ -113,7 +102,7 @@ def run(
     for index in range(workers):
         pid = os.fork()
         if pid == 0:  # child
-            _die_with_parent()
+            die_with_parent()  # a worker drains (SIGTERM) if the parent dies
             code = 0
             try:
                 loop = new_event_loop()

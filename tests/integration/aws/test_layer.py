@@ -74,6 +74,7 @@ def test_layer_layout(host_layer: Path) -> None:
     assert (host_layer / "fleetpool" / "aws" / "helper.py").is_file()
     assert not (host_layer / "fleetpool" / "proxy").exists()  # runs on Fargate, not Lambda
     assert not (host_layer / "fleetpool" / "fleet").exists()  # the demo stays home
+    assert not (host_layer / "fleetpool" / "lint").exists()  # a tool for CI, not a function
     assert (host_layer / "psycopg").is_dir() and (host_layer / "pymysql").is_dir()
     assert (host_layer / "boto3").is_dir()
     tag = f"cpython-{sys.version_info.major}{sys.version_info.minor}"

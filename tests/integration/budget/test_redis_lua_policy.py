@@ -77,7 +77,7 @@ def cases(draw: st.DrawFn) -> Case:
 
 def load(client: redis_py.Redis, keys: list[str], case: Case) -> None:
     """Write ``case`` into Redis in the backend's layout (as its scripts would have)."""
-    k_config, k_leases, k_expiry, k_counts, k_wq, k_wexp, k_wfn, k_seq = keys
+    k_config, k_leases, k_expiry, k_counts, k_wq, k_wexp, k_wfn, k_seq = keys[:8]
     pipe = client.pipeline()
     pipe.delete(*keys)
     pipe.set(k_config, case.config.to_json())
@@ -162,7 +162,7 @@ def test_lua_decision_equals_admit(backend: RedisBackend, case: Case) -> None:
         assert got.ticket is not None  # a fresh ticket, as the Python step makes one
 
     # The script left its indexes consistent.
-    _, k_leases, k_expiry, k_counts, k_wq, k_wexp, k_wfn, _ = keys
+    _, k_leases, k_expiry, k_counts, k_wq, k_wexp, k_wfn, _ = keys[:8]
     stored = {k.decode(): json.loads(v) for k, v in client.hgetall(k_leases).items()}
     assert set(stored) == {k.decode() for k in client.zrange(k_expiry, 0, -1)}
     counts: dict[str, int] = {}

@@ -75,3 +75,69 @@ def test_waiting_for_the_budget_does_not_block_the_loop(dsn: str, unique_name: s
     # (a blocked loop would tick at most once, after the wait).
     assert asyncio.run(main()) >= 5
     budget.close()
+
+
+def test_async_fair_handoff_gives_the_lease_to_a_waiter(
+    dsn: str, redis_url: str, unique_name: str
+) -> None:
+    budget = fleetpool.open_budget(redis_url, unique_name)
+    budget.configure(limit=1)
+
+    async def main() -> tuple[fleetpool.Stats, Any]:
+        db = fleetpool.AsyncDatabase(dsn, budget=budget, handle_signals=False, reap_threshold=None)
+        try:
+            async with db.connection() as conn:  # takes the only lease; kept warm
+                assert await _select_one(conn) == 1
+            # A waiter elsewhere in the fleet: refused at first, it signals contention.
+            waiter = asyncio.create_task(
+                asyncio.to_thread(budget.acquire, function="other", ttl=30, wait=5.0)
+            )
+            await asyncio.sleep(0.3)
+            async with db.connection() as conn:
+                assert await _select_one(conn) == 1
+            lease = await asyncio.wait_for(waiter, 5.0)
+            return db.stats, lease
+        finally:
+            await db.aclose()
+
+    stats, lease = asyncio.run(main())
+    try:
+        assert stats.handoffs == 1
+        assert lease.function == "other"
+    finally:
+        budget.release(lease)
+        budget.close()
+
+
+def test_async_live_limit_and_connect_rate(dsn: str, redis_url: str, unique_name: str) -> None:
+    async def main() -> list[fleetpool.Stats]:
+        stats = []
+        for _ in range(2):  # the second login waits for its slot (1/s, burst 1)
+            db = fleetpool.AsyncDatabase(
+                dsn,
+                budget=redis_url,
+                budget_name=unique_name,
+                handle_signals=False,
+                reap_threshold=None,
+                budget_limit="auto:50%",
+                connect_rate=1.0,
+                max_wait=5.0,
+            )
+            try:
+                async with db.connection() as conn:
+                    assert await _select_one(conn) == 1
+                stats.append(db.stats)
+            finally:
+                await db.aclose()
+        return stats
+
+    first, second = asyncio.run(main())
+    budget = fleetpool.open_budget(redis_url, unique_name)
+    try:
+        config = budget.config()
+        # Never configured: set from a probe session before the first lease.
+        assert config.configured and config.limit >= 1
+        assert first.limit_changes == 1 and first.connect_waits == 0
+        assert second.connect_waits == 1
+    finally:
+        budget.close()

@@ -46,7 +46,7 @@ def check(run: dict[str, Any]) -> None:
 
 def test_data_api_strategy_on_postgres() -> None:
     run = run_scenario(scenario(None))
-    assert run["database"]["engine"] == "postgres"
+    assert run["database"]["engine"] == "postgresql"
     check(run)
 
 

@@ -52,7 +52,7 @@ def check(run: dict[str, Any], strategy: str) -> None:
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_strategy_on_postgres(strategy: str) -> None:
     run = run_scenario(gentle(strategy, None))
-    assert run["database"]["engine"] == "postgres"
+    assert run["database"]["engine"] == "postgresql"
     check(run, strategy)
 
 

@@ -205,3 +205,24 @@ def test_pinned_client_leaving_mid_transaction_is_cleaned(proxy_factory: Any) ->
         assert backend_pid(b) == pid  # the connection was rolled back, reset and reused
         assert b.execute("SHOW statement_timeout").fetchone() == ("0",)
         assert b.execute("select to_regclass('fp_left')").fetchone() == (None,)
+
+
+def test_pin_log_names_the_application_and_the_statement(
+    proxy_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A pin is traced to its call site by the client's application_name and the
+    # statement's first words; the statement's literals are not copied into the log.
+    from fleetpool.proxy.events import record_fields
+
+    handle: ProxyHandle = proxy_factory(pool_size=2)
+    caplog.set_level("INFO", logger="fleetpool.proxy.events")
+    with psycopg.connect(handle.dsn(), autocommit=True, application_name="billing-job") as a:
+        a.execute("SELECT 1")
+        a.execute("PREPARE fp_pin_log AS SELECT 'not-for-logs'::text")
+    pins = [record_fields(r) for r in caplog.records if record_fields(r).get("event") == "pinned"]
+    assert len(pins) == 1
+    assert pins[0]["application_name"] == "billing-job"
+    assert pins[0]["reason"] == "PREPARE"
+    assert pins[0]["statement"].startswith("PREPARE fp_pin_log AS SELECT '?'")
+    assert "not-for-logs" not in caplog.text
+    assert "billing-job" in caplog.text

@@ -120,3 +120,85 @@ def test_config_accepts_tuples_dicts_and_limits() -> None:
     assert config.functions["a"] == FunctionLimits(1, 5)
     assert config.functions["b"] == FunctionLimits(2, None)
     assert config.max_for("c") == 10
+
+
+def test_hand_off_only_when_free_capacity_and_promises_cannot_serve_the_waiters() -> None:
+    from fleetpool.budget._policy import should_hand_off
+
+    assert not should_hand_off(limit=4, in_use=4, waiting=0, offered=0)
+    assert should_hand_off(limit=4, in_use=4, waiting=1, offered=0)
+    # One promise per waiter is enough.
+    assert not should_hand_off(limit=4, in_use=4, waiting=1, offered=1)
+    assert should_hand_off(limit=4, in_use=4, waiting=3, offered=2)
+    # Free capacity serves waiters without anyone's lease.
+    assert not should_hand_off(limit=4, in_use=3, waiting=1, offered=0)
+    assert should_hand_off(limit=4, in_use=3, waiting=2, offered=0)
+    # Over the limit (after a lowered limit) counts as no free capacity.
+    assert should_hand_off(limit=2, in_use=3, waiting=1, offered=0)
+
+
+def test_connect_slots_follow_the_rate_after_the_burst() -> None:
+    from fleetpool.budget._policy import connect_slot
+
+    tat, delays = 0.0, []
+    for _ in range(5):
+        delay, tat = connect_slot(tat, now=100.0, rate=10, burst=2, within=10)
+        assert delay is not None
+        delays.append(round(delay, 6))
+    # Two at once, then one every 1/rate seconds.
+    assert delays == [0.0, 0.0, 0.1, 0.2, 0.3]
+    # A caller that cannot wait that long reserves nothing.
+    assert connect_slot(tat, now=100.0, rate=10, burst=2, within=0.35) == (None, tat)
+    # After a quiet spell the schedule starts from now again.
+    assert connect_slot(tat, now=200.0, rate=10, burst=2, within=0) == (0.0, 200.1)
+
+
+def test_connect_slots_never_exceed_burst_plus_rate_times_window() -> None:
+    from fleetpool.budget._policy import connect_slot
+
+    rate, burst = 7.0, 3
+    tat, starts = 0.0, []
+    for i in range(200):
+        now = 50.0 + i * 0.01  # callers arrive faster than the rate
+        delay, tat = connect_slot(tat, now, rate, burst, within=1e9)
+        assert delay is not None
+        starts.append(now + delay)
+    for t in starts:
+        inside = sum(1 for s in starts if t <= s < t + 1.0)
+        assert inside <= burst + rate
+
+
+def test_auto_limit_takes_the_headroom_of_what_others_leave() -> None:
+    from fleetpool.budget._policy import auto_limit
+
+    assert auto_limit(usable=100, others=10, headroom=0.8) == 72
+    assert auto_limit(usable=20, others=0, headroom=1.0) == 20
+    assert auto_limit(usable=20, others=25, headroom=0.9) == 0
+
+
+def test_resize_scales_function_limits_as_shares_of_the_configured_base() -> None:
+    from fleetpool.budget._policy import BudgetConfig, FunctionLimits, resize
+
+    base = BudgetConfig(10, {"api": FunctionLimits(2, 6), "jobs": FunctionLimits(1, None)})
+    small = resize(base, 5)
+    assert small.limit == 5
+    assert small.functions == {"api": FunctionLimits(1, 3), "jobs": FunctionLimits(0, None)}
+    # Down then up again comes back exactly: shares of the base, no drift.
+    again = resize(resize(small, 3), 10)
+    assert again.functions == base.functions and again.base == base
+    # The stores keep the base with the config.
+    assert BudgetConfig.from_json(small.to_json()).base == base
+
+
+def test_parse_auto_limit() -> None:
+    import pytest
+
+    from fleetpool.budget._policy import parse_auto_limit
+    from fleetpool.errors import ConfigError
+
+    assert parse_auto_limit("auto") == 0.9
+    assert parse_auto_limit("auto:80%") == 0.8
+    assert parse_auto_limit(12) is None
+    for bad in ("auto:0%", "auto:101%", "auto:x%", "80%", 1.5):
+        with pytest.raises(ConfigError, match="auto"):
+            parse_auto_limit(bad)

@@ -162,3 +162,40 @@ def test_fatal_errors_give_up_unless_an_option_was_dropped() -> None:
     assert attempt(ErrorKind.FATAL, without_option=True) == ConnectRetry()
     # Only a fatal error can be caused by the optional setting.
     assert attempt(ErrorKind.AUTH, auth_retries=3, without_option=True) is None
+
+
+def test_checkin_offers_a_kept_lease_only_when_contended() -> None:
+    from fleetpool.client.decisions import SessionReport, plan_checkin
+
+    clean = SessionReport()
+    assert not plan_checkin(clean, keep=True).offer_lease
+    assert plan_checkin(clean, keep=True, contended=True).offer_lease
+    # Per-invocation mode releases anyway: nothing to offer.
+    assert not plan_checkin(clean, keep=False, contended=True).offer_lease
+    dirty = plan_checkin(SessionReport(in_transaction=True), keep=True, contended=True)
+    assert dirty.offer_lease and dirty.rollback
+    broken = plan_checkin(SessionReport(broken=True), keep=True, contended=True)
+    assert broken.offer_lease and broken.close
+
+
+def test_a_secret_gets_two_immediate_refreshes_then_paced_retries() -> None:
+    from fleetpool.client.decisions import plan_connect_attempt
+    from fleetpool.engines import ErrorKind
+
+    def step(retries: int) -> object:
+        return plan_connect_attempt(
+            ErrorKind.AUTH,
+            delay=0.1,
+            now=0.0,
+            auth_retries=retries,
+            network_deadline=5.0,
+            capacity_deadline=5.0,
+            refreshable=True,
+            refreshes=2,
+        )
+
+    first, second, third = step(0), step(1), step(2)
+    assert first.refresh_credentials and first.pause is None  # type: ignore[attr-defined]
+    assert second.refresh_credentials and second.pause is None  # type: ignore[attr-defined]
+    assert not third.refresh_credentials and third.pause == 0.1  # type: ignore[attr-defined]
+    assert step(3) is None

@@ -61,7 +61,7 @@ def fake_run() -> dict[str, Any]:
             "lease_ttl": 3,
         },
         "database": {
-            "engine": "postgres",
+            "engine": "postgresql",
             "version": "PostgreSQL 15",
             "limit": 10,
             "embedded": True,

@@ -90,6 +90,15 @@ def test_ok_fields_and_session_changes() -> None:
     assert (t.affected_rows, t.last_insert_id, t.session_changes) == (1, 5, [])
 
 
+def test_status_keeps_session_flags_only() -> None:
+    # SESSION_STATE_CHANGED describes one OK packet: the status kept for the session
+    # (which a proxy reports in OKs of its own, e.g. to COM_PING) leaves it out.
+    state = m.SessionStateInfo(schema="shop")
+    t = track(MODERN, c.COM_QUERY, wire([ok(MODERN, AUTO | IN_TRANS, session_state=state)]))
+    assert t.session_changes == [state]
+    assert t.status == AUTO | IN_TRANS
+
+
 @pytest.mark.parametrize("caps", [LEGACY, MODERN])
 def test_multi_statement_results(caps: int) -> None:
     payloads = [

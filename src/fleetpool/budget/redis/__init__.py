@@ -26,6 +26,8 @@ one Cluster slot:
 * ``:wq``      zset waiter ticket -> enqueue sequence number (FCFS order)
 * ``:wexp``    zset ticket -> expires_at (µs);  ``:wfn`` hash ticket -> function
 * ``:seq``     counter for ``:wq``
+* ``:offers``  zset lease id -> until when its holder promised to release it (fair handoff)
+* ``:storm``   string, when the next connect slot is free (µs; storm control)
 
 A call whose reply was lost is retried once only when it failed fast (a stale
 connection); the retried ``acquire`` first looks for its own lease id, so a
@@ -41,7 +43,7 @@ Wake-ups: a write that frees capacity while waiters exist PUBLISHes on
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import json
 import logging
 import threading
@@ -50,7 +52,6 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlencode
 
 from ...errors import BudgetUnavailable, ConfigError, LeaseLost
 from ...redact import redact_url
@@ -65,7 +66,8 @@ from .._base import (
 from .._per_thread import PerThread
 from .._policy import REASONS, UNCONFIGURED, BudgetConfig
 from ._lua import LIBRARY, SCRIPT_ARGS, SCRIPTS, function_name
-from ._wake import Wakeups
+from ._topology import is_redirect, open_topology
+from ._wake import Contention, Wakeups
 from ._wire import (
     NO_WAITING,
     as_str,
@@ -102,7 +104,18 @@ ALLOWED_OPTIONS = frozenset(
 )
 
 
-KEY_SUFFIXES = ("config", "leases", "expiry", "counts", "wq", "wexp", "wfn", "seq")
+KEY_SUFFIXES = (
+    "config",
+    "leases",
+    "expiry",
+    "counts",
+    "wq",
+    "wexp",
+    "wfn",
+    "seq",
+    "offers",
+    "storm",
+)
 
 
 def budget_keys(name: str) -> list[str]:
@@ -115,6 +128,12 @@ def wake_channel(name: str) -> str:
     return "{fleetpool:" + name + "}:wake"
 
 
+def contention_channel(name: str) -> str:
+    """Where a refused, queued acquire says someone waits (``acquire.lua`` derives it
+    from the wake channel)."""
+    return "{fleetpool:" + name + "}:contended"
+
+
 #: The admission reasons as the server sends them (decoding each reply costs more).
 _REASONS = {r.encode(): r for r in REASONS}
 
@@ -122,6 +141,7 @@ _REASONS = {r.encode(): r for r in REASONS}
 class RedisBackend(BudgetBackend):
     kind = "redis"
     notifies = True
+    signals_contention = True
 
     def __init__(
         self,
@@ -140,16 +160,17 @@ class RedisBackend(BudgetBackend):
                 "the redis budget backend needs redis-py: pip install 'fleetpool[redis]'"
             ) from exc
         opts = dict(options or {})
+        self.wait_replicas, self.wait_timeout = _wait_options(opts, url, float(timeout))
         unknown = sorted(set(opts) - ALLOWED_OPTIONS)
         if unknown:
             raise ConfigError(
                 f"unknown option(s) {', '.join(unknown)} in redis budget URL; "
-                f"accepted: timeout, on_unavailable, {', '.join(sorted(ALLOWED_OPTIONS))}"
+                f"accepted: timeout, on_unavailable, wait_replicas, wait_timeout, "
+                f"{', '.join(sorted(ALLOWED_OPTIONS))}"
             )
         self.timeout = float(timeout)
         self.url = url
         self._redis_py = redis_py
-        full_url = url + ("?" + urlencode(opts) if opts else "")
         kwargs: dict[str, Any] = {
             "socket_timeout": self.timeout,
             "socket_connect_timeout": self.timeout,
@@ -158,12 +179,14 @@ class RedisBackend(BudgetBackend):
         }
         if "health_check_interval" not in opts:
             kwargs["health_check_interval"] = 30
+        self.keys = budget_keys(name)
         try:
-            # No I/O here: redis-py connects on the first command.
-            self._client: redis_py.Redis = redis_py.Redis.from_url(full_url, **kwargs)
+            # No I/O here for one server or Sentinel: redis-py connects on the first
+            # command. A Cluster reads its slot map now.
+            self._topology = open_topology(url, self.keys[0], opts, kwargs, redis_py)
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"invalid redis budget URL {redact_url(url)!r}: {exc}") from exc
-        self.keys = budget_keys(name)
+        self._client: redis_py.Redis = self._topology.client
         self.channel = wake_channel(name)
         #: RESP header, command, function (or script sha), key count and keys of
         #: each operation, packed once.
@@ -171,12 +194,14 @@ class RedisBackend(BudgetBackend):
         self._use_functions(True)
         # This thread's own connection (see _connection); kept until close().
         self._conns: PerThread[Any] = PerThread(
-            functools.partial(connect, self._client.connection_pool),
+            # The client of the moment: a Cluster redirect replaces it.
+            lambda: connect(self._client.connection_pool),
             _disconnect,
             close_with_thread=False,
         )
         self._static: dict[tuple[str, str, float], bytes] = {}
         self._wakeups = Wakeups(self._client, self.channel, self.timeout, redis_py)
+        self._contention = Contention(self._client, contention_channel(name), redis_py)
         self._orphans: list[tuple[str, str]] = []
         self._orphans_lock = threading.Lock()
 
@@ -199,13 +224,35 @@ class RedisBackend(BudgetBackend):
                 raise self._unavailable(exc) from exc
             except r.ConnectionError as exc:
                 # A pooled connection the server (or a NAT) dropped while this
-                # container was frozen fails fast; one more try gets a new one.
+                # container was frozen fails fast; one more try gets a new one
+                # (in a Cluster, from the slot's primary of now).
                 if not retried and time.monotonic() - start < self.timeout / 2:
                     retried = True
+                    if self._topology.follows_failover:
+                        self._rediscover()
+                    continue
+                raise self._unavailable(exc) from exc
+            except r.ResponseError as exc:
+                if not retried and is_redirect(exc):
+                    retried = True
+                    self._rediscover()
                     continue
                 raise self._unavailable(exc) from exc
             except r.RedisError as exc:
                 raise self._unavailable(exc) from exc
+
+    def _rediscover(self) -> None:
+        """Ask the Cluster again where the budget's slot lives; use that node from now on."""
+        try:
+            client = self._topology.rediscover()
+        except self._redis_py.RedisError as exc:
+            log.info("redis budget %r: cluster rediscovery failed: %s", self.name, exc)
+            return
+        if client is not self._client:
+            self._client = client
+            self._conns.close_all(timeout=0.0)
+            self._wakeups.use(client)
+            self._contention.use(client)
 
     def _connection(self) -> Any:
         """This thread's own connection (made on first use; per process after a fork).
@@ -346,6 +393,8 @@ class RedisBackend(BudgetBackend):
             raise
         granted, reason, limit, in_use, ticket, reclaimed, acquired_us, expires_us, soonest_us = res
         lease = None
+        if granted and self.wait_replicas:
+            self._replicated(request.lease_id, request.function)
         if granted:
             lease = granted_lease(
                 request.lease_id,
@@ -390,10 +439,41 @@ class RedisBackend(BudgetBackend):
                 self._static[key] = packed
         return packed
 
+    def _replicated(self, lease_id: str, function: str) -> None:
+        """WAIT mode: return only once ``wait_replicas`` replicas have the write.
+
+        Redis replicates asynchronously: a primary that fails over right after a
+        grant may lose it, and the promoted replica would then grant the same
+        capacity again. WAIT closes that hole for failovers that promote a
+        replica that acknowledged (Sentinel and Cluster pick the most up to date
+        one). When too few acknowledge in time, the grant is given back and the
+        store counts as unavailable (``on_unavailable`` decides).
+        """
+        try:
+            self._wait_for_replicas()
+        except BudgetUnavailable:
+            with contextlib.suppress(BudgetUnavailable):
+                self._script("release", (lease_id, self.channel, function))
+            raise
+
+    def _wait_for_replicas(self) -> None:
+        ms = str(max(1, round(self.wait_timeout * 1000)))
+        command = pack_args(("WAIT", str(self.wait_replicas), ms), total=3)
+        acked = self._call(lambda: round_trip(self._connection(), command))
+        if int(acked) < self.wait_replicas:
+            raise BudgetUnavailable(
+                f"redis budget {self.name!r} at {redact_url(self.url)}: {acked} of "
+                f"{self.wait_replicas} replicas acknowledged within {self.wait_timeout:g}s "
+                "(wait_replicas)"
+            )
+
     def renew(self, lease: Lease, ttl: float) -> Lease:
         expires = self._script("renew", (lease.id, micros(ttl)))
         if expires is None:
             raise LeaseLost.of(lease)
+        if self.wait_replicas:
+            # A renewal lost in a failover would let the lease expire early there.
+            self._wait_for_replicas()
         return replace(lease, expires_at=expires / 1e6)
 
     def annotate(self, lease: Lease, meta: Mapping[str, Any]) -> Lease:
@@ -406,6 +486,18 @@ class RedisBackend(BudgetBackend):
         if expires is None:
             raise LeaseLost.of(lease)
         return replace(lease, meta=merged, expires_at=expires / 1e6)
+
+    def contended(self) -> bool:
+        return self._contention.heard()
+
+    def offer(self, lease: Lease, grace: float) -> int:
+        return int(self._script("offer", (lease.id, micros(grace))))
+
+    def reserve_connect(self, rate: float, burst: int, within: float) -> float | None:
+        delay = int(
+            self._script("connect_slot", (micros(1.0 / rate), str(int(burst)), micros(within)))
+        )
+        return None if delay < 0 else delay / 1e6
 
     def release(self, lease: Lease) -> bool:
         return bool(self._script("release", (lease.id, self.channel, lease.function)))
@@ -447,7 +539,34 @@ class RedisBackend(BudgetBackend):
         """Close the wake-up subscriptions and the connections (reconnects lazily)."""
         self._conns.close_all(timeout=0.0)
         self._wakeups.close()
+        self._contention.close()
         self._client.close()
+
+
+def _wait_options(opts: dict[str, str], url: str, timeout: float) -> tuple[int, float]:
+    """``wait_replicas`` (default 0: no WAIT) and ``wait_timeout`` (seconds, default
+    the store timeout) from the URL's query, removed from ``opts``."""
+    raw_n, raw_t = opts.pop("wait_replicas", "0"), opts.pop("wait_timeout", None)
+    try:
+        n = int(raw_n)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise ConfigError(
+            f"wait_replicas in {redact_url(url)!r} must be an integer >= 0, got {raw_n!r}"
+        )
+    if raw_t is None:
+        return n, timeout
+    try:
+        t = float(raw_t)
+    except ValueError:
+        t = -1.0
+    if not 0 < t <= timeout:
+        raise ConfigError(
+            f"wait_timeout in {redact_url(url)!r} must be seconds in (0, timeout={timeout:g}], "
+            f"got {raw_t!r}"
+        )
+    return n, t
 
 
 def _disconnect(conn: Any) -> None:
@@ -455,4 +574,4 @@ def _disconnect(conn: Any) -> None:
     conn.disconnect()
 
 
-__all__ = ["RedisBackend", "budget_keys", "wake_channel"]
+__all__ = ["RedisBackend", "budget_keys", "contention_channel", "wake_channel"]

@@ -37,6 +37,8 @@ OPERATIONS = {
         "configure",
         "leases",
         "snapshot",
+        "offer",
+        "connect_slot",
     )
 }
 
@@ -50,6 +52,8 @@ SCRIPT_ARGS = {
     "configure": 2,
     "leases": 0,
     "snapshot": 0,
+    "offer": 2,
+    "connect_slot": 3,
 }
 
 

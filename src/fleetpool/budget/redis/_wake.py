@@ -11,6 +11,7 @@ the front's jittered poll still works, so every failure here degrades to it.
 
 from __future__ import annotations
 
+import select
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -30,7 +31,7 @@ class Waits:
     next_expiry: float | None = None
 
 
-def _unsubscribe(waits: Waits) -> None:
+def _unsubscribe(waits: Waits | Listening) -> None:
     if waits.pubsub is not None:
         try:
             waits.pubsub.close()
@@ -49,6 +50,12 @@ class Wakeups:
         self._error = redis_py.RedisError
         self._timeout_error = redis_py.TimeoutError
         self._threads = PerThread(Waits, _unsubscribe, close_with_thread=False)
+
+    def use(self, client: Any) -> None:
+        """Subscribe through ``client`` from now on (a Cluster redirect); the
+        threads' subscriptions through the old one are closed."""
+        self._client = client
+        self._threads.close_all(timeout=0.0)
 
     def before_attempt(self, queueing: bool) -> None:
         """Drop wake-ups already queued (the attempt sees their effect); subscribe
@@ -128,4 +135,90 @@ class Wakeups:
             _unsubscribe(waits)
 
 
-__all__ = ["Waits", "Wakeups"]
+@dataclass(eq=False)
+class Listening:
+    """One thread's subscription to the contention channel (fair handoff)."""
+
+    pubsub: PubSub | None = None
+    #: time.monotonic() before which no new subscription is tried (after a failure).
+    retry_at: float = 0.0
+    #: A poll object on the subscription's socket (``sock``): one system call says
+    #: "nothing new".
+    poller: Any = None
+    sock: Any = None
+
+
+def _stop_listening(listening: Listening) -> None:
+    _unsubscribe(listening)
+    listening.poller = listening.sock = None
+
+
+#: Seconds without a new subscription after one failed (a check-in must not
+#: wait for a connect timeout each time the store is down).
+RETRY_AFTER = 30.0
+
+
+class Contention:
+    """Whether a waiter published on the contention channel since this thread last looked.
+
+    A holder subscribes once (the SUBSCRIBE is sent, its confirmation read
+    later with the messages) and then looks at check-in with a zero-timeout
+    read of the socket: no round trip, so a clean invocation with nobody
+    waiting makes no store call. Messages wait in the socket while the
+    container is busy or frozen.
+    """
+
+    def __init__(self, client: Any, channel: str, redis_py: Any) -> None:
+        self._client = client
+        self._channel = channel
+        self._error = redis_py.RedisError
+        self._threads = PerThread(Listening, _stop_listening, close_with_thread=False)
+
+    def use(self, client: Any) -> None:
+        """Listen through ``client`` from now on (a Cluster redirect)."""
+        self._client = client
+        self._threads.close_all(timeout=0.0)
+
+    def heard(self) -> bool:
+        listening = self._threads.get().value
+        pubsub = listening.pubsub
+        if pubsub is None:
+            now = time.monotonic()
+            if now < listening.retry_at:
+                return False
+            pubsub = self._client.pubsub()
+            try:
+                pubsub.subscribe(self._channel)
+            except self._error:
+                pubsub.close()
+                listening.retry_at = now + RETRY_AFTER
+                return False
+            listening.pubsub = pubsub
+            return False
+        poller = listening.poller
+        sock = getattr(pubsub.connection, "_sock", None)
+        if poller is None or sock is not listening.sock:  # first look, or reconnected
+            listening.poller = listening.sock = None
+            if sock is not None:
+                listening.sock = sock
+                # Poll the socket itself: redis-py's get_message costs ~10 us even
+                # when nothing came. Whatever the parser holds buffered was read
+                # together with socket data, and the loop below drains it all.
+                poller = listening.poller = select.poll()
+                poller.register(sock.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+        elif not poller.poll(0):
+            return False
+        heard = False
+        try:
+            while (msg := pubsub.get_message(timeout=0.0)) is not None:
+                heard = heard or msg.get("type") == "message"
+        except self._error:
+            _stop_listening(listening)
+            listening.retry_at = time.monotonic() + RETRY_AFTER
+        return heard
+
+    def close(self) -> None:
+        self._threads.close_all(timeout=0.0)
+
+
+__all__ = ["Contention", "Listening", "Waits", "Wakeups"]

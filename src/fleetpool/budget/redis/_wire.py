@@ -20,7 +20,7 @@ from typing import Any
 #: What this module relies on beyond redis-py's public API, by class.
 REDIS_PY_INTERNALS = {
     "ConnectionPool": ("connection_class", "connection_kwargs"),
-    "Connection": ("send_packed_command", "read_response", "send_command", "disconnect"),
+    "Connection": ("send_packed_command", "read_response", "send_command", "disconnect", "_sock"),
 }
 
 
@@ -34,6 +34,11 @@ def connect(pool: Any) -> Any:
 
 def round_trip(conn: Any, packed: bytes) -> Any:
     """Send one packed command and read its reply."""
+    if conn._sock is None:
+        # Connect through the class's own connect(): a Sentinel-managed connection
+        # asks the sentinels for the primary there (sending would connect to the
+        # constructor's default address instead).
+        conn.connect()
     conn.send_packed_command((packed,))
     return conn.read_response()
 

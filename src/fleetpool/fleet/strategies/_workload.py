@@ -5,7 +5,7 @@ query-plus-think-time workload, the DSN parsing and the connect call live here
 once. Settings come from environment variables the emulator sets per container
 (as a platform sets a function's configuration):
 
-``FLEET_DSN`` (``postgresql://`` or ``mysql://``), ``FLEET_APP_NAME``
+``FLEET_DSN`` (``postgresql://`` or ``mysql://``, parsed by the client's parser), ``FLEET_APP_NAME``
 (``fleet:<strategy>:<container>``), ``FLEET_CONNECT_TIMEOUT``, ``FLEET_THINK``,
 ``FLEET_LIMIT`` (the fleet's connection limit), ``FLEET_BUDGET_URL``,
 ``FLEET_BUDGET_NAME``, ``FLEET_LEASE_TTL``, ``FLEET_MAX_WAIT``, ``FLEET_COUNTER_PATH``,
@@ -18,8 +18,8 @@ import os
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
 
+from ...client.dsn import Engine, parse_dsn
 from ..runtime import note_connect
 
 
@@ -31,7 +31,7 @@ def env_float(name: str, default: float) -> float:
 @dataclass(frozen=True)
 class Settings:
     dsn: str
-    engine: str  # "postgres" or "mysql"
+    engine: Engine
     app_name: str
     connect_timeout: float
 
@@ -48,31 +48,25 @@ class Settings:
         )
 
 
-def engine_of(dsn: str) -> str:
-    scheme = urlsplit(dsn).scheme.split("+")[0]
-    if scheme in ("postgres", "postgresql"):
-        return "postgres"
-    if scheme in ("mysql", "mariadb"):
-        return "mysql"
-    raise ValueError(f"unsupported DSN scheme {scheme!r}: use postgresql:// or mysql://")
+def engine_of(dsn: str) -> Engine:
+    """``postgresql`` or ``mysql``, as the client's DSN parser names them."""
+    return parse_dsn(dsn).engine
 
 
 def mysql_params(dsn: str) -> dict[str, Any]:
-    """PyMySQL ``connect()`` keyword arguments for a ``mysql://`` URL."""
-    p = urlsplit(dsn)
+    """PyMySQL ``connect()`` keyword arguments for a ``mysql://`` URL (the client's parser)."""
+    t = parse_dsn(dsn)
     params: dict[str, Any] = {
-        "host": p.hostname or "127.0.0.1",
-        "port": p.port or 3306,
-        "user": unquote(p.username or "root"),
-        "password": unquote(p.password or ""),
+        "host": t.host or "127.0.0.1",
+        "port": t.port,
+        "user": t.user or "root",
+        "password": t.password or "",
         "autocommit": True,
     }
-    db = p.path.lstrip("/")
-    if db:
-        params["database"] = unquote(db)
-    for k, v in parse_qsl(p.query):
-        if k == "unix_socket":
-            params["unix_socket"] = v
+    if t.database:
+        params["database"] = t.database
+    if "unix_socket" in t.params:
+        params["unix_socket"] = t.params["unix_socket"]
     return params
 
 
@@ -80,7 +74,7 @@ def connect(settings: Settings | None = None) -> Any:
     """Open one connection (autocommit) and tell the emulator about it."""
     s = settings or Settings.from_env()
     timeout = max(1, round(s.connect_timeout))
-    if s.engine == "postgres":
+    if s.engine == "postgresql":
         import psycopg
 
         conn: Any = psycopg.connect(

@@ -7,8 +7,9 @@ connection over at most ``pool_size`` server sessions. A frozen or killed
 container then holds only a client socket at the proxy, never a server session.
 Reconnects when the connection is known to be closed (e.g. the proxy dropped it).
 
-``FLEET_PROXY_DSN`` is the proxy's address and ``FLEET_PROXY_APP_NAME`` the
-application name the proxy's own server sessions use (both set by the emulator).
+``FLEET_PROXY_DSN`` is the proxy's address (``postgresql://`` or ``mysql://``, as the
+database's) and ``FLEET_PROXY_APP_NAME`` the application name the proxy's own
+PostgreSQL server sessions use (both set by the emulator).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 from typing import Any
 
 from ..runtime import note_connect
-from ._workload import env_float, is_closed, work
+from ._workload import engine_of, env_float, is_closed, mysql_params, work
 
 DSN = os.environ["FLEET_PROXY_DSN"]
 # The proxy re-applies a client's application_name on whichever server session
@@ -30,12 +31,18 @@ CONN: Any = None
 
 
 def connect() -> Any:
-    import psycopg
+    conn: Any
+    if engine_of(DSN) == "postgresql":
+        import psycopg
 
-    conn = psycopg.connect(
-        DSN, autocommit=True, connect_timeout=CONNECT_TIMEOUT, application_name=APP_NAME
-    )
-    # The backend pid the proxy reports is its own client id, not a server
+        conn = psycopg.connect(
+            DSN, autocommit=True, connect_timeout=CONNECT_TIMEOUT, application_name=APP_NAME
+        )
+    else:
+        import pymysql
+
+        conn = pymysql.connect(connect_timeout=CONNECT_TIMEOUT, **mysql_params(DSN))
+    # The backend pid (MySQL: thread id) the proxy reports is its own client id, not a server
     # session: announcing it would let the observer and the cleanup mistake it
     # for a real pid.
     note_connect()

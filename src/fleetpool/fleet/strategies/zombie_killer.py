@@ -51,7 +51,7 @@ def _query(conn: Any, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any,
 def _max_connections(conn: Any) -> int:
     global MAX_CONNECTIONS
     if MAX_CONNECTIONS is None:
-        if SETTINGS.engine == "postgres":
+        if SETTINGS.engine == "postgresql":
             rows = _query(
                 conn,
                 "SELECT current_setting('max_connections')::int"
@@ -66,7 +66,7 @@ def _max_connections(conn: Any) -> int:
 def clean(conn: Any) -> int:
     """Kill idle sessions of our user when usage is above the threshold; return kills."""
     limit = _max_connections(conn)
-    if SETTINGS.engine == "postgres":
+    if SETTINGS.engine == "postgresql":
         used = int(
             _query(
                 conn,

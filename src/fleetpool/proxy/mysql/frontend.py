@@ -350,7 +350,7 @@ class ClientConnection(Endpoint):
             if cmd == c.COM_QUERY and might_affect_session(payload, 1, len(payload)):
                 effect = classify(payload[1:])
                 if effect.pin:
-                    my.pin(effect.pin)
+                    my.pin(effect.pin, payload[1:])
                 my.hold = my.hold or effect.next_transaction
             elif cmd == c.COM_SET_OPTION:
                 my.pin("COM_SET_OPTION")
@@ -544,6 +544,10 @@ class ClientConnection(Endpoint):
             self._unpin()
             server.inject([mm.com_query(TRACKING)])
         if my.pin_reason is not None and not self.pinned:
+            if not my.pin_statement and running is not None:
+                first = running[0].payload  # reported by the server: the command that ran
+                if first[:1] == bytes((c.COM_QUERY,)):
+                    my.pin_statement = first[1:]
             self._pinned(my.pin_reason)
         if my.hold and not tracker.in_transaction and running is not None:
             first = running[0].payload
@@ -640,7 +644,9 @@ class ClientConnection(Endpoint):
         self.pinned = True
         self.releasable = False
         self.stats.pinned(reason)
-        log.info("client #%d (program %r) pinned: %s", self.id, self.application_name, reason)
+        events.pinned(
+            self.id, self.application_name, reason, self.my.pin_statement if self.my else b""
+        )
 
     def _unpin(self) -> None:
         if self.pinned:

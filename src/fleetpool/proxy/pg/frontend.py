@@ -418,22 +418,15 @@ class FrontendConnection(Endpoint):
         if payload:
             server.transport.write(payload if isinstance(payload, bytes) else b"".join(payload))
         if pg.pin_reason is not None and not self.pinned:
-            self._pinned(pg.pin_reason, data)
+            self._pinned(pg.pin_reason, pg.pin_statement)
         if terminate:
             self.close()
 
-    def _pinned(self, reason: str, data: bytes) -> None:
+    def _pinned(self, reason: str, statement: bytes) -> None:
         self.pinned = True
         self.releasable = False
         self.stats.pinned(reason)
-        text = data[5:85].decode(errors="replace").split("\x00")[0].strip()
-        log.info(
-            "client #%d (application_name=%r) pinned to its server connection: %s (%.60s)",
-            self.id,
-            self.application_name,
-            reason,
-            text,
-        )
+        events.pinned(self.id, self.application_name, reason, statement)
 
     def _unqueue(self) -> None:
         """Move the request kept in _queued to the front of _buf (the general path)."""

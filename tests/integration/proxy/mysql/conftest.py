@@ -51,6 +51,23 @@ class MySQLProxy:
         return f"{scheme}://{USER}:{PASSWORD}@127.0.0.1:{self.port}/{self.database}"
 
 
+def proxy_config(url: str, **overrides: Any) -> ProxyConfig:
+    """The tests' proxy in front of the MySQL server at ``url``: transaction mode, a pool of
+    4, the user ``app`` (the server knows the URL's user), short timeouts."""
+    settings: dict[str, Any] = {
+        "listen": ("127.0.0.1", 0),
+        "pool_size": 4,
+        "users": {USER: PASSWORD},
+        "server_login": "upstream",  # "app" is the proxy's user; the server knows root
+        "connection_borrow_timeout": 10.0,
+        "client_login_timeout": 10.0,
+        "shutdown_timeout": 2.0,
+    }
+    settings.update(overrides)
+    upstream = settings.pop("upstream", None) or parse_upstream(url)
+    return ProxyConfig(upstream=upstream, **settings)
+
+
 @pytest.fixture
 def mysql_proxy_factory(mysql_dsn: str) -> Iterator[Callable[..., MySQLProxy]]:
     handles: list[ProxyHandle] = []
@@ -58,18 +75,7 @@ def mysql_proxy_factory(mysql_dsn: str) -> Iterator[Callable[..., MySQLProxy]]:
 
     def factory(**overrides: Any) -> MySQLProxy:
         url = overrides.pop("upstream_url", mysql_dsn)
-        settings: dict[str, Any] = {
-            "listen": ("127.0.0.1", 0),
-            "pool_size": 4,
-            "users": {USER: PASSWORD},
-            "server_login": "upstream",  # "app" is the proxy's user; the server knows root
-            "connection_borrow_timeout": 10.0,
-            "client_login_timeout": 10.0,
-            "shutdown_timeout": 2.0,
-        }
-        settings.update(overrides)
-        upstream = settings.pop("upstream", None) or parse_upstream(url)
-        handle = start_proxy(ProxyConfig(upstream=upstream, **settings))
+        handle = start_proxy(proxy_config(url, **overrides))
         handles.append(handle)
         return MySQLProxy(handle, database)
 

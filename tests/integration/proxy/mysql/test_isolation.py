@@ -127,6 +127,33 @@ def test_state_that_cannot_move_pins_its_owner(
         assert one(b2, check_state) is None
 
 
+def test_pin_log_names_the_program_and_the_statement(
+    connect: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    # The program_name connection attribute and the statement's first words lead to
+    # the call site; the statement's literals stay out of the log.
+    from fleetpool.proxy.events import record_fields
+
+    caplog.set_level("INFO", logger="fleetpool.proxy.events")
+    a = connect(program_name="nightly-export")
+    one(a, "SELECT 1")
+    one(a, "SELECT GET_LOCK('not-for-logs', 0)")
+    # The proxy's thread may log the pin just after the client has its answer.
+    deadline = time.monotonic() + 5
+    while True:
+        pins = [
+            record_fields(r) for r in caplog.records if record_fields(r).get("event") == "pinned"
+        ]
+        if pins or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    assert len(pins) == 1
+    assert pins[0]["application_name"] == "nightly-export"
+    assert pins[0]["reason"] == "GET_LOCK"
+    assert pins[0]["statement"] == "SELECT GET_LOCK('?', 0)"
+    assert "not-for-logs" not in caplog.text
+
+
 def test_a_client_that_vanishes_mid_transaction_leaves_nothing(
     connect: Callable[..., Any], unique_name: str
 ) -> None:

@@ -62,6 +62,9 @@ end
 if reclaimed > 0 then
   if out ~= '' then wake_others(channel, 1) else wake_others(channel, 0) end
 end
+-- Fair handoff: tell the holders someone waits (they look at check-in, without
+-- a store call). The contention channel is the wake channel's sibling.
+if out ~= '' then redis.call('PUBLISH', string.sub(channel, 1, -5) .. 'contended', '1') end
 -- When the earliest live lease runs out (the waiter sleeps no longer than that).
 local soonest = -1
 local first = redis.call('ZRANGE', K_EXPIRY, '0', '0', 'WITHSCORES')

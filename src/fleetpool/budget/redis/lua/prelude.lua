@@ -17,13 +17,14 @@
 -- costs the server work, and the others share its hash tag (one Cluster slot),
 -- so they are derived from it -- once per budget name, not per call (equal Lua
 -- strings are one interned object: the check is a pointer compare).
-local K_CONFIG, K_LEASES, K_EXPIRY, K_COUNTS, K_WQ, K_WEXP, K_WFN, K_SEQ
+local K_CONFIG, K_LEASES, K_EXPIRY, K_COUNTS, K_WQ, K_WEXP, K_WFN, K_SEQ, K_OFFERS, K_STORM
 local function bind(keys)
   local k = keys[1]
   if k == K_CONFIG then return end
   local tag = string.sub(k, 1, -7)
   K_CONFIG, K_LEASES, K_EXPIRY, K_COUNTS = k, tag .. 'leases', tag .. 'expiry', tag .. 'counts'
   K_WQ, K_WEXP, K_WFN, K_SEQ = tag .. 'wq', tag .. 'wexp', tag .. 'wfn', tag .. 'seq'
+  K_OFFERS, K_STORM = tag .. 'offers', tag .. 'storm'
 end
 
 local function int(x) return string.format('%d', x) end

@@ -1,0 +1,32 @@
+"""Logins the server itself accepts must work through the proxy the same way."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pymysql
+import pytest
+
+from ..conftest import MySQLProxy
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=pymysql.err.InternalError,
+    reason="an empty password by caching_sha2_password: the proxy sends the fast-auth-success "
+    "packet before its OK, where the server sends the OK alone; PyMySQL answers that packet "
+    "and the sequence ids no longer match",
+)
+def test_empty_password(mysql_proxy_factory: Callable[..., MySQLProxy]) -> None:
+    proxy = mysql_proxy_factory(users={"blank": ""})
+    conn = pymysql.connect(
+        **proxy.kwargs(user="blank", password="", connect_timeout=10, read_timeout=10)
+    )
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+            assert cur.fetchone() == (1,)
+    finally:
+        conn.close()
