@@ -788,6 +788,8 @@ class FrontendLogin:
         verdict = credential.check_scramble(plugin, response, self.nonce)
         if plugin == CACHING_SHA2_PASSWORD:
             if verdict is True:
+                if not response:  # an empty password: the server sends its OK alone
+                    return self._authenticated()
                 return [
                     self._send(build_auth_more_data(bytes((SHA2_FAST_AUTH_SUCCESS,)))),
                     *self._authenticated(),

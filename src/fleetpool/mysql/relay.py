@@ -129,6 +129,7 @@ class ServerState:
         "collation",
         "database",
         "in_flight",
+        "last_insert_id",
         "queries",
         "statements",
         "synced_for",
@@ -145,6 +146,9 @@ class ServerState:
         self.collation = collation  # of its login: what SET NAMES it has without one
         self.synced_for: object = None
         self.queries = 0
+        # The session's LAST_INSERT_ID() as its OK packets reported it: a client whose
+        # own differs gets it set before a statement that reads it.
+        self.last_insert_id = 0
 
     @property
     def busy(self) -> bool:
@@ -172,6 +176,7 @@ class ServerState:
         self.applied.clear()
         self.statements.clear()
         self.synced_for = None
+        self.last_insert_id = 0
 
     def inject(self, payload: bytes, kind: int = SWALLOW, sql: bytes = b"") -> bytes:
         """A command of the proxy's own: its bytes, accounted (answer not for a client)."""

@@ -425,9 +425,15 @@ class ClientConnection(Endpoint):
                 return  # held until the statement is prepared on this connection
             server.send_client(encode_packet(rewritten, 0), cmd, seq)
             return
-        if cmd == c.COM_QUERY and my.last_insert_id and _reads_insert_id(payload):
-            # LAST_INSERT_ID() answers for the session: give this one the client's.
+        if (
+            cmd == c.COM_QUERY
+            and my.last_insert_id != server.my.last_insert_id
+            and _reads_insert_id(payload)
+        ):
+            # LAST_INSERT_ID() answers for the session: give this one the client's (only
+            # when it differs: the statement resets ROW_COUNT()).
             server.inject([mm.com_query(f"DO LAST_INSERT_ID({my.last_insert_id})")])
+            server.my.last_insert_id = my.last_insert_id
         data = b"".join(encode_packet(p.payload, p.seq) for p in packets)
         server.send_client(data, cmd, seq)
 
@@ -537,7 +543,7 @@ class ClientConnection(Endpoint):
                 self.pool.plugin.setdefault(_KNOWN_DBS, set()).add(my.database)
         my.status = tracker.status
         if tracker.error is None and tracker.last_insert_id:
-            my.last_insert_id = tracker.last_insert_id
+            my.last_insert_id = server.my.last_insert_id = tracker.last_insert_id
         running = self._running
         if running is not None and running[0].payload[:1] == bytes((c.COM_RESET_CONNECTION,)):
             my.reset(server.my)

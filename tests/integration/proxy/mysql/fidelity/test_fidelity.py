@@ -23,9 +23,6 @@ KNOWN_DIFFERENCES: dict[str, str] = {
     "login": "the proxy's greeting sets capability bit 0 (CLIENT_LONG_PASSWORD, MariaDB's "
     "CLIENT_MYSQL), which a MariaDB server clears to tell clients it is MariaDB; the "
     "client's negotiated flags then differ in that bit",
-    "insert_id_and_row_count": "SELECT LAST_INSERT_ID(), ROW_COUNT() right after an INSERT "
-    "gives ROW_COUNT() 0 instead of the INSERT's count: the proxy runs DO LAST_INSERT_ID(n) "
-    "before any query that reads LAST_INSERT_ID(), and that statement resets ROW_COUNT()",
     "unknown_statement": "executing a statement id the client never prepared: the server's "
     "error 1243 names the id 4294967295 (what the proxy sends in its place) instead of the "
     "client's",

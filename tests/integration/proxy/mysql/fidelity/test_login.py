@@ -12,13 +12,6 @@ from ..conftest import MySQLProxy
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pymysql.err.InternalError,
-    reason="an empty password by caching_sha2_password: the proxy sends the fast-auth-success "
-    "packet before its OK, where the server sends the OK alone; PyMySQL answers that packet "
-    "and the sequence ids no longer match",
-)
 def test_empty_password(mysql_proxy_factory: Callable[..., MySQLProxy]) -> None:
     proxy = mysql_proxy_factory(users={"blank": ""})
     conn = pymysql.connect(
