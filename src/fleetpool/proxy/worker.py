@@ -85,7 +85,7 @@ class Proxy:
             self.stats,
             lambda: self.users.secrets,
             self.engine.probe,
-            getattr(self.engine, "default_variant", ""),
+            self.engine.default_variant,
         )
         self.inspector = Inspector(
             cfg,

@@ -31,6 +31,7 @@ NAME = "postgresql"
 
 class PostgresEngine:
     name = NAME
+    default_variant = ""  # every PostgreSQL client can share every server connection
     default_port = 5432
 
     def __init__(self, cfg: ProxyConfig, stats: Stats) -> None:

@@ -65,7 +65,7 @@ def test_pin_reasons_show_in_show_clients_and_metrics(
             rows = cur.fetchall()
         pinned = [r for r in rows if r["user"] == USER]
         assert len(pinned) == 1, rows
-        reason = str(pinned[0].get("pin_reason") or pinned[0].get("pinned") or "")
+        reason = pinned[0]["pin_reason"]
         assert "variable" in reason.lower(), pinned[0]
         port = proxy.proxy.admin.port
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=10) as resp:
@@ -74,7 +74,9 @@ def test_pin_reasons_show_in_show_clients_and_metrics(
         assert sum(status["pinned_by_reason"].values()) == 1
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
             text = resp.read().decode()
-        assert "fleetpool_proxy_pins_total{" in text or "fleetpool_proxy_pinned" in text, text
+        label = f'{{reason="{reason}"}} 1.0'
+        assert f"fleetpool_proxy_pins_total{label}" in text, text
+        assert f"fleetpool_proxy_client_connections_pinned{label}" in text, text
         one(app, "SELECT RELEASE_LOCK('fleetpool-lifecycle')")
 
 
