@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .budget import AsyncBudget, Budget, Lease, Snapshot, open_async_budget, open_budget
 from .errors import (
     BudgetNotConfigured,
     BudgetUnavailable,
@@ -29,6 +28,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from .budget import AsyncBudget, Budget, Lease, Snapshot, open_async_budget, open_budget
     from .client.asyncdb import AsyncDatabase
     from .client.database import Database, reap
     from .client.reaper import ReapReport
@@ -36,8 +36,16 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 
+_BUDGET_NAMES = ("AsyncBudget", "Budget", "Lease", "Snapshot", "open_async_budget", "open_budget")
+
+
 def __getattr__(name: str) -> Any:
-    # The client pulls in drivers lazily, so importing fleetpool stays cheap.
+    # Each part is imported on first use, so `import fleetpool` stays cheap: a
+    # function's global section pays only for what it touches (README: Cold start).
+    if name in _BUDGET_NAMES:
+        from . import budget
+
+        return getattr(budget, name)
     if name in ("Database", "reap"):
         from .client import database
 

@@ -21,7 +21,6 @@ Two layers:
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
 from typing import Protocol
 
 from .errors import ConfigError
@@ -68,17 +67,36 @@ def _check(base: float, cap: float, factor: float) -> None:
         raise ConfigError(f"backoff needs a growth factor >= 1, got factor={factor!r}")
 
 
-@dataclass
 class _Curve:
-    """An exponential ceiling per attempt, turned into a delay by the class's jitter."""
+    """An exponential ceiling per attempt, turned into a delay by the class's jitter.
 
-    base: float = 0.05
-    cap: float = 2.0
-    rng: random.Random = field(default_factory=random.Random, repr=False, compare=False)
-    factor: float = field(default=2.0, kw_only=True)
+    Plain classes, not dataclasses: the default strategy is built in a function's
+    cold start, where defining six dataclasses would cost several milliseconds.
+    """
 
-    def __post_init__(self) -> None:
-        _check(self.base, self.cap, self.factor)
+    def __init__(
+        self,
+        base: float = 0.05,
+        cap: float = 2.0,
+        rng: random.Random | None = None,
+        *,
+        factor: float = 2.0,
+    ) -> None:
+        _check(base, cap, factor)
+        self.base = base
+        self.cap = cap
+        self.factor = factor
+        self.rng = rng if rng is not None else random.Random()
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(base={self.base!r}, cap={self.cap!r}, factor={self.factor!r})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, _Curve) or type(other) is not type(self):
+            return NotImplemented
+        return (self.base, self.cap, self.factor) == (other.base, other.cap, other.factor)
 
     def delay(self, attempt: int, rand: float) -> float:
         """Seconds before retry ``attempt`` (1-based) for the random number ``rand``."""
@@ -94,7 +112,6 @@ class _Curve:
         pass
 
 
-@dataclass
 class ExponentialBackoff(_Curve):
     """``min(cap, base * factor**(attempt-1))`` -- no jitter (for tests and single clients)."""
 
@@ -105,7 +122,6 @@ class ExponentialBackoff(_Curve):
         return self.delay(attempt)
 
 
-@dataclass
 class FullJitterBackoff(_Curve):
     """Uniform in ``[0, min(cap, base * factor**(attempt-1))]``: the widest spread."""
 
@@ -113,7 +129,6 @@ class FullJitterBackoff(_Curve):
         return full_jitter(ceiling, rand)
 
 
-@dataclass
 class EqualJitterBackoff(_Curve):
     """Half the exponential delay fixed, half random: never retries immediately (default)."""
 
@@ -121,7 +136,6 @@ class EqualJitterBackoff(_Curve):
         return equal_jitter(ceiling, rand)
 
 
-@dataclass
 class SpreadJitterBackoff(_Curve):
     """Between half and one and a half times the exponential delay: a poll whose mean
     follows the curve while a crowd of pollers drifts apart."""
@@ -130,18 +144,20 @@ class SpreadJitterBackoff(_Curve):
         return spread_jitter(ceiling, rand)
 
 
-@dataclass
 class DecorrelatedJitterBackoff:
     """``min(cap, uniform(base, previous * 3))``: grows from the last delay, not the count."""
 
-    base: float = 0.05
-    cap: float = 2.0
-    rng: random.Random = field(default_factory=random.Random, repr=False, compare=False)
-    _previous: float = field(default=0.0, repr=False, compare=False)
+    def __init__(
+        self, base: float = 0.05, cap: float = 2.0, rng: random.Random | None = None
+    ) -> None:
+        _check(base, cap, 1.0)
+        self.base = base
+        self.cap = cap
+        self.rng = rng if rng is not None else random.Random()
+        self._previous = base
 
-    def __post_init__(self) -> None:
-        _check(self.base, self.cap, 1.0)
-        self._previous = self.base
+    def __repr__(self) -> str:
+        return f"DecorrelatedJitterBackoff(base={self.base!r}, cap={self.cap!r})"
 
     def compute(self, attempt: int) -> float:
         if attempt <= 1:

@@ -16,9 +16,6 @@ The seed's two metrics keep their names (``RemainingConnections``,
 
 from __future__ import annotations
 
-import json
-import os
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,9 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from . import prometheus
+from .cloudwatch import emf_namespace, emf_record, write_emf
 from .histogram import Histogram
 
-NAMESPACE = "fleetpool"
 # Seconds; chosen around the interesting range for a lease wait (a connect is 5-20 ms).
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -162,60 +159,6 @@ class BudgetMetrics:
         return out
 
 
-#: Units of the metrics fleetpool writes as EMF (anything else is a plain count).
-EMF_UNITS = {"LeaseWaitTime": "Milliseconds"}
-
-
-def emf_namespace(namespace: str | None = None) -> str:
-    """The CloudWatch namespace: the argument, else ``$FLEETPOOL_METRICS_NAMESPACE``, else
-    ``fleetpool``."""
-    ns = namespace if namespace is not None else os.environ.get("FLEETPOOL_METRICS_NAMESPACE")
-    if ns is None:
-        return NAMESPACE
-    ns = ns.strip()
-    if not ns or len(ns) > 255:
-        from .errors import ConfigError
-
-        raise ConfigError(
-            f"metrics namespace must be 1 to 255 characters, got {namespace!r}"
-            " (argument or FLEETPOOL_METRICS_NAMESPACE)"
-        )
-    return ns
-
-
-def emf_record(
-    namespace: str,
-    timestamp_ms: int,
-    dimensions: dict[str, str],
-    values: dict[str, Any],
-    extra_dimension_sets: list[list[str]] | None = None,
-    properties: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """One EMF record: every name in ``values`` is a metric under every dimension set.
-
-    ``values`` holds only known numbers (or non-empty lists of them): the caller leaves
-    out what it does not know instead of writing a 0.
-    """
-    record: dict[str, Any] = {
-        "_aws": {
-            "Timestamp": timestamp_ms,
-            "CloudWatchMetrics": [
-                {
-                    "Namespace": namespace,
-                    "Dimensions": [list(dimensions), *(extra_dimension_sets or [])],
-                    "Metrics": [
-                        {"Name": name, "Unit": EMF_UNITS.get(name, "Count")} for name in values
-                    ],
-                }
-            ],
-        },
-        **(properties or {}),
-        **dimensions,
-        **values,
-    }
-    return record
-
-
 class _Registry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -240,16 +183,6 @@ REGISTRY = _Registry()
 def emf_records(namespace: str | None = None) -> list[dict[str, Any]]:
     """EMF records for every budget in this process (deltas since the last call)."""
     return [r for m in REGISTRY for r in m.emf_records(namespace=namespace)]
-
-
-def write_emf(records: list[dict[str, Any]], stream: TextIO | None = None) -> int:
-    """Write each record as one JSON line (stdout by default); returns the number written."""
-    out = stream or sys.stdout
-    for record in records:
-        out.write(json.dumps(record, separators=(",", ":")) + "\n")
-    if records:
-        out.flush()
-    return len(records)
 
 
 def flush_emf(stream: TextIO | None = None, namespace: str | None = None) -> int:

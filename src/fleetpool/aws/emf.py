@@ -8,7 +8,7 @@ after the connection is checked in, whatever the handler did (returned or
 raised). With aws-lambda-powertools installed the blob goes through its
 metrics provider (:mod:`fleetpool.aws.powertools`), so Powertools' settings
 (``POWERTOOLS_METRICS_DISABLED``, validation) apply; without it fleetpool's own
-writer (:func:`fleetpool.metrics.write_emf`) prints the same record.
+writer (:func:`fleetpool.cloudwatch.write_emf`) prints the same record.
 
 Only on Lambda by default (``metrics="auto"`` looks for
 ``AWS_LAMBDA_FUNCTION_NAME``): elsewhere stdout belongs to the program. A
@@ -20,10 +20,13 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import ConfigError
-from ..metrics import BudgetMetrics, emf_namespace, write_emf
+
+if TYPE_CHECKING:
+    from ..metrics import BudgetMetrics
+from ..cloudwatch import emf_namespace, write_emf
 
 log = logging.getLogger(__name__)
 

@@ -62,8 +62,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..budget import Budget, Lease, open_budget
+from ..cloudwatch import emf_record
 from ..errors import ConfigError, LeaseLost, NoConnectionsLeft
-from ..metrics import emf_record
 from .emf import InvocationMetrics
 
 #: The sample's names, as its README states them, and its namespace.

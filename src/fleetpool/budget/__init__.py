@@ -31,9 +31,10 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from ..errors import ConfigError
+from ..holder import default_holder
 from ..redact import redact_url
 from ._base import AcquireRequest, AcquireResult, BudgetBackend, Lease, Snapshot
-from ._budget import AsyncBudget, Budget, OnUnavailable, default_holder
+from ._budget import AsyncBudget, Budget, OnUnavailable
 from ._policy import UNCONFIGURED, BudgetConfig, Decision, FunctionLimits, admit, validate_config
 
 REDIS_SCHEMES = (

@@ -16,7 +16,6 @@ import contextlib
 import logging
 import os
 import random
-import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from .._check import seconds
 from ..backoff import SpreadJitterBackoff, spread_jitter
 from ..errors import BudgetNotConfigured, BudgetUnavailable, ConfigError, NoConnectionsLeft
+from ..holder import default_holder
 from ..metrics import REGISTRY, BudgetMetrics
 from ._base import AcquireRequest, AcquireResult, BudgetBackend, Lease, Snapshot
 from ._policy import CONNECT_RATE, BudgetConfig, resize, validate_config
@@ -45,25 +45,6 @@ POLL_MAX = 0.25
 
 def default_function() -> str:
     return os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or "default"
-
-
-_holder: str | None = None
-
-
-def _forget_holder() -> None:
-    global _holder
-    _holder = None
-
-
-os.register_at_fork(after_in_child=_forget_holder)
-
-
-def default_holder() -> str:
-    """``host:pid``, built once per process (two system calls per acquire otherwise)."""
-    global _holder
-    if _holder is None:
-        _holder = f"{socket.gethostname()}:{os.getpid()}"
-    return _holder
 
 
 class Budget:

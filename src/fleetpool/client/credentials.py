@@ -26,8 +26,7 @@ import json
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import ConfigError, DatabaseUnavailable
 from .dsn import Target
@@ -39,12 +38,14 @@ PasswordSource = str | Callable[[], str]
 ROTATION_STAGES = ("AWSCURRENT", "AWSPENDING", "AWSCURRENT")
 
 
-@dataclass(frozen=True)
-class Login:
+class Login(NamedTuple):
     user: str | None
     password: str | None
     #: The source demands TLS (IAM tokens travel in clear text otherwise).
     require_tls: bool = False
+
+    def __repr__(self) -> str:  # never the password
+        return f"Login(user={self.user!r}, require_tls={self.require_tls!r})"
 
 
 class Credentials:

@@ -39,14 +39,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .._check import seconds
 from ..aws.emf import InvocationMetrics, MetricsMode
 from ..backoff import Backoff, EqualJitterBackoff
-from ..budget import Budget, Lease, default_holder, open_budget
-from ..budget._policy import auto_limit, parse_auto_limit
 from ..engines import ErrorKind, SessionState
 from ..errors import (
     BudgetNotConfigured,
@@ -56,8 +53,8 @@ from ..errors import (
     LeaseLost,
     NoConnectionsLeft,
 )
-from ..tls import bearer_verification
-from . import reaper, shutdown
+from ..holder import default_holder
+from . import shutdown
 from .credentials import Credentials, PasswordSource
 from .decisions import (
     CheckinPlan,
@@ -70,10 +67,15 @@ from .decisions import (
 )
 from .dsn import Target, budget_key, default_budget_name, parse_dsn
 from .errors import make_error
-from .reaper import REAPER_FUNCTION, ReapReport, reap_check_due
 
 if TYPE_CHECKING:
+    from ..budget import Budget, Lease
     from ._driver import Driver, DriverBase
+    from .reaper import ReapReport
+
+# The budget package, the reaper and TLS are imported where first needed, not
+# here: a function's global section builds a Database (no I/O) and should pay
+# only for what construction uses (the cold-start figure in the README).
 
 log = logging.getLogger("fleetpool.client")
 
@@ -88,9 +90,12 @@ HANDOFF_CLOSE_WAIT = 0.5
 _ORPHANS: list[Any] = []
 
 
-@dataclass
 class Stats:
-    """Counters since the Database was created (tests, benchmarks, logs)."""
+    """Counters since the Database was created (tests, benchmarks, logs).
+
+    Each counter starts at the class's 0 and becomes the instance's at its first
+    increment (a plain class: a dataclass would cost the cold start ~1 ms).
+    """
 
     checkouts: int = 0
     connects: int = 0
@@ -109,6 +114,10 @@ class Stats:
     connect_waits: int = 0
     #: Live-limit changes this container wrote to the budget.
     limit_changes: int = 0
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{name}={getattr(self, name)}" for name in Stats.__annotations__)
+        return f"Stats({counts})"
 
 
 class ConnectAttempts:
@@ -173,6 +182,12 @@ class ConnectAttempts:
         return self.db._connect_error(self.last, self.kind, time.monotonic() - self.start)
 
 
+def _is_budget(obj: object) -> bool:
+    from ..budget import Budget
+
+    return isinstance(obj, Budget)
+
+
 class BaseDatabase:
     """What :class:`Database` and :class:`~fleetpool.AsyncDatabase` share: settings,
     identity (tag, budget name), and how a failed connect is reported.
@@ -220,7 +235,7 @@ class BaseDatabase:
             raise ConfigError(f"mode must be 'reuse' or 'per_invocation', got {mode!r}")
         if reset not in ("auto", "always"):
             raise ConfigError(f"reset must be 'auto' or 'always', got {reset!r}")
-        if budget is not None and not isinstance(budget, str | Budget):
+        if budget is not None and not isinstance(budget, str) and not _is_budget(budget):
             raise ConfigError(f"budget must be None, a budget URL or a Budget, got {budget!r}")
         if on_connect is not None and not callable(on_connect):
             raise ConfigError("on_connect must be a callable taking the connection")
@@ -248,17 +263,20 @@ class BaseDatabase:
         self.on_connect = on_connect
         self.function = function or os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or "default"
         self.holder = holder or default_holder()
+        given: Budget | None = None if budget is None or isinstance(budget, str) else budget
         self.budget_name = (
             budget_name
             if budget_name is not None
-            else (budget.name if isinstance(budget, Budget) else default_budget_name(self.target))
+            else (given.name if given is not None else default_budget_name(self.target))
         )
         self._budget_spec = budget
-        self._budget: Budget | None = budget if isinstance(budget, Budget) else None
+        self._budget: Budget | None = given
         self.credentials = Credentials(
             self.target, password=password, secret=secret, iam_auth=iam_auth, region=region
         )
         if iam_auth:  # the token must only go to a server whose certificate is verified
+            from ..tls import bearer_verification
+
             bearer_verification(self.target.engine, self.target.params)
         self.backoff: Backoff = backoff or EqualJitterBackoff()
         self.handle_signals = handle_signals
@@ -284,7 +302,11 @@ class BaseDatabase:
             )
         self.connect_rate = connect_rate
         self.connect_burst = connect_burst
-        self.limit_headroom = parse_auto_limit(budget_limit)
+        self.limit_headroom: float | None = None
+        if budget_limit is not None:
+            from ..budget._policy import parse_auto_limit
+
+            self.limit_headroom = parse_auto_limit(budget_limit)
         if budget_limit is not None and self.limit_headroom is None:
             raise ConfigError(
                 f"budget_limit must be None, 'auto' or 'auto:N%', got {budget_limit!r} "
@@ -317,6 +339,8 @@ class BaseDatabase:
     def budget(self) -> Budget | None:
         """The budget (opened on first access when given as a URL)."""
         if self._budget is None and isinstance(self._budget_spec, str):
+            from ..budget import open_budget
+
             self._budget = open_budget(self._budget_spec, self.budget_name)
         return self._budget
 
@@ -492,6 +516,8 @@ class BaseDatabase:
     def _set_live_limit(self, budget: Budget, headroom: float, conn: Any, driver: Any) -> None:
         """Set the budget's limit from the server's (blocking: ``driver.fetch`` and the
         store; AsyncDatabase runs it in a worker thread over a loop bridge)."""
+        from ..budget._policy import auto_limit
+
         if driver.engine == "postgresql":
             from ..engines.postgres import CAPACITY_SQL
         else:
@@ -964,8 +990,10 @@ class Database(BaseDatabase):
     def _maybe_reap(self, conn: Any) -> None:
         if self.reap_threshold is None:
             return
+        from . import reaper
+
         now = time.monotonic()
-        if not reap_check_due(now, self._next_reap_check):
+        if not reaper.reap_check_due(now, self._next_reap_check):
             return
         self._next_reap_check = now + self.reap_interval
         try:
@@ -1058,13 +1086,15 @@ def reap(
         A :class:`~fleetpool.client.reaper.ReapReport` of what was seen, killed,
         spared and skipped.
     """
+    from . import reaper
+
     # The fleet's Database, built as its functions build it (no I/O), names the
     # budget and the tag prefix. The reaper's own connection holds no lease, so
     # it works when the budget is full -- which is when a reaper is wanted.
     fleet = Database(
         dsn,
         budget=budget,
-        budget_name=None if isinstance(budget, Budget) else budget_name,
+        budget_name=budget_name if budget is None or isinstance(budget, str) else None,
         reap_threshold=None,
         handle_signals=False,
     )
@@ -1074,7 +1104,7 @@ def reap(
         handle_signals=False,
         idle_timeout=None,
         connect_timeout=connect_timeout,
-        function=REAPER_FUNCTION,
+        function=reaper.REAPER_FUNCTION,
         password=password,
     )
     fleet_budget = fleet.budget
@@ -1096,4 +1126,4 @@ def reap(
             fleet_budget.close()
 
 
-__all__ = ["REAPER_FUNCTION", "Database", "Stats", "reap"]
+__all__ = ["Database", "Stats", "reap"]

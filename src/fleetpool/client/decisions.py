@@ -5,7 +5,9 @@ server calls does this invocation need?" -- from facts the client already holds
 in memory (the lease's expiry, the driver's transaction status, the statements
 it saw). Writing the decisions as pure functions keeps I/O out of them, makes
 every branch unit-testable with plain numbers, and makes the hot-path promise
-checkable: a warm, clean invocation plans *nothing*.
+checkable: a warm, clean invocation plans *nothing*. The plans are named tuples,
+not dataclasses: a function's cold start builds them, and a frozen dataclass
+costs about ten times as much to define.
 
 The timing rule ties the lease and the server together. The lease is renewed at
 checkout only when less than ``renew_fraction`` (half) of its TTL remains, so a
@@ -23,7 +25,7 @@ the lease wait), network errors within the network deadline (``connect_timeout``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..backoff import plan_retry
 from ..engines import ErrorKind, SessionState
@@ -38,8 +40,7 @@ def server_idle_timeout(lease_ttl: float, renew_fraction: float = RENEW_FRACTION
     return max(1.0, lease_ttl * renew_fraction)
 
 
-@dataclass(frozen=True)
-class CheckoutPlan:
+class CheckoutPlan(NamedTuple):
     """What a checkout must do before handing out the connection."""
 
     #: Take a new lease (none held, or it expired).
@@ -77,8 +78,7 @@ def plan_checkout(
     return NOTHING
 
 
-@dataclass(frozen=True)
-class SessionReport:
+class SessionReport(NamedTuple):
     """What the driver knows about a session after an invocation, read without I/O."""
 
     #: The connection is closed or its socket failed.
@@ -96,8 +96,7 @@ class SessionReport:
     client_changed: bool = False
 
 
-@dataclass(frozen=True)
-class CheckinPlan:
+class CheckinPlan(NamedTuple):
     """What a check-in must do so the next invocation finds a clean session."""
 
     close: bool = False
@@ -139,8 +138,7 @@ def plan_checkin(report: SessionReport, *, keep: bool, contended: bool = False) 
     )
 
 
-@dataclass(frozen=True)
-class ConnectRetry:
+class ConnectRetry(NamedTuple):
     """Try connecting again: what to do first."""
 
     #: Seconds to sleep before the attempt; None: at once.

@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
 class ErrorKind(enum.Enum):
@@ -52,8 +52,7 @@ class SessionState(enum.Flag):
     DATABASE = enum.auto()
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(NamedTuple):
     """One statement-classification rule: a regex and the state it implies."""
 
     pattern: str
@@ -94,8 +93,7 @@ def classify(
     return found
 
 
-@dataclass(frozen=True)
-class SessionRow:
+class SessionRow(NamedTuple):
     """One server session as the reaper sees it, engine-neutral.
 
     ``idle_for`` is seconds since the session last did anything (None when the

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any, TextIO
 
-from ..metrics import emf_namespace, emf_record, write_emf
+from ..cloudwatch import emf_namespace, emf_record, write_emf
 from .inspect import client_states, server_states
 
 #: EMF metric name -> the /status counter whose increase it reports.

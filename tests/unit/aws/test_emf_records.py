@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 import fleetpool
-from fleetpool import metrics
+from fleetpool import cloudwatch, metrics
 from fleetpool.aws.emf import InvocationMetrics
 from tests.emf_check import check_emf, emf_lines
 
@@ -72,7 +72,7 @@ def test_namespace_from_argument_then_environment(monkeypatch: pytest.MonkeyPatc
     mine = [r for r in emf_lines(out.getvalue()) if r["Budget"] == budget.name]
     assert mine[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "RDSLambda"
     monkeypatch.delenv("FLEETPOOL_METRICS_NAMESPACE")
-    assert metrics.emf_namespace() == "fleetpool"
+    assert cloudwatch.emf_namespace() == "fleetpool"
 
 
 @pytest.mark.parametrize("bad", ["", "   ", "x" * 256])
@@ -80,7 +80,7 @@ def test_a_bad_namespace_is_refused_with_what_is_accepted(
     bad: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with pytest.raises(fleetpool.ConfigError, match="1 to 255 characters"):
-        metrics.emf_namespace(bad)
+        cloudwatch.emf_namespace(bad)
     monkeypatch.setenv("FLEETPOOL_METRICS_NAMESPACE", bad)
     with pytest.raises(fleetpool.ConfigError, match="FLEETPOOL_METRICS_NAMESPACE"):
         InvocationMetrics("emf")
