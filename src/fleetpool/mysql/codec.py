@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from ..errors import LocalProtocolError, RemoteProtocolError
 from .constants import MAX_PACKET_CHUNK
@@ -53,9 +52,9 @@ class _NeedData:
 NEED_DATA: Final = _NeedData()
 
 
-@dataclass(frozen=True, slots=True)
-class Packet:
-    """One logical packet: ``payload`` with its chunks joined.
+class Packet(NamedTuple):
+    """One logical packet: ``payload`` with its chunks joined (a named tuple: one is
+    built per command a proxy relays, and a frozen dataclass costs more to build).
 
     ``seq`` is the sequence id of its first physical packet and ``next_seq`` the id
     the next packet of the same exchange carries (``seq + chunks``, modulo 256).
@@ -159,6 +158,35 @@ class PacketDecoder:
         out = bytes(self._buf)
         self._buf.clear()
         return out
+
+    def packets(self, data: bytes | bytearray | memoryview) -> list[Packet]:
+        """``receive_data(data)``, then every whole packet now available.
+
+        The hot path of a relay -- nothing buffered and ``data`` exactly one packet,
+        as a command usually arrives -- takes the payload without buffering it.
+        """
+        if not self._buf and not self._parts and len(data) >= HEADER_SIZE:
+            word = _U32.unpack_from(data, 0)[0]
+            length = word & 0xFFFFFF
+            seq = word >> 24
+            expected = self.expected_seq
+            if (
+                length + HEADER_SIZE == len(data)
+                and length < MAX_PACKET_CHUNK
+                and length <= self.max_payload
+                and (expected is None or seq == expected)
+            ):
+                if expected is not None:
+                    self.expected_seq = (seq + 1) & 0xFF
+                return [Packet(seq, bytes(data[HEADER_SIZE:]), (seq + 1) & 0xFF)]
+        self.receive_data(data)
+        out: list[Packet] = []
+        while True:
+            packet = self.next_packet()
+            if packet is NEED_DATA:
+                return out
+            assert isinstance(packet, Packet)
+            out.append(packet)
 
     def next_packet(self) -> Packet | _NeedData:
         buf = self._buf

@@ -978,16 +978,23 @@ class StmtExecute:
 
     def parameter_types(self, params: int) -> bytes | None:
         """The 2-byte-per-parameter type block if this execute carries one, else None."""
-        if params == 0:
-            return None
-        bitmap = (params + 7) // 8
-        if len(self.rest) < bitmap + 1:
-            raise RemoteProtocolError("COM_STMT_EXECUTE too short for its parameters")
-        if self.rest[bitmap] != 1:
-            return None
-        if len(self.rest) < bitmap + 1 + 2 * params:
-            raise RemoteProtocolError("COM_STMT_EXECUTE parameter types are truncated")
-        return self.rest[bitmap + 1 : bitmap + 1 + 2 * params]
+        return bound_parameter_types(self.rest, params, 0)
+
+
+def bound_parameter_types(buf: bytes, params: int, start: int = 10) -> bytes | None:
+    """The parameter types a COM_STMT_EXECUTE binds (2 bytes each), or None when it
+    binds none; ``start`` is where its null bitmap begins (10 in a whole payload:
+    a relay reads them without taking the execute apart)."""
+    if params == 0:
+        return None
+    flag = start + (params + 7) // 8
+    if len(buf) <= flag:
+        raise RemoteProtocolError("COM_STMT_EXECUTE too short for its parameters")
+    if buf[flag] != 1:
+        return None
+    if len(buf) < flag + 1 + 2 * params:
+        raise RemoteProtocolError("COM_STMT_EXECUTE parameter types are truncated")
+    return buf[flag + 1 : flag + 1 + 2 * params]
 
 
 def with_parameter_types(payload: bytes, params: int, types: bytes) -> bytes:

@@ -179,10 +179,10 @@ class Router:
         if len(pools) < 2:
             return False
         mine = pool.waiters[0].wait_started if pool.waiters else float("inf")
-        older = any(
-            p is not pool and p.waiters and p.waiters[0].wait_started < mine for p in pools.values()
-        )
-        return older and self.room() <= 0
+        for p in pools.values():  # (a plain loop: this runs once per transaction)
+            if p is not pool and p.waiters and p.waiters[0].wait_started < mine:
+                return self.room() <= 0
+        return False
 
     def freed(self) -> None:
         """A connection closed somewhere: pools with waiting clients may grow, the one

@@ -272,30 +272,36 @@ class ServerConnection(Endpoint):
         n = len(buf)
         pos = 0
         tracker = my.tracker
-        owner: Any = self.owner
-        while my.in_flight:
-            head = my.in_flight[0]
+        # The client attached to this connection (its owner and peer while attached);
+        # None while the pool owns it -- a client's answer then has nobody to go to.
+        client: Any = self.peer
+        in_flight = my.in_flight
+        while in_flight:
+            head = in_flight[0]
             start = pos
             spans = None
-            if head.kind == CLIENT and not getattr(owner, "tracks_session", True):
+            mine = head.kind == CLIENT
+            if mine and client is not None and not client.tracks_session:
                 spans = tracker.ok_spans = []
-            pos = tracker.feed(buf, pos)
-            tracker.ok_spans = None
-            if head.kind == CLIENT:
+                pos = tracker.feed(buf, pos)
+                tracker.ok_spans = None
+            else:
+                pos = tracker.feed(buf, pos)
+            if mine:
                 if head.command == COM_STMT_PREPARE:
                     self._hold += buf[start:pos]
-                elif pos > start and owner is not None and hasattr(owner, "answer"):
+                elif pos > start and client is not None:
                     chunk = bytes(buf[start:pos])
                     if spans:
-                        chunk = owner.reencode(chunk, [(p - start, e - start) for p, e in spans])
-                    owner.answer(self, chunk, head)
+                        chunk = client.reencode(chunk, [(p - start, e - start) for p, e in spans])
+                    client.answer(self, chunk, head)
             if tracker.awaiting_infile:
-                if hasattr(owner, "infile"):
-                    owner.infile(self)
+                if client is not None:
+                    client.infile(self)
                 break
             if not tracker.done:
                 break
-            self._ended(head, owner)
+            self._ended(head, client)
             my.next_answer()
         if pos < n:
             if not my.in_flight and tracker.done:
@@ -306,23 +312,24 @@ class ServerConnection(Endpoint):
         if not my.busy:
             self._idle()
 
-    def _ended(self, head: Pending, owner: Any) -> None:
+    def _ended(self, head: Pending, client: Any) -> None:
+        """The answer to ``head`` has ended; ``client``: the one attached, if any."""
         tracker = self.my.tracker
         if head.kind == CLIENT:
             if head.command == COM_STMT_PREPARE:
                 answer, self._hold = bytes(self._hold), bytearray()
-                if hasattr(owner, "prepared"):
-                    owner.prepared(self, head, answer)
-            elif hasattr(owner, "answered"):
-                owner.answered(self, head)
+                if client is not None:
+                    client.prepared(self, head, answer)
+            elif client is not None:
+                client.answered(self, head)
             return
         error = tracker.error
         if head.kind == PREPARE:
             ok = tracker.prepare_ok
             if ok is not None and error is None:
                 self.my.statements[head.sql] = ServerStatement(ok.statement_id, ok.params)
-            if hasattr(owner, "reprepared"):
-                owner.reprepared(self, head)
+            if client is not None:
+                client.reprepared(self, head)
             return
         if tracker.session_changes:
             for info in tracker.session_changes:

@@ -28,7 +28,7 @@ from typing import Any
 from ...errors import ProtocolError
 from ...mysql import constants as c
 from ...mysql import messages as mm
-from ...mysql.codec import NEED_DATA, Packet, PacketDecoder, encode_packet, encode_packets
+from ...mysql.codec import Packet, PacketDecoder, encode_packet, encode_packets
 from ...mysql.login import ClientSession
 from ...mysql.relay import (
     PREPARE,
@@ -79,6 +79,9 @@ PROFILE = (
     | c.CLIENT_LOCAL_FILES
 )
 _KNOWN_DBS = "mysql-databases"
+# Status flags that keep a server connection with its client: a transaction or a
+# cursor is open on it.
+_KEEPS = c.SERVER_STATUS_IN_TRANS | c.SERVER_STATUS_CURSOR_EXISTS
 
 
 def variant(capabilities: int) -> str:
@@ -270,22 +273,16 @@ class ClientConnection(Endpoint):
             if self.state is _STARTUP:
                 self._login.receive_data(data)
             elif self.state is _READY or self.state is _ADMIN or self.state is _LOGIN_WAIT:
-                self._dec.receive_data(data)
-                self._take()
+                self._take(data)
         except ProtocolError as exc:
             self.protocol_violation(str(exc))
         except Exception:  # a bug must cost one client, not the proxy
             log.exception("%r: internal error; closing this client", self)
             self.close()
 
-    def _take(self) -> None:
+    def _take(self, data: bytes) -> None:
         """Split what arrived into commands (each its packets) and run the first."""
-        dec = self._dec
-        while True:
-            packet = dec.next_packet()
-            if packet is NEED_DATA:
-                break
-            assert isinstance(packet, Packet)
+        for packet in self._dec.packets(data):
             if self._infile:
                 self._upload(packet)
                 continue
@@ -456,16 +453,17 @@ class ClientConnection(Endpoint):
         server.my.statements.move_to_end(stmt.sql)
         out = bytearray(payload)
         mm.set_statement_id(out, 0, srv.id)
-        if cmd == c.COM_STMT_EXECUTE and stmt.params:
-            execute = mm.StmtExecute.parse(payload)
-            types = execute.parameter_types(stmt.params)
-            if types is not None:
-                stmt.types = bytes(types)
-                srv.typed = True
-            elif not srv.typed and stmt.types is not None:
-                out = bytearray(mm.with_parameter_types(bytes(out), stmt.params, stmt.types))
-                srv.typed = True
-            my.long_data.discard(cid)
+        if cmd == c.COM_STMT_EXECUTE:
+            if stmt.params:
+                types = mm.bound_parameter_types(payload, stmt.params)
+                if types is not None:
+                    stmt.types = types
+                    srv.typed = True
+                elif not srv.typed and stmt.types is not None:
+                    out = bytearray(mm.with_parameter_types(bytes(out), stmt.params, stmt.types))
+                    srv.typed = True
+            if my.long_data:
+                my.long_data.discard(cid)
         elif cmd == c.COM_STMT_SEND_LONG_DATA:
             my.long_data.add(cid)
         elif cmd == c.COM_STMT_RESET:
@@ -545,19 +543,20 @@ class ClientConnection(Endpoint):
         if tracker.error is None and tracker.last_insert_id:
             my.last_insert_id = server.my.last_insert_id = tracker.last_insert_id
         running = self._running
-        if running is not None and running[0].payload[:1] == bytes((c.COM_RESET_CONNECTION,)):
+        # (a command's payload is never empty: _command refuses that)
+        if running is not None and running[0].payload[0] == c.COM_RESET_CONNECTION:
             my.reset(server.my)
             self._unpin()
             server.inject([mm.com_query(TRACKING)])
         if my.pin_reason is not None and not self.pinned:
             if not my.pin_statement and running is not None:
                 first = running[0].payload  # reported by the server: the command that ran
-                if first[:1] == bytes((c.COM_QUERY,)):
+                if first[0] == c.COM_QUERY:
                     my.pin_statement = first[1:]
             self._pinned(my.pin_reason)
         if my.hold and not tracker.in_transaction and running is not None:
             first = running[0].payload
-            if not (first[:1] == bytes((c.COM_QUERY,)) and classify(first[1:]).next_transaction):
+            if not (first[0] == c.COM_QUERY and classify(first[1:]).next_transaction):
                 my.hold = False  # the transaction it was for has ended
         self._running = None
         self._next()
@@ -580,17 +579,10 @@ class ClientConnection(Endpoint):
 
     def _maybe_release(self, server: ServerConnection) -> None:
         my = self.my
-        if (
-            my is None
-            or not self.releasable
-            or server.busy
-            or self._queue
-            or self._held is not None
-            or server.my.tracker.in_transaction
-            or server.my.tracker.cursor_open
-            or my.hold
-            or my.long_data
-        ):
+        if my is None or not self.releasable or self._queue or self._held is not None:
+            return
+        srv = server.my
+        if srv.busy or srv.tracker.status & _KEEPS or my.hold or my.long_data:
             return
         now = time.monotonic()
         self.stats.transaction_done(now - self.attached_at)
