@@ -135,6 +135,109 @@ def fake_worker(servers: int = 2, **settings: Any) -> FakeWorker:
     return worker
 
 
+@dataclass
+class FakeMySQLWorker:
+    """The MySQL plug-in's parts, wired as the worker does, with fake transports."""
+
+    services: Any
+    engine: Any
+    servers: list[Any] = field(default_factory=list)
+
+    @property
+    def pool(self) -> Any:
+        return self.services.router.default
+
+    @property
+    def stats(self) -> Any:
+        return self.services.stats
+
+    def client(self, capabilities: int | None = None) -> Any:
+        """A client logged in (as the login phase leaves one); by default with the flags
+        the proxy itself logs in to servers with."""
+        from fleetpool.mysql.login import BACKEND_CAPABILITIES
+        from fleetpool.mysql.relay import ClientState
+
+        caps = BACKEND_CAPABILITIES if capabilities is None else capabilities
+        client = self.engine.frontend(self.services)()
+        client.connection_made(FakeTransport())
+        client._login.finished()
+        client.user = "u"
+        client.database = "db"
+        client.caps = caps
+        client.tracks_session = True
+        client.my = ClientState(caps, self.engine.interner, {})
+        client.my.database = "db"
+        client.my.key = self.engine.interner.key(client.my.settings, client.my.database)
+        client.state = "ready"
+        client.transport.sent()  # the greeting the login phase wrote
+        return client
+
+    def server(self, capabilities: int | None = None) -> Any:
+        """A server connection logged in, tracking its session, idle in the pool."""
+        from fleetpool.mysql.constants import SERVER_STATUS_AUTOCOMMIT
+        from fleetpool.mysql.login import BACKEND_CAPABILITIES
+        from fleetpool.mysql.relay import ServerState
+        from fleetpool.proxy.mysql.backend import ServerConnection
+
+        caps = BACKEND_CAPABILITIES if capabilities is None else capabilities
+        server = ServerConnection("127.0.0.1", 1, None, stats=self.stats)  # type: ignore[arg-type]
+        server.transport = FakeTransport()
+        server.my = ServerState(caps, SERVER_STATUS_AUTOCOMMIT, "db", self.engine.collation)
+        server.state = "ready"
+        server.alive = True
+        server.ready.set_result(None)
+        self.pool.servers.add(server)
+        self.pool.release(server)
+        self.servers.append(server)
+        return server
+
+
+def fake_mysql_worker(servers: int = 2, **settings: Any) -> FakeMySQLWorker:
+    """Build inside a running event loop (connections create futures)."""
+    from fleetpool.proxy import ProxyConfig, parse_upstream
+    from fleetpool.proxy.console import Console
+    from fleetpool.proxy.mysql import MySQLEngine
+    from fleetpool.proxy.registry import Registry
+    from fleetpool.proxy.router import Router
+    from fleetpool.proxy.services import Lifecycle, Services, Users
+    from fleetpool.proxy.stats import Stats
+
+    cfg = ProxyConfig(
+        upstream=parse_upstream("mysql://u@127.0.0.1:1/db"),
+        listen=("127.0.0.1", 0),
+        connection_borrow_timeout=60,
+        **settings,
+    )
+    stats = Stats()
+    engine = MySQLEngine(cfg, stats)
+
+    async def no_connect(host: str, port: int, timeout: float) -> Any:
+        raise OSError("no server in unit tests")
+
+    router = Router(
+        cfg,
+        servers,
+        lambda up, variant: no_connect,
+        stats,
+        lambda: {"u": "pw"},
+        default_variant=engine.default_variant,
+    )
+    services = Services(
+        cfg=cfg,
+        router=router,
+        registry=Registry(0, 1),
+        stats=stats,
+        spawn=lambda coro: coro.close(),
+        users=Users({"u": "pw"}),
+        console=Console(None, None),  # type: ignore[arg-type]
+        lifecycle=Lifecycle(),
+    )
+    worker = FakeMySQLWorker(services, engine)
+    for _ in range(servers):
+        worker.server()
+    return worker
+
+
 def run(test: Callable[[FakeWorker], Coroutine[Any, Any, None]], **kwargs: Any) -> None:
     import asyncio
 

@@ -291,7 +291,10 @@ class ServerConnection(Endpoint):
                 if head.command == COM_STMT_PREPARE:
                     self._hold += buf[start:pos]
                 elif pos > start and client is not None:
-                    chunk = bytes(buf[start:pos])
+                    # The whole chunk received, as it is (the usual answer: no copy); never
+                    # the leftover buffer, which changes while the transport may hold it.
+                    chunk = buf if pos - start == n and type(buf) is bytes else buf[start:pos]
+                    chunk = bytes(chunk)
                     if spans:
                         chunk = client.reencode(chunk, [(p - start, e - start) for p, e in spans])
                     client.answer(self, chunk, head)

@@ -57,6 +57,7 @@ _STARTUP, _LOGIN_WAIT, _READY, _ADMIN, _CLOSED = "startup", "login-wait", "ready
 _REFUSING = "refusing"  # a failed login waits out its throttle delay; input is ignored
 _ids = count(1)
 _KILL = re.compile(rb"(?is)\s*kill\s+(query\s+|connection\s+)?(\d+)\s*;?\s*$")
+_EXECUTE = c.COM_STMT_EXECUTE
 _STATEMENT_COMMANDS = frozenset(
     (c.COM_STMT_EXECUTE, c.COM_STMT_FETCH, c.COM_STMT_RESET, c.COM_STMT_SEND_LONG_DATA)
 )
@@ -282,7 +283,22 @@ class ClientConnection(Endpoint):
 
     def _take(self, data: bytes) -> None:
         """Split what arrived into commands (each its packets) and run the first."""
-        for packet in self._dec.packets(data):
+        packets = self._dec.packets(data)
+        if (
+            len(packets) == 1
+            and self.state is _READY
+            and self._running is None
+            and self._held is None
+            and not self._queue
+            and not self._infile
+        ):
+            # The hot path: one command while none runs (a request/answer client's every
+            # command) starts at once, without passing through the queue.
+            self.last_activity = time.monotonic()
+            self._running = packets
+            self._command(packets)
+            return
+        for packet in packets:
             if self._infile:
                 self._upload(packet)
                 continue
@@ -309,7 +325,9 @@ class ClientConnection(Endpoint):
         cmd = payload[0]
         my = self.my
         assert my is not None
-        if cmd == c.COM_QUIT:
+        if cmd == _EXECUTE:  # the hot path: a prepared statement runs, nothing to look at
+            self._on_server()
+        elif cmd == c.COM_QUIT:
             self.close()
         elif cmd == c.COM_PING:
             self._reply(mm.OkPacket(status=my.status).build(self.caps))
@@ -417,10 +435,10 @@ class ClientConnection(Endpoint):
         cmd = payload[0]
         seq = packets[-1].next_seq
         if cmd in _STATEMENT_COMMANDS:
-            rewritten = self._statement_command(server, payload)
-            if rewritten is None:
+            packet = self._statement_command(server, payload)
+            if packet is None:
                 return  # held until the statement is prepared on this connection
-            server.send_client(encode_packet(rewritten, 0), cmd, seq)
+            server.send_client(packet, cmd, seq)
             return
         if (
             cmd == c.COM_QUERY
@@ -435,6 +453,8 @@ class ClientConnection(Endpoint):
         server.send_client(data, cmd, seq)
 
     def _statement_command(self, server: ServerConnection, payload: bytes) -> bytes | None:
+        """The client's statement command as ``server`` must get it (framed), or None
+        when the statement must first be prepared there (the command is then held)."""
         my = self.my
         assert my is not None
         cid = mm.statement_id(payload)
@@ -444,7 +464,7 @@ class ClientConnection(Endpoint):
             # Unknown to the client: let the server say so, with an id it cannot have.
             out = bytearray(payload)
             mm.set_statement_id(out, 0, 0xFFFFFFFF)
-            return bytes(out)
+            return encode_packet(out, 0)
         srv = server.my.statements.get(stmt.sql)
         if srv is None:
             self._held = self._running
@@ -468,7 +488,7 @@ class ClientConnection(Endpoint):
             my.long_data.add(cid)
         elif cmd == c.COM_STMT_RESET:
             my.long_data.discard(cid)
-        return bytes(out)
+        return encode_packet(out, 0)
 
     # ServerOwner and what the server connection reports
     def answer(self, server: ServerConnection, data: bytes, pending: Pending) -> None:
