@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
+from itertools import pairwise
 from typing import Any
 
 from hypothesis import given, settings
@@ -100,7 +101,7 @@ def test_an_answer_split_anywhere_reaches_the_client_whole_and_once(cuts: list[i
         client.data_received(execute())
         sent(server)
         bounds = [0, *sorted(set(cuts)), len(whole)]
-        for a, b in zip(bounds, bounds[1:], strict=False):
+        for a, b in pairwise(bounds):
             assert client.server is server  # not released before the end
             server.data_received(whole[a:b])
         assert sent(client) == whole
