@@ -145,9 +145,17 @@ def test_an_open_transaction_keeps_the_server_connection() -> None:
     run(check)
 
 
-def test_an_unknown_statement_id_goes_to_the_server_as_one_it_cannot_have() -> None:
+def test_an_unknown_statement_id_is_answered_as_the_server_words_it() -> None:
     async def check(w: FakeMySQLWorker, client: Any, server: Any) -> None:
         client.data_received(execute(client_id=42))
-        assert sent(server) == execute(0xFFFFFFFF)
+        assert sent(server) == b""  # nothing to run
+        error = mm.ErrPacket.parse(sent(client)[4:])
+        assert (error.code, error.sqlstate) == (1243, "HY000")
+        assert (
+            error.message == "Unknown prepared statement handler (42) given to mysqld_stmt_execute"
+        )
+        assert client.server is None and w.pool.idle[-1] is server
+        client.data_received(execute())  # the session goes on
+        assert sent(server) == execute(SERVER_ID)
 
     run(check)

@@ -14,8 +14,8 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ...mysql.constants import CHARSET_UTF8MB4_GENERAL_CI
-from ...mysql.login import BACKEND_CAPABILITIES, BackendLogin
+from ...mysql.constants import CHARSET_UTF8MB4_GENERAL_CI, CLIENT_MYSQL
+from ...mysql.login import BACKEND_CAPABILITIES, FRONTEND_CAPABILITIES, BackendLogin
 from ...mysql.relay import Interner
 from ...tls import ContextCache
 from ..config import ProxyConfig, Upstream
@@ -122,6 +122,15 @@ class MySQLEngine:
     def learnt(self, version: str) -> None:
         if version:
             self.server_version = version
+
+    @property
+    def frontend_capabilities(self) -> int:
+        """What the proxy's greeting offers clients: what a server of its upstream's kind
+        offers. A MariaDB server clears bit 0 (CLIENT_MYSQL) to tell clients it is
+        MariaDB, so the proxy does too in front of one."""
+        if "mariadb" in self.server_version.lower():
+            return FRONTEND_CAPABILITIES & ~CLIENT_MYSQL
+        return FRONTEND_CAPABILITIES
 
     async def _query_one(self, host: str, port: int, timeout: float, sql: str) -> Any:
         import pymysql

@@ -61,6 +61,12 @@ _EXECUTE = c.COM_STMT_EXECUTE
 _STATEMENT_COMMANDS = frozenset(
     (c.COM_STMT_EXECUTE, c.COM_STMT_FETCH, c.COM_STMT_RESET, c.COM_STMT_SEND_LONG_DATA)
 )
+# What the server calls each statement command in its "unknown statement" error.
+_STATEMENT_HANDLERS = {
+    c.COM_STMT_EXECUTE: "mysqld_stmt_execute",
+    c.COM_STMT_FETCH: "mysqld_stmt_fetch",
+    c.COM_STMT_RESET: "mysqld_stmt_reset",
+}
 _FORWARDED = frozenset((c.COM_QUERY, c.COM_INIT_DB, c.COM_FIELD_LIST, c.COM_STATISTICS))
 # What a borrow failure is, in MySQL error numbers.
 _BORROW = {
@@ -437,7 +443,7 @@ class ClientConnection(Endpoint):
         if cmd in _STATEMENT_COMMANDS:
             packet = self._statement_command(server, payload)
             if packet is None:
-                return  # held until the statement is prepared on this connection
+                return  # answered, or held until the statement is prepared on this connection
             server.send_client(packet, cmd, seq)
             return
         if (
@@ -461,7 +467,17 @@ class ClientConnection(Endpoint):
         stmt = my.statements.get(cid)
         cmd = payload[0]
         if stmt is None:
-            # Unknown to the client: let the server say so, with an id it cannot have.
+            name = _STATEMENT_HANDLERS.get(cmd)
+            if name is not None:
+                # Answered as the server words it, with the id the client gave (the
+                # server would name the one the proxy sent in its place).
+                self._error(
+                    c.ER_UNKNOWN_STMT_HANDLER,
+                    f"Unknown prepared statement handler ({cid}) given to {name}",
+                )
+                return None
+            # COM_STMT_SEND_LONG_DATA has no answer: the server remembers the error for
+            # the next execute; send it an id it cannot have.
             out = bytearray(payload)
             mm.set_statement_id(out, 0, 0xFFFFFFFF)
             return encode_packet(out, 0)

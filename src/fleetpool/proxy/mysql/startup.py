@@ -105,6 +105,7 @@ class LoginPhase:
             tls_available=services.client_tls is not None,
             require_tls=cfg.client_tls == "require" and services.client_tls is not None,
             rsa_key=self._engine.rsa_key,
+            capabilities=self._engine.frontend_capabilities,
         )
         self._act(self._login.start())
         if cfg.client_login_timeout:

@@ -142,13 +142,11 @@ class Session:
         self.command(f"COM_STMT_CLOSE #{index}", mm.com_stmt_close(self.statements[index]))
 
     def capabilities(self) -> None:
-        """Record the capability flags the server announced and those the client got
-        (one script does; the others would all differ by the same known flag)."""
+        """Record the capability flags the client got: what it asked for and the server
+        offered. (What the server offers beyond a client's request -- compression, the
+        ODBC flag, TLS where the proxy has no certificate -- reaches no client.)"""
         conn = self.conn
-        flags = (
-            f"login: server_capabilities={conn.server_capabilities:#x} "
-            f"negotiated={conn.client_flag & conn.server_capabilities:#x}"
-        )
+        flags = f"login: negotiated={conn.client_flag & conn.server_capabilities:#x}"
         self._add("capabilities", flags.encode())
 
     def _add(self, step: str, payload: bytes) -> None:

@@ -58,9 +58,9 @@ SCRIPTS = {
         JSON_SCRIPT,
         marks=pytest.mark.xfail(
             strict=True,
-            reason="the proxy does not offer MariaDB's extended metadata capability (nor "
-            "clear capability bit 0), so the client prints 'Type: BLOB' where it prints "
-            "'BLOB (format=json)' directly",
+            reason="the proxy does not offer MariaDB's extended metadata capability (its "
+            "greeting's extended flags are 0), so the client prints 'Type: BLOB' where it "
+            "prints 'BLOB (format=json)' directly",
         ),
     ),
 }

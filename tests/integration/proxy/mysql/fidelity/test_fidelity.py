@@ -19,14 +19,7 @@ from .tap import Received, Run, Target, Transcript, render_session
 pytestmark = pytest.mark.integration
 
 # script name -> what the client sees differently (the xfail reason).
-KNOWN_DIFFERENCES: dict[str, str] = {
-    "login": "the proxy's greeting sets capability bit 0 (CLIENT_LONG_PASSWORD, MariaDB's "
-    "CLIENT_MYSQL), which a MariaDB server clears to tell clients it is MariaDB; the "
-    "client's negotiated flags then differ in that bit",
-    "unknown_statement": "executing a statement id the client never prepared: the server's "
-    "error 1243 names the id 4294967295 (what the proxy sends in its place) instead of the "
-    "client's",
-}
+KNOWN_DIFFERENCES: dict[str, str] = {}
 
 
 def run_script(
