@@ -100,7 +100,7 @@ class Interner:
 
 # -- what is in flight on a server connection ---------------------------------------------
 
-CLIENT, SWALLOW, PREPARE = 0, 1, 2
+CLIENT, SWALLOW, PREPARE, SYNC = 0, 1, 2, 3
 
 
 @dataclass(slots=True)
@@ -109,7 +109,9 @@ class Pending:
 
     command: int
     seq: int  # the sequence id of the answer's first packet
-    kind: int  # CLIENT: the client's; SWALLOW: the proxy's own; PREPARE: re-preparing
+    # CLIENT: the client's; SWALLOW: the proxy's own; PREPARE: re-preparing a statement;
+    # SYNC: bringing the connection's settings and database in line with a client's
+    kind: int
     sql: bytes = b""  # PREPARE: the statement's text
 
 
@@ -273,8 +275,10 @@ class ClientState:
         if server is not None:
             server.forget_session()
 
-    def sync(self, server: ServerState) -> list[bytes]:
-        """Commands that bring ``server`` in line with this client (payloads)."""
+    def sync(self, server: ServerState, database: bool = True) -> list[bytes]:
+        """Commands that bring ``server`` in line with this client (payloads); without
+        ``database`` when the client's own command chooses one (COM_INIT_DB), so a
+        database dropped since cannot stand in the way of leaving it."""
         out: list[bytes] = []
         applied = server.applied
         stmts: list[str] = []
@@ -288,10 +292,12 @@ class ClientState:
                 applied[name] = statement
                 stmts.append(statement)
         out.extend(bytes((COM_QUERY,)) + s.encode() for s in stmts)
-        if self.database and server.database != self.database:
+        if database and self.database and server.database != self.database:
             server.database = self.database
             out.append(b"\x02" + self.database.encode())  # COM_INIT_DB
-        server.synced_for = self.key
+        # In line unless the database was left to the client's command (which may fail).
+        in_line = not self.database or server.database == self.database
+        server.synced_for = self.key if in_line else None
         return out
 
 

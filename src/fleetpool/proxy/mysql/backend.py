@@ -36,6 +36,7 @@ from ...mysql.relay import (
     CLIENT,
     PREPARE,
     SWALLOW,
+    SYNC,
     TRACKING,
     Pending,
     ServerState,
@@ -71,6 +72,7 @@ class ServerConnection(Endpoint):
         "_buf",
         "_hold",
         "_login",
+        "_sync_error",
         "_tls_task",
         "alive",
         "close_reason",
@@ -123,6 +125,7 @@ class ServerConnection(Endpoint):
         self.my: ServerState = None  # type: ignore[assignment]  # set at login
         self._buf = bytearray()
         self._hold = bytearray()  # a client's PREPARE answer, until complete
+        self._sync_error: mm.ErrPacket | None = None  # the first failure of a SYNC run
         self._tls_task: asyncio.Task[None] | None = None
         self.thread_id = 0
         self.version = ""  # the server's version string, as its handshake said
@@ -338,6 +341,9 @@ class ServerConnection(Endpoint):
             for info in tracker.session_changes:
                 if info.schema is not None:
                     self.my.database = info.schema
+        if head.kind == SYNC:
+            self._synced(error, client)
+            return
         if error is not None:
             if not self.ready.done():
                 self._fail(ServerLoginError(f"the server refuses session tracking: {error}"))
@@ -346,6 +352,23 @@ class ServerConnection(Endpoint):
             log.warning("%r: the proxy's own command failed: %s", self, error.message)
             if self.work is not None and self.work is not Cleanup.CHECK:
                 self.alive = False  # closed instead of reused (see policy.plan_release)
+
+    def _synced(self, error: mm.ErrPacket | None, client: Any) -> None:
+        """One command of a SYNC run ended; after the run's last, its client hears how
+        it went. A failed one leaves the connection's settings unknown (ServerState
+        recorded them as applied): it is closed when given back, not reused."""
+        if error is not None:
+            self.stats.server_errors += 1
+            log.info("%r: a client's setting could not be replayed: %s", self, error.message)
+            self.alive = False
+            if self._sync_error is None:
+                self._sync_error = error
+        in_flight = self.my.in_flight
+        if len(in_flight) > 1 and in_flight[1].kind == SYNC:
+            return  # more of the run to come
+        failed, self._sync_error = self._sync_error, None
+        if client is not None:
+            client.synced(self, failed)
 
     def _idle(self) -> None:
         if not self.ready.done():

@@ -32,6 +32,7 @@ from ...mysql.codec import Packet, PacketDecoder, encode_packet, encode_packets
 from ...mysql.login import ClientSession
 from ...mysql.relay import (
     PREPARE,
+    SYNC,
     TRACKING,
     ClientState,
     Pending,
@@ -195,14 +196,25 @@ class ClientConnection(Endpoint):
         return self.state is _STARTUP or self.state is _LOGIN_WAIT
 
     def start_tls(self, pending: bytes) -> None:
-        self.services.spawn(self._start_tls())
+        # Not a byte more for the login: the rest of the stream is the TLS handshake
+        # (start_tls resumes reading once its TLS protocol is in place).
+        self.transport.pause_reading()
+        self.services.spawn(self._start_tls(pending))
 
-    async def _start_tls(self) -> None:
+    async def _start_tls(self, pending: bytes) -> None:
         ctx = self.services.client_tls
         assert ctx is not None
         loop = asyncio.get_running_loop()
+        raw = self.transport
+        if pending:
+            # A MySQL client starts its TLS handshake right after its SSLRequest, with no
+            # answer to wait for: what arrived with the SSLRequest is the start of it.
+            # start_tls installs its TLS protocol before it first waits and schedules that
+            # protocol's connection_made; this runs before that, and the protocol keeps
+            # the bytes until its handshake starts.
+            loop.call_soon(self._hand_over, raw, pending)
         try:
-            transport = await loop.start_tls(self.transport, self, ctx, server_side=True)
+            transport = await loop.start_tls(raw, self, ctx, server_side=True)
         except (OSError, ConnectionError) as exc:
             log.info("%r: TLS handshake failed: %s", self, exc)
             self.close()
@@ -213,6 +225,14 @@ class ClientConnection(Endpoint):
         self.transport = transport
         self.tls = True
         self._login.tls_started()
+
+    def _hand_over(self, raw: Any, pending: bytes) -> None:
+        tls = raw.get_protocol()
+        if tls is self:  # pragma: no cover - an event loop that upgrades otherwise
+            log.warning("%r: cannot hand the start of the TLS handshake over", self)
+            self.close()
+            return
+        _feed(tls, pending)
 
     def authenticated(self, info: ClientSession) -> None:
         cfg = self.services.cfg
@@ -422,16 +442,27 @@ class ClientConnection(Endpoint):
         server.peer = self
         self.waiting = False
         self.attached_at = now
+        synced = True
         if server.my.synced_for is not my.key:
-            sync = my.sync(server.my)
+            running = self._running
+            sync = my.sync(
+                server.my,
+                database=running is None or running[0].payload[0] != c.COM_INIT_DB,
+            )
             if sync:
-                server.inject(sync)
+                server.inject(sync, kind=SYNC)
+                synced = False
         if self.state is _LOGIN_WAIT:
             if not server.busy:
                 self.server_idle(server)
             return
         if self._running is not None:
-            self._run(server)
+            if synced:
+                self._run(server)
+            else:
+                # The command waits for its settings: if one cannot be replayed there
+                # (a database dropped since, say), the command must not run without it.
+                self._held = self._running
 
     def _run(self, server: ServerConnection) -> None:
         packets = self._running
@@ -551,6 +582,17 @@ class ClientConnection(Endpoint):
                 error.code if error else c.ER_UNKNOWN_STMT_HANDLER,
                 error.message if error else "the statement could not be prepared again",
             )
+            return
+        self._run(server)
+
+    def synced(self, server: ServerConnection, error: mm.ErrPacket | None) -> None:
+        """The settings sent before the held command are in place, or one failed (the
+        command then fails with that error, as it would on a server of its own)."""
+        held, self._held = self._held, None
+        if held is None or self.server is not server:
+            return
+        if error is not None:
+            self._reply(mm.ErrPacket(error.code, error.message, error.sqlstate).build(self.caps))
             return
         self._run(server)
 
@@ -762,6 +804,20 @@ class ClientConnection(Endpoint):
         )
         if verdict is not policy.GiveBack.GONE:
             self.pool.give_back(server, verdict, reason)
+
+
+def _feed(protocol: Any, data: bytes) -> None:
+    """Hand ``data`` to a protocol as if its transport had read it (buffered or not)."""
+    if not hasattr(protocol, "get_buffer"):
+        protocol.data_received(data)
+        return
+    view = memoryview(data)
+    while view:
+        buf = protocol.get_buffer(len(view))
+        n = min(len(buf), len(view))
+        buf[:n] = view[:n]
+        protocol.buffer_updated(n)
+        view = view[n:]
 
 
 def _reads_insert_id(payload: bytes) -> bool:

@@ -5,6 +5,7 @@ signed tokens as cleartext passwords over TLS, and clients refused without TLS."
 from __future__ import annotations
 
 import hashlib
+import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator
@@ -99,3 +100,39 @@ def test_change_user_is_refused_clearly(mysql_proxy: MySQLProxy) -> None:
             assert cur.fetchone() == (1,)
     finally:
         conn.close()
+
+
+def test_a_tls_handshake_sent_with_the_ssl_request_is_not_lost(
+    mysql_proxy_factory: Callable[..., MySQLProxy], proxy_cert: Issued
+) -> None:
+    # A client need not wait after its SSLRequest (the server sends nothing): its TLS
+    # ClientHello may arrive in the same read. The proxy must hand it to TLS.
+    from fleetpool.mysql.codec import encode_packet
+    from fleetpool.mysql.constants import CLIENT_PROTOCOL_41, CLIENT_SECURE_CONNECTION
+    from fleetpool.mysql.messages import build_ssl_request
+
+    proxy = mysql_proxy_factory(
+        tls_cert=str(proxy_cert.cert), tls_key=str(proxy_cert.key), client_tls="require"
+    )
+    host, port = proxy.kwargs()["host"], proxy.kwargs()["port"]
+    with socket.create_connection((host, port), timeout=10) as sock:
+        greeting = sock.recv(4096)
+        assert greeting[4] == 10  # protocol version 10
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = _unverified().wrap_bio(incoming, outgoing, server_side=False)
+        with pytest.raises(ssl.SSLWantReadError):
+            tls.do_handshake()
+        request = build_ssl_request(CLIENT_PROTOCOL_41 | CLIENT_SECURE_CONNECTION)
+        sock.sendall(encode_packet(request, 1) + outgoing.read())  # one write
+        for _ in range(20):  # a handful of round trips at most
+            data = sock.recv(65536)
+            assert data, "the proxy closed the connection during the TLS handshake"
+            incoming.write(data)
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                sock.sendall(outgoing.read())
+        else:
+            raise AssertionError("the TLS handshake did not finish")
+        assert tls.version() is not None

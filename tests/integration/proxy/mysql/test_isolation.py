@@ -92,6 +92,24 @@ def test_the_current_database_follows_its_client(
         one(b, "DROP DATABASE IF EXISTS fleetpool_other")
 
 
+def test_a_database_that_cannot_be_entered_again_fails_its_clients_command(
+    connect: Callable[..., Any], one_server: MySQLProxy
+) -> None:
+    # a's current database is dropped while b holds the only server connection: a's next
+    # command must fail as MySQL would fail it, not run in b's database.
+    a, b = connect(), connect()
+    one(a, "CREATE DATABASE IF NOT EXISTS fleetpool_gone")
+    one(a, "USE fleetpool_gone")
+    one(b, "DROP DATABASE fleetpool_gone")
+    with pytest.raises(pymysql.err.OperationalError) as raised:
+        one(a, "SELECT DATABASE()")
+    assert raised.value.args[0] == 1049 and "fleetpool_gone" in raised.value.args[1]
+    # Nothing else is lost: b goes on, and a is back once it names a database again.
+    assert one(b, "SELECT DATABASE()") == one_server.database
+    a.select_db(one_server.database)
+    assert one(a, "SELECT DATABASE()") == one_server.database
+
+
 @pytest.mark.parametrize(
     "make_state, check_state",
     [
