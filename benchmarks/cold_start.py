@@ -97,12 +97,9 @@ LAMBDA_RUNTIME_MODULES = [
     "weakref",
 ]
 
-FLEETPOOL = r"""
-import sys, time
-PRELOAD
-BASE = set(sys.modules)
-sys.stderr.write("-- preloaded --\n")  # where -X importtime's lines become fleetpool's
-t0, c0 = time.perf_counter(), time.process_time()
+#: The SAM example's global section (tests/unit/client/test_global_section_imports.py
+#: checks what it imports).
+GLOBAL_SECTION = """
 import fleetpool
 db = fleetpool.Database(
     "postgresql://app@db.internal:5432/orders",
@@ -111,6 +108,18 @@ db = fleetpool.Database(
     secret="arn:aws:secretsmanager:us-east-1:123456789012:secret:orders-db",
     handle_signals=False,
 )
+"""
+
+FLEETPOOL = (
+    r"""
+import sys, time
+PRELOAD
+BASE = set(sys.modules)
+sys.stderr.write("-- preloaded --\n")  # where -X importtime's lines become fleetpool's
+t0, c0 = time.perf_counter(), time.process_time()
+"""
+    + GLOBAL_SECTION
+    + r"""
 BEFORE = set(sys.modules)
 EXTRA
 t2, c2 = time.perf_counter(), time.process_time()
@@ -118,6 +127,7 @@ print((c2 - c0) * 1000, (t2 - t0) * 1000, "boto3" in BEFORE, "psycopg" in BEFORE
 if LIST:
     print(" ".join(m for m in sys.modules if m not in BASE and m.split(".")[0] != "fleetpool"))
 """
+)
 
 #: Times importing ``MODULES`` (the stdlib modules the bare fleetpool case loads).
 STDLIB = r"""

@@ -96,29 +96,38 @@ class FakeWorker:
         return server
 
 
-def fake_worker(servers: int = 2, **settings: Any) -> FakeWorker:
-    """Build inside a running event loop (connections create futures)."""
+def _worker(
+    kind: type[FakeWorker], url: str, engine_class: Any, servers: int, settings: dict[str, Any]
+) -> FakeWorker:
+    """A worker for ``url``'s engine, with no server to connect to, and ``servers``
+    server connections idle in its pool."""
     from fleetpool.proxy import ProxyConfig, parse_upstream
     from fleetpool.proxy.console import Console
-    from fleetpool.proxy.pg import PostgresEngine
     from fleetpool.proxy.registry import Registry
     from fleetpool.proxy.router import Router
     from fleetpool.proxy.services import Lifecycle, Services, Users
     from fleetpool.proxy.stats import Stats
 
     cfg = ProxyConfig(
-        upstream=parse_upstream("postgresql://u@127.0.0.1:1/db"),
+        upstream=parse_upstream(url),
         listen=("127.0.0.1", 0),
         connection_borrow_timeout=60,
         **settings,
     )
     stats = Stats()
-    engine = PostgresEngine(cfg, stats)
+    engine = engine_class(cfg, stats)
 
     async def no_connect(host: str, port: int, timeout: float) -> Any:
         raise OSError("no server in unit tests")
 
-    router = Router(cfg, servers, lambda up, variant: no_connect, stats, lambda: {"u": "pw"})
+    router = Router(
+        cfg,
+        servers,
+        lambda up, variant: no_connect,
+        stats,
+        lambda: {"u": "pw"},
+        default_variant=engine.default_variant,
+    )
     services = Services(
         cfg=cfg,
         router=router,
@@ -129,27 +138,22 @@ def fake_worker(servers: int = 2, **settings: Any) -> FakeWorker:
         console=Console(None, None),  # type: ignore[arg-type]
         lifecycle=Lifecycle(),
     )
-    worker = FakeWorker(services, engine)
+    worker = kind(services, engine)
     for _ in range(servers):
         worker.server()
     return worker
 
 
+def fake_worker(servers: int = 2, **settings: Any) -> FakeWorker:
+    """Build inside a running event loop (connections create futures)."""
+    from fleetpool.proxy.pg import PostgresEngine
+
+    return _worker(FakeWorker, "postgresql://u@127.0.0.1:1/db", PostgresEngine, servers, settings)
+
+
 @dataclass
-class FakeMySQLWorker:
+class FakeMySQLWorker(FakeWorker):
     """The MySQL plug-in's parts, wired as the worker does, with fake transports."""
-
-    services: Any
-    engine: Any
-    servers: list[Any] = field(default_factory=list)
-
-    @property
-    def pool(self) -> Any:
-        return self.services.router.default
-
-    @property
-    def stats(self) -> Any:
-        return self.services.stats
 
     def client(self, capabilities: int | None = None) -> Any:
         """A client logged in (as the login phase leaves one); by default with the flags
@@ -194,47 +198,10 @@ class FakeMySQLWorker:
 
 def fake_mysql_worker(servers: int = 2, **settings: Any) -> FakeMySQLWorker:
     """Build inside a running event loop (connections create futures)."""
-    from fleetpool.proxy import ProxyConfig, parse_upstream
-    from fleetpool.proxy.console import Console
     from fleetpool.proxy.mysql import MySQLEngine
-    from fleetpool.proxy.registry import Registry
-    from fleetpool.proxy.router import Router
-    from fleetpool.proxy.services import Lifecycle, Services, Users
-    from fleetpool.proxy.stats import Stats
 
-    cfg = ProxyConfig(
-        upstream=parse_upstream("mysql://u@127.0.0.1:1/db"),
-        listen=("127.0.0.1", 0),
-        connection_borrow_timeout=60,
-        **settings,
-    )
-    stats = Stats()
-    engine = MySQLEngine(cfg, stats)
-
-    async def no_connect(host: str, port: int, timeout: float) -> Any:
-        raise OSError("no server in unit tests")
-
-    router = Router(
-        cfg,
-        servers,
-        lambda up, variant: no_connect,
-        stats,
-        lambda: {"u": "pw"},
-        default_variant=engine.default_variant,
-    )
-    services = Services(
-        cfg=cfg,
-        router=router,
-        registry=Registry(0, 1),
-        stats=stats,
-        spawn=lambda coro: coro.close(),
-        users=Users({"u": "pw"}),
-        console=Console(None, None),  # type: ignore[arg-type]
-        lifecycle=Lifecycle(),
-    )
-    worker = FakeMySQLWorker(services, engine)
-    for _ in range(servers):
-        worker.server()
+    worker = _worker(FakeMySQLWorker, "mysql://u@127.0.0.1:1/db", MySQLEngine, servers, settings)
+    assert isinstance(worker, FakeMySQLWorker)
     return worker
 
 

@@ -12,18 +12,9 @@ import json
 import subprocess
 import sys
 
-GLOBAL_SECTION = r"""
-import json, sys
-import fleetpool
-db = fleetpool.Database(
-    "postgresql://app@db.internal:5432/orders",
-    budget="dynamodb://fleetpool-budgets?create=false",
-    budget_name="orders-db",
-    secret="arn:aws:secretsmanager:us-east-1:123456789012:secret:orders-db",
-    handle_signals=False,
-)
-print(json.dumps(sorted(sys.modules)))
-"""
+from benchmarks.cold_start import GLOBAL_SECTION
+
+LOADED = GLOBAL_SECTION + "\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))\n"
 
 #: Loaded at the first connection (or never, for this Database), not in the global section.
 DEFERRED = (
@@ -43,7 +34,7 @@ DEFERRED = (
 
 def test_the_global_section_defers_the_store_driver_sdk_and_tls() -> None:
     done = subprocess.run(
-        [sys.executable, "-I", "-c", GLOBAL_SECTION],
+        [sys.executable, "-I", "-c", LOADED],
         capture_output=True,
         text=True,
         timeout=60,
@@ -56,10 +47,10 @@ def test_the_global_section_defers_the_store_driver_sdk_and_tls() -> None:
 
 
 def test_the_deferred_parts_still_work_once_touched() -> None:
-    code = GLOBAL_SECTION.replace(
-        "print(json.dumps(sorted(sys.modules)))",
+    code = GLOBAL_SECTION + (
+        "import json\n"
         "b = fleetpool.Database('postgresql://a@h/d', budget='memory://').budget\n"
-        "print(json.dumps([type(b).__name__, fleetpool.Budget.__name__, repr(db.stats)[:6]]))",
+        "print(json.dumps([type(b).__name__, fleetpool.Budget.__name__, repr(db.stats)[:6]]))\n"
     )
     done = subprocess.run(
         [sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=60, check=True
