@@ -159,3 +159,39 @@ def test_an_unknown_statement_id_is_answered_as_the_server_words_it() -> None:
         assert sent(server) == execute(SERVER_ID)
 
     run(check)
+
+
+def test_a_setting_that_fails_to_replay_fails_the_command_and_retires_the_connection() -> None:
+    async def check(w: FakeMySQLWorker, client: Any, server: Any) -> None:
+        # The connection last served another client: this one's database must be
+        # entered first, and the command waits for that.
+        client.my.database = "gone"
+        client.my.key = w.engine.interner.key(client.my.settings, "gone")
+        client.data_received(execute())
+        assert sent(server) == encode_packet(b"\x02gone", 0)  # COM_INIT_DB only, for now
+        error = mm.ErrPacket(1049, "Unknown database 'gone'", "42000")
+        server.data_received(encode_packet(error.build(CAPS), 1))
+        answered = mm.ErrPacket.parse(sent(client)[4:])
+        assert (answered.code, answered.message) == (1049, "Unknown database 'gone'")
+        assert sent(server).endswith(mm.com_quit())  # closed, not reused
+        assert server not in w.pool.idle and client.server is None
+
+    run(check)
+
+
+def test_a_pinned_client_leaving_an_unusable_connection_has_it_closed() -> None:
+    async def check(w: FakeMySQLWorker, client: Any, server: Any) -> None:
+        client.my.database = "gone"
+        client.my.key = w.engine.interner.key(client.my.settings, "gone")
+        client.releasable = False  # pinned: the connection stays with it after the error
+        client.data_received(execute())
+        sent(server)
+        error = mm.ErrPacket(1049, "Unknown database 'gone'", "42000")
+        server.data_received(encode_packet(error.build(CAPS), 1))
+        assert mm.ErrPacket.parse(sent(client)[4:]).code == 1049
+        assert client.server is server and sent(server) == b""
+        client.close()
+        assert server.owner is w.pool and server not in w.pool.idle
+        assert sent(server).endswith(mm.com_quit())  # closed, not kept half-known
+
+    run(check)

@@ -490,8 +490,9 @@ class ClientConnection(Endpoint):
         server.send_client(data, cmd, seq)
 
     def _statement_command(self, server: ServerConnection, payload: bytes) -> bytes | None:
-        """The client's statement command as ``server`` must get it (framed), or None
-        when the statement must first be prepared there (the command is then held)."""
+        """The client's statement command as ``server`` must get it (framed), or None:
+        answered already (an id the client never prepared), or held until the statement
+        is prepared there."""
         my = self.my
         assert my is not None
         cid = mm.statement_id(payload)
@@ -804,6 +805,10 @@ class ClientConnection(Endpoint):
         )
         if verdict is not policy.GiveBack.GONE:
             self.pool.give_back(server, verdict, reason)
+        elif server.transport is not None and not server.transport.is_closing():
+            # Not dead but not usable (a setting failed to replay on it): the pool
+            # closes it, and forgets it once it is gone.
+            self.pool.give_back(server, policy.GiveBack.CLOSE, "unusable")
 
 
 def _feed(protocol: Any, data: bytes) -> None:
