@@ -158,12 +158,18 @@ SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backe
 """
 
 
+#: The connections ordinary roles may open: max_connections minus the reserves
+#: (``reserved_connections`` exists from PostgreSQL 16).
+USABLE_CONNECTIONS = (
+    "current_setting('max_connections')::int"
+    " - current_setting('superuser_reserved_connections')::int"
+    " - coalesce(current_setting('reserved_connections', true)::int, 0)"
+)
+
 #: A live budget limit's inputs: the connections ordinary users may open, and the
 #: client sessions that are not the fleet's (parameters: its tag prefix, twice).
-CAPACITY_SQL = """
-SELECT current_setting('max_connections')::int
-         - current_setting('superuser_reserved_connections')::int
-         - coalesce(current_setting('reserved_connections', true)::int, 0),
+CAPACITY_SQL = f"""
+SELECT {USABLE_CONNECTIONS},
        (SELECT count(*) FROM pg_stat_activity
          WHERE backend_type = 'client backend'
            AND left(coalesce(application_name, ''), length(%s)) <> %s)::int

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..engines.postgres import USABLE_CONNECTIONS
 from .emulator import ContainerView
 from .scheduler import State, is_zombie
 from .strategies._workload import engine_of, mysql_params
@@ -49,11 +50,7 @@ def server_limit(conn: Any, engine: str) -> int:
     cur = conn.cursor()
     try:
         if engine == "postgresql":
-            cur.execute(
-                "SELECT current_setting('max_connections')::int"
-                " - current_setting('superuser_reserved_connections')::int"
-                " - coalesce(current_setting('reserved_connections', true), '0')::int"
-            )
+            cur.execute(f"SELECT {USABLE_CONNECTIONS}")
         else:
             cur.execute("SELECT @@max_connections")
         row = cur.fetchone()
