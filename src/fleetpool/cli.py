@@ -73,7 +73,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "budget": ("fleetpool.budget.cli", "Set, inspect and watch a fleet-wide budget"),
     "proxy": (
         "fleetpool.proxy.cli",
-        "Run the pooling proxy for PostgreSQL (a self-hosted RDS Proxy)",
+        "Run the pooling proxy for PostgreSQL or MySQL/MariaDB (a self-hosted RDS Proxy)",
     ),
     "layer": ("fleetpool.aws.cli", "Build a Lambda layer with fleetpool and its drivers"),
 }

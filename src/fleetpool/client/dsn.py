@@ -27,7 +27,10 @@ _SCHEMES: dict[str, Engine] = {
     "mysql+pymysql": "mysql",
     "mariadb+pymysql": "mysql",
 }
-ACCEPTED = "postgresql://user:password@host:5432/dbname or mysql://user:password@host:3306/dbname"
+ACCEPTED = (
+    "postgresql://user:password@host:5432/dbname or mysql://user:password@host:3306/dbname "
+    "(also postgres://, mariadb://, and +psycopg / +pymysql driver suffixes)"
+)
 DEFAULT_PORTS: dict[Engine, int] = {"postgresql": 5432, "mysql": 3306}
 
 

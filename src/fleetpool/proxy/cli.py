@@ -76,10 +76,11 @@ def build_config(
         return load_any(source, **merged), overrides
     if "upstream" not in merged:
         raise ConfigError(
-            "no upstream: give --upstream postgresql://user@host:5432/db, --config FILE, "
+            "no upstream: give --upstream postgresql://user@host:5432/db (or mysql://...), "
+            "--config FILE, "
             "--pgbouncer-ini FILE, or FLEETPOOL_PROXY_UPSTREAM"
         )
-    return config_from_mapping({"listen": _default("listen"), **merged}), overrides
+    return config_from_mapping(merged), overrides
 
 
 def check(cfg: ProxyConfig) -> str:
@@ -135,13 +136,17 @@ def _main(
         ),
     ] = None,
     listen: Annotated[
-        str | None, typer.Option(help=f"HOST:PORT to listen on  \\[default: {_default('listen')}]")
+        str | None,
+        typer.Option(
+            help=f"HOST:PORT to listen on  \\[default: {_default('listen')}; port 6033 in "
+            "front of MySQL/MariaDB]"
+        ),
     ] = None,
     upstream: Annotated[
         str | None,
         typer.Option(
-            help="postgresql://user@host:port[,host2:port2]/database (the password: "
-            "FLEETPOOL_PROXY_UPSTREAM_PASSWORD[_FILE])",
+            help="postgresql://, mysql:// or mariadb://user@host:port[,host2:port2]/database "
+            "(the password: FLEETPOOL_PROXY_UPSTREAM_PASSWORD[_FILE])",
             show_default=False,
         ),
     ] = None,

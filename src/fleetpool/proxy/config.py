@@ -23,6 +23,9 @@ from ..tls import TlsMode, check_mode
 
 ENV_USER_PREFIX = "FLEETPOOL_PROXY_USER_"
 DEFAULT_PORT = 6432
+#: The port the proxy listens on when none is given, by upstream engine: PgBouncer's
+#: for PostgreSQL, ProxySQL's for MySQL/MariaDB (what clients of each are used to).
+LISTEN_PORTS = {"postgresql": DEFAULT_PORT, "mysql": 6033}
 #: Where ``admin_listen`` listens when it names no port: outside the 9100-9999 range
 #: Prometheus exporters use (postgres_exporter has 9187, pgbouncer_exporter 9127).
 DEFAULT_ADMIN_PORT = 6480
@@ -713,8 +716,11 @@ def config_from_mapping(data: dict[str, Any]) -> ProxyConfig:
     password = data.pop("upstream_password", None)
     if password is not None:
         kwargs["upstream"].password = str(password)
+    port = LISTEN_PORTS[kwargs["upstream"].engine]
     if "listen" in data:
-        kwargs["listen"] = parse_host_port(data.pop("listen"), DEFAULT_PORT, "listen")
+        kwargs["listen"] = parse_host_port(data.pop("listen"), port, "listen")
+    else:
+        kwargs["listen"] = ("127.0.0.1", port)
     admin = data.pop("admin_listen", None)
     if admin:
         kwargs["admin_listen"] = parse_host_port(admin, DEFAULT_ADMIN_PORT, "admin_listen")

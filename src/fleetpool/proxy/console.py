@@ -25,11 +25,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from .. import __version__
 from ..errors import FleetpoolError
 from . import events
 from .pgbouncer import config_rows
 
-VERSION = "fleetpool proxy 0.2"
+VERSION = f"fleetpool proxy {__version__}"
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,7 @@ def test_a_prepared_statement_round_trip() -> None:
             assert sent(client) == answer()
             assert client.server is None and server.owner is w.pool and w.pool.idle[-1] is server
         assert w.stats.transactions == 3 and w.stats.borrows == 3
+        assert w.pool.xact_count == 3  # SHOW STATS counts them per pool
 
     run(check)
 

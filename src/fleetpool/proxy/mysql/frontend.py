@@ -664,7 +664,7 @@ class ClientConnection(Endpoint):
         if srv.busy or srv.tracker.status & _KEEPS or my.hold or my.long_data:
             return
         now = time.monotonic()
-        self.stats.transaction_done(now - self.attached_at)
+        self.pool.transaction_done(now - self.attached_at)  # the pool's and the proxy's counts
         self.detach(server, now)
         self.pool.release(server, now)
 
