@@ -2,10 +2,10 @@
 
 Usage::
 
-    python benchmarks/cold_start.py              # 21 fresh interpreters per case
-    python benchmarks/cold_start.py --runs 51 --json
-    python benchmarks/cold_start.py --importtime # also the top of python -X importtime
-    python benchmarks/cold_start.py --runtime-modules  # re-derive LAMBDA_RUNTIME_MODULES
+    python -m benchmarks.cold_start              # 21 fresh interpreters per case
+    python -m benchmarks.cold_start --runs 51 --json
+    python -m benchmarks.cold_start --importtime # also the top of python -X importtime
+    python -m benchmarks.cold_start --runtime-modules  # re-derive LAMBDA_RUNTIME_MODULES
 
 What a Lambda pays in its global section before the first invocation. Each case
 runs in its own new interpreter (``-I``: no user site, no PYTHON* variables),
@@ -45,6 +45,8 @@ import re
 import statistics
 import subprocess
 import sys
+
+from . import _results
 
 SETUP = {
     "FLEETPOOL_METRICS_NAMESPACE": "fleetpool",
@@ -223,6 +225,7 @@ def main() -> None:
             parser.error("awslambdaric is not installed here (pip install awslambdaric)")
         return
 
+    started = _results.now()
     stdlib_modules = stdlib_loaded()
     results: dict[str, dict[str, float | bool]] = {}
     samples: dict[str, list[tuple[float, float, bool, bool]]] = {c: [] for c in CASES}
@@ -240,6 +243,11 @@ def main() -> None:
             "psycopg_imported": any(s[3] for s in samples[case]),
         }
     ratio = results["peer"]["cpu_median_ms"] / results["lambda"]["cpu_median_ms"]  # type: ignore[operator]
+    path = _results.save(
+        "cold_start",
+        {"runs": args.runs, "stdlib_modules": stdlib_modules, "cases": results},
+        started,
+    )
     if args.json:
         print(json.dumps({"python": sys.version.split()[0], "runs": args.runs,
                           "stdlib_modules": stdlib_modules,
@@ -267,6 +275,7 @@ def main() -> None:
         f"  peer / fleetpool on Lambda (CPU medians): {ratio:.1f}x   (target: <= 30 ms on Lambda)"
     )
     print(f"  stdlib modules the bare case loads: {len(stdlib_modules)}")
+    print(f"results: {path}")
     if args.importtime:
         print("\nslowest imports on Lambda (cumulative, python -X importtime):")
         for us, name in importtime():

@@ -406,7 +406,9 @@ def validate(cfg: ProxyConfig) -> None:
             f"auth_method must be one of {', '.join(AUTH_METHODS)}, got {cfg.auth_method!r}"
         )
     if cfg.client_tls not in CLIENT_TLS_MODES:
-        raise ConfigError(f"client_tls must be one of {', '.join(CLIENT_TLS_MODES)}")
+        raise ConfigError(
+            f"client_tls must be one of {', '.join(CLIENT_TLS_MODES)}, got {cfg.client_tls!r}"
+        )
     check_mode("server_tls", cfg.server_tls, cfg.server_ca_file, "server_ca_file")
     if cfg.client_tls == "require" and not (cfg.tls_cert and cfg.tls_key):
         raise ConfigError("client_tls = 'require' needs tls_cert and tls_key")
