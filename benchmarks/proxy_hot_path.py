@@ -16,8 +16,10 @@ the kernel's -- and it is steady enough to compare a change against.
 * **mysql**: sysbench ``oltp_point_select``'s exchange as captured from MariaDB
   10.11 (a COM_STMT_EXECUTE of a prepared statement; a one-column, one-row binary
   result set with EOF packets).
-* **peer: postgresql**: the PostgreSQL plug-in relaying a simple-protocol point
-  select (Query; RowDescription, DataRow, CommandComplete, ReadyForQuery).
+* **peers: postgresql**: the PostgreSQL plug-in relaying the same point select as
+  pgbench ``-M prepared`` sends it (Bind/Execute/Sync of a statement parsed once, its
+  name mapped to the server connection's: the like of the MySQL case), and as a
+  simple-protocol Query (RowDescription, DataRow, CommandComplete, ReadyForQuery).
 
 Medians of ``--rounds`` runs of ``--n`` transactions each, in µs per transaction.
 Nothing here asserts timings: it prints figures.
@@ -32,6 +34,8 @@ import time
 from typing import Any
 
 from tests.fake_transport import fake_mysql_worker, fake_worker
+
+from . import _results
 
 # sysbench oltp_point_select through MariaDB 10.11 (from an strace of the proxy's reads).
 MYSQL_SQL = b"SELECT c FROM sbtest1 WHERE id=?"
@@ -86,6 +90,32 @@ async def pg_round(n: int) -> float:
     return _time(client, server, query, answer, n)
 
 
+async def pg_prepared_round(n: int) -> float:
+    """pgbench -M prepared's exchange: the statement parsed once, then Bind/Execute/Sync."""
+    from fleetpool.pg import messages as m
+    from fleetpool.pg.codec import encode_message
+
+    sync = encode_message(b"S")
+    parse = m.build_parse(b"P_0", b"SELECT abalance FROM pgbench_accounts WHERE aid = $1")
+    execute = m.build_bind(b"", b"P_0", m.bind_values([b"7"])) + m.build_execute() + sync
+    answer = (
+        encode_message(b"2")  # BindComplete
+        + encode_message(b"D", b"\x00\x01\x00\x00\x00\x01" + b"0")
+        + m.command_complete("SELECT 1")
+        + m.ready_for_query()
+    )
+    w = fake_worker(servers=1)
+    server = w.servers[0]
+    client = w.client()
+    # The statement is parsed once (as on the first transaction), then only executed.
+    client.data_received(parse + sync)
+    assert client.server is server and server.transport.sent()
+    server.data_received(encode_message(b"1") + m.ready_for_query())  # ParseComplete
+    client.transport.sent()
+    _check(client, server, w, execute, answer)
+    return _time(client, server, execute, answer, n)
+
+
 def _check(client: Any, server: Any, w: Any, request: bytes, answer: bytes) -> None:
     """One transaction by hand: the exchange goes through and the server comes back."""
     client.data_received(request)
@@ -115,15 +145,30 @@ def main() -> int:
     args = ap.parse_args()
     if not (1 <= args.n <= 10_000_000 and 1 <= args.rounds <= 100):
         ap.error("--n must be in 1..10,000,000 and --rounds in 1..100")
-    figures: dict[str, list[float]] = {"mysql": [], "postgresql": []}
-    for _ in range(args.rounds):  # interleaved, so drift hits both alike
-        figures["mysql"].append(asyncio.run(mysql_round(args.n)))
-        figures["postgresql"].append(asyncio.run(pg_round(args.n)))
-    mysql, pg = (statistics.median(figures[k]) for k in ("mysql", "postgresql"))
+    started = _results.now()
+    rounds = {
+        "mysql": mysql_round,
+        "postgresql": pg_round,
+        "postgresql-prepared": pg_prepared_round,
+    }
+    figures: dict[str, list[float]] = {name: [] for name in rounds}
+    for _ in range(args.rounds):  # interleaved, so drift hits every case alike
+        for name, one_round in rounds.items():
+            figures[name].append(asyncio.run(one_round(args.n)))
+    mysql, pg, pg_prepared = (statistics.median(figures[k]) for k in rounds)
     print(f"Python work per relayed point select (fake transports, median of {args.rounds}"
           f" x {args.n:,}):")  # fmt: skip
-    print(f"  mysql plug-in        {mysql:6.2f} µs")
-    print(f"  peer: postgresql     {pg:6.2f} µs   (mysql / postgresql: {mysql / pg:.2f}x)")
+    print(f"  mysql plug-in (prepared execute)        {mysql:6.2f} µs")
+    print(f"  peer: postgresql, prepared (Bind/Execute) {pg_prepared:6.2f} µs   "
+          f"(mysql / it: {mysql / pg_prepared:.2f}x)")  # fmt: skip
+    print(f"  peer: postgresql, simple Query            {pg:6.2f} µs   "
+          f"(mysql / it: {mysql / pg:.2f}x)")  # fmt: skip
+    path = _results.save(
+        "proxy_hot_path",
+        {"n": args.n, "rounds": args.rounds, "us_per_transaction": figures},
+        started,
+    )
+    print(f"results: {path}")
     return 0
 
 
