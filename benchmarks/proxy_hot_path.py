@@ -77,17 +77,7 @@ async def pg_round(n: int) -> float:
     from fleetpool.pg.codec import encode_message
 
     query = m.query("SELECT abalance FROM pgbench_accounts WHERE aid = 7")
-    answer = (
-        encode_message(b"T", b"\x00\x01abalance\x00" + b"\x00" * 18)
-        + encode_message(b"D", b"\x00\x01\x00\x00\x00\x01" + b"0")
-        + m.command_complete("SELECT 1")
-        + m.ready_for_query()
-    )
-    w = fake_worker(servers=1)
-    server = w.servers[0]
-    client = w.client()
-    _check(client, server, w, query, answer)
-    return _time(client, server, query, answer, n)
+    return _pg_exchange(n, b"", query, encode_message(b"T", b"\x00\x01abalance\x00" + b"\x00" * 18))
 
 
 async def pg_prepared_round(n: int) -> float:
@@ -98,8 +88,17 @@ async def pg_prepared_round(n: int) -> float:
     sync = encode_message(b"S")
     parse = m.build_parse(b"P_0", b"SELECT abalance FROM pgbench_accounts WHERE aid = $1")
     execute = m.build_bind(b"", b"P_0", m.bind_values([b"7"])) + m.build_execute() + sync
+    return _pg_exchange(n, parse + sync, execute, encode_message(b"2"))  # BindComplete
+
+
+def _pg_exchange(n: int, setup: bytes, request: bytes, head: bytes) -> float:
+    """Time ``request`` through the PostgreSQL plug-in; its answer is ``head`` and one row.
+    ``setup`` (a Parse) runs once first, as on a client's first transaction."""
+    from fleetpool.pg import messages as m
+    from fleetpool.pg.codec import encode_message
+
     answer = (
-        encode_message(b"2")  # BindComplete
+        head
         + encode_message(b"D", b"\x00\x01\x00\x00\x00\x01" + b"0")
         + m.command_complete("SELECT 1")
         + m.ready_for_query()
@@ -107,13 +106,13 @@ async def pg_prepared_round(n: int) -> float:
     w = fake_worker(servers=1)
     server = w.servers[0]
     client = w.client()
-    # The statement is parsed once (as on the first transaction), then only executed.
-    client.data_received(parse + sync)
-    assert client.server is server and server.transport.sent()
-    server.data_received(encode_message(b"1") + m.ready_for_query())  # ParseComplete
-    client.transport.sent()
-    _check(client, server, w, execute, answer)
-    return _time(client, server, execute, answer, n)
+    if setup:
+        client.data_received(setup)
+        assert client.server is server and server.transport.sent()
+        server.data_received(encode_message(b"1") + m.ready_for_query())  # ParseComplete
+        client.transport.sent()
+    _check(client, server, w, request, answer)
+    return _time(client, server, request, answer, n)
 
 
 def _check(client: Any, server: Any, w: Any, request: bytes, answer: bytes) -> None:
