@@ -34,6 +34,11 @@ KNOWN_GAPS = {
     **{(s, m): "host CPU contention" for s in CONTENTION_BOUND for m in ("success_pct", "p50_ms")},
     ("zombie-killer", "zombies_end"): "which sessions it kills depends on the timing above",
     ("proxy", "p50_ms"): "the proxy's own CPU on the same cores is not modelled",
+    # How many transactions overlap at the proxy -- so how many server connections it
+    # opens -- depends on when ~70 container processes get the CPU: real runs of this
+    # scenario on one 2-core machine in one day peaked at 3, 3, 4 and 8 (the model: 2).
+    # The bound that matters, peak <= the pool, is asserted by test_fleet_proxy_strategy.
+    ("proxy", "peak_sessions"): "overlap of transactions at the proxy varies with scheduling",
     # Queueing time through 10 leases is the sum of every hand-over's store calls,
     # wake-up and connect, each slowed by the host's load: four real runs here gave
     # p50s of 3.5, 3.6, 4.0 and 5.9 s (the model: 3.6 s).
